@@ -1,0 +1,239 @@
+"""DataDream adaptation (paper section 3.2, hyperparameters.md section 1).
+
+LoRA (r 16, alpha 16, gaussian init: B = 0, so a fresh adapter changes nothing) on q, k, v, out of
+every attention layer of the UNet and of the text encoder; the rest of Stable Diffusion is frozen.
+Loss: eq. 3, MSE between the sampled noise and the UNet's prediction (velocity if the scheduler
+predicts v), uniform timesteps. AdamW, cosine schedule with warm-up, grad-norm clip 1.0.
+
+    dset  one adapter on the whole K-shot set: S = epochs * ceil(N*K / batch) steps
+    cls   one adapter per class, each S / N steps (the paper's equal-compute rule)
+
+Adapters are saved in diffusers' LoRA format (`pytorch_lora_weights.safetensors`), so
+`StableDiffusionPipeline.load_lora_weights(folder)` loads them in any diffusers program.
+Training is seeded (LoRA init, batch order, noise, timesteps): the same seed gives the same adapter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from pathlib import Path
+import torch
+import torch.nn.functional as F
+from torchvision import transforms
+from tqdm.auto import tqdm
+
+from datadream_lib import models
+from datadream_lib.data import FewShotSplit, load_rgb
+from datadream_lib.runs import Run, read_json, write_json
+
+UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def dset_steps(n_classes: int, shots: int, epochs: int, batch_size: int) -> int:
+    """S: the dset adapter's optimisation steps."""
+    return epochs * math.ceil(n_classes * shots / batch_size)
+
+
+def cls_steps(n_classes: int, shots: int, epochs: int, batch_size: int) -> int:
+    """Each per-class adapter's steps: S / N, rounded up (same total compute as dset)."""
+    return max(1, math.ceil(dset_steps(n_classes, shots, epochs, batch_size) / n_classes))
+
+
+@dataclasses.dataclass
+class AdapterJob:
+    name: str            # "dset" or the class folder name
+    items: list          # (path, label) training images
+    steps: int
+    batch_size: int
+    seed: int
+
+    def folder(self, run: Run, variant: str) -> Path:
+        return run.path("adaptation", variant if variant == "dset" else f"cls/{self.name}")
+
+
+def adapter_jobs(p, split: FewShotSplit) -> list[AdapterJob]:
+    shots, n = split.shots(p.shots), len(split.classnames)
+    if p.variant == "dset":
+        return [AdapterJob("dset", shots, dset_steps(n, p.shots, p.adapt_epochs, p.adapt_batch_size),
+                           p.adapt_batch_size, p.seed)]
+    steps = cls_steps(n, p.shots, p.adapt_epochs, p.adapt_batch_size)
+    return [AdapterJob(dirname, [it for it in shots if it[1] == label], steps, min(p.adapt_batch_size, p.shots),
+                       p.seed * 100_003 + label)
+            for label, dirname in enumerate(split.class_dirs())]
+
+
+def adapter_folder(p, run: Run, class_index: int, split: FewShotSplit) -> Path:
+    """Where synthesis finds the adapter for a class."""
+    if p.variant == "dset":
+        return run.path("adaptation", "dset")
+    return run.path("adaptation", "cls", split.class_dirs()[class_index])
+
+
+def lora_config(rank: int, alpha: int, targets: list[str]):
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets, lora_dropout=0.0)
+
+
+def add_lora(pipe, p) -> list[torch.nn.Parameter]:
+    """Attach fresh LoRA adapters; freeze everything else. Returns the trainable parameters."""
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False)
+    pipe.unet.add_adapter(lora_config(p.adapt_lora_rank, p.adapt_lora_alpha, UNET_TARGETS))
+    if p.adapt_train_text_encoder:
+        pipe.text_encoder.add_adapter(lora_config(p.adapt_lora_rank, p.adapt_lora_alpha, TEXT_TARGETS))
+    modules = [pipe.unet] + ([pipe.text_encoder] if p.adapt_train_text_encoder else [])
+    return [q for m in modules for q in m.parameters() if q.requires_grad]
+
+
+def save_adapter(pipe, p, folder: Path) -> None:
+    """diffusers LoRA format, written to a temporary folder and renamed into place."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    unet_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+    text_layers = (convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.text_encoder))
+                   if p.adapt_train_text_encoder else None)
+    config = lora_config(p.adapt_lora_rank, p.adapt_lora_alpha, UNET_TARGETS).to_dict()
+    text_config = lora_config(p.adapt_lora_rank, p.adapt_lora_alpha, TEXT_TARGETS).to_dict() if text_layers else None
+    for cfg in (config, text_config):  # metadata must be JSON: sets become lists
+        if cfg:
+            cfg["target_modules"] = sorted(cfg["target_modules"])
+    StableDiffusionPipeline.save_lora_weights(
+        tmp, unet_lora_layers=unet_layers, text_encoder_lora_layers=text_layers, safe_serialization=True,
+        unet_lora_adapter_metadata=config, text_encoder_lora_adapter_metadata=text_config)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+
+
+def image_transform(resolution: int):
+    """The authors' adaptation transform: Resize (bilinear), RandomCrop, no flip, to [-1, 1]."""
+    return transforms.Compose([
+        transforms.Resize(resolution, interpolation=transforms.InterpolationMode.BILINEAR),
+        transforms.RandomCrop(resolution),
+        transforms.ToTensor(),
+        transforms.Normalize([0.5], [0.5]),
+    ])
+
+
+def batches(n_items: int, batch_size: int, steps: int, generator: torch.Generator):
+    """Index batches for `steps` steps: epochs of seeded permutations, the last batch of an epoch may be short."""
+    done = 0
+    while True:
+        order = torch.randperm(n_items, generator=generator).tolist()
+        for start in range(0, n_items, batch_size):
+            if done == steps:
+                return
+            yield order[start:start + batch_size]
+            done += 1
+
+
+def train_adapter(pipe, p, job: AdapterJob, prompts: list[str], device: torch.device,
+                  progress: bool = True) -> tuple[list[float], list[torch.nn.Parameter]]:
+    """Fit one fresh LoRA adapter on job.items; returns the per-step losses. Leaves it attached."""
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_scheduler
+
+    amp = models.autocast_dtype(p, device)
+    torch.manual_seed(job.seed)  # LoRA init (peft draws A from the global generator)
+    trainable = add_lora(pipe, p)
+    frozen_dtype = amp if amp is not None else torch.float32
+    for module in (pipe.vae, pipe.unet, pipe.text_encoder):
+        models.place(module, device, frozen_dtype)
+    for q in trainable:  # LoRA weights train in fp32
+        q.data = q.data.float()
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    optimizer = torch.optim.AdamW(trainable, lr=p.adapt_lr, betas=(0.9, 0.999), weight_decay=p.adapt_weight_decay, eps=1e-8)
+    lr_schedule = get_scheduler("cosine", optimizer, num_warmup_steps=min(p.adapt_warmup_steps, job.steps),
+                                num_training_steps=job.steps)
+    transform = image_transform(p.resolution)
+    images = [load_rgb(path) for path, _ in job.items]
+    token_ids = pipe.tokenizer([prompts[label] for _, label in job.items], padding="max_length",
+                               max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    gen = torch.Generator().manual_seed(job.seed)
+    pipe.unet.train()
+    pipe.text_encoder.train(p.adapt_train_text_encoder)
+    losses = []
+    bar = tqdm(total=job.steps, desc=f"adapt {job.name}", disable=not progress, leave=False)
+    for index in batches(len(images), job.batch_size, job.steps, gen):
+        pixels = torch.stack([transform(images[i]) for i in index]).to(device, frozen_dtype)
+        with torch.no_grad():
+            latents = pipe.vae.encode(pixels).latent_dist.sample(generator=gen)
+            latents = latents * pipe.vae.config.scaling_factor
+        noise = torch.randn(latents.shape, generator=gen).to(device, latents.dtype)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(index),), generator=gen).to(device)
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        if noise_scheduler.config.prediction_type == "v_prediction":
+            target = noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        with models.autocast(device, amp):
+            hidden = pipe.text_encoder(token_ids[index].to(device))[0]
+            pred = pipe.unet(noisy, timesteps, hidden).sample
+        loss = F.mse_loss(pred.float(), target.float())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, p.adapt_max_grad_norm)
+        optimizer.step()
+        lr_schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.update()
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    bar.close()
+    pipe.unet.eval()
+    pipe.text_encoder.eval()
+    return losses, trainable
+
+
+def remove_lora(pipe) -> None:
+    """Drop the attached adapters so the next class starts from the frozen model."""
+    for module in (pipe.unet, pipe.text_encoder):
+        if getattr(module, "peft_config", None):
+            names = list(module.peft_config)
+            module.delete_adapters(names) if hasattr(module, "delete_adapters") else module.delete_adapter(names)
+
+
+def run(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
+    """Train every adapter the variant needs; adapters already saved are kept (resume per class)."""
+    if p.synth_method != "datadream":
+        run.mark_done("adaptation", skipped=f"synth_method {p.synth_method!r} uses no adapter")
+        return {}
+    device = models.resolve_device(p)
+    jobs = adapter_jobs(p, split)
+    prompts = split.prompts()
+    pipe = None
+    summary = {}
+    for job in tqdm(jobs, desc="adapters", disable=not progress or len(jobs) == 1):
+        folder = job.folder(run, p.variant)
+        if (folder / LORA_FILE).exists() and (folder / "adapter.json").exists():
+            summary[job.name] = read_json(folder / "adapter.json")
+            continue
+        if pipe is None:
+            pipe = models.load_sd_pipeline(p)
+        started = time.time()
+        losses, _ = train_adapter(pipe, p, job, prompts, device, progress)
+        save_adapter(pipe, p, folder)
+        info = {"adapter": job.name, "variant": p.variant, "steps": job.steps, "batch_size": job.batch_size,
+                "images": len(job.items), "seed": job.seed, "seconds": round(time.time() - started, 2),
+                "loss_first": losses[0], "loss_last": losses[-1], "losses": losses}
+        write_json(folder / "adapter.json", info)
+        summary[job.name] = info
+        remove_lora(pipe)
+    total = sum(s["steps"] for s in summary.values())
+    run.mark_done("adaptation", variant=p.variant, adapters=len(summary), total_steps=total)
+    return summary
+
+
+def loss_history(run: Run) -> dict[str, list[float]]:
+    """Per adapter, its per-step losses (for the notebook's plot)."""
+    root = run.path("adaptation")
+    return {info["adapter"]: info["losses"] for info in (read_json(f) for f in sorted(root.rglob("adapter.json")))}

@@ -1,0 +1,347 @@
+"""The classifier all methods share (paper eq. 4, hyperparameters.md section 3).
+
+CLIP (open_clip ViT-B/16, OpenAI weights) with LoRA on the Q and V parts of the fused attention
+input projection of every block of both towers (r 16, alpha 32, dropout 0.1); everything else,
+the logit scale included, is frozen. The head is zero-shot style: the text features of the class
+prompts, recomputed every step (the text LoRA trains too); logits = exp(logit_scale) img @ text.T.
+
+Settings:
+    zero_shot       no training
+    real_finetune   the K real shots only ("Real-finetune")
+    synthetic       synthetic images only
+    synthetic_real  both, side by side in every step: lambda * CE_real + (1 - lambda) * CE_synth
+
+The real shots are repeated `images_per_class // shots` times per epoch (as the authors do), so
+every trained setting takes the same number of steps per epoch. The model is selected on the
+validation split only; the test split is read exactly once, at the end, by the selected model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+from torchvision.transforms import v2
+from tqdm.auto import tqdm
+
+from datadream_lib import models
+from datadream_lib.data import FewShotSplit, load_rgb
+from datadream_lib.errors import DataDreamError
+from datadream_lib.runs import Run, read_json, write_json
+
+BICUBIC = transforms.InterpolationMode.BICUBIC
+
+
+# --- LoRA on open_clip's fused attention ---------------------------------------------------------
+
+class LoRAMultiheadAttention(nn.Module):
+    """nn.MultiheadAttention with LoRA on the Q and V thirds of its fused `in_proj_weight`.
+
+    B starts at zero, so a fresh adapter computes exactly what the wrapped attention computes.
+    """
+
+    def __init__(self, mha: nn.MultiheadAttention, rank: int, alpha: int, dropout: float):
+        super().__init__()
+        self.mha = mha
+        d = mha.embed_dim
+        self.scale = alpha / rank
+        self.dropout = nn.Dropout(dropout)
+        self.lora_A_q = nn.Parameter(torch.empty(rank, d))
+        self.lora_B_q = nn.Parameter(torch.zeros(d, rank))
+        self.lora_A_v = nn.Parameter(torch.empty(rank, d))
+        self.lora_B_v = nn.Parameter(torch.zeros(d, rank))
+        for a in (self.lora_A_q, self.lora_A_v):
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+
+    def _delta(self, x, a, b):
+        return (self.dropout(x) @ a.t() @ b.t()) * self.scale
+
+    def forward(self, query, key, value, need_weights=False, attn_mask=None, key_padding_mask=None, **_):
+        mha = self.mha
+        if not mha.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None,) * 3
+        q = F.linear(query, w_q, b_q) + self._delta(query, self.lora_A_q, self.lora_B_q)
+        k = F.linear(key, w_k, b_k)
+        v = F.linear(value, w_v, b_v) + self._delta(value, self.lora_A_v, self.lora_B_v)
+        batch, length, dim = q.shape
+        heads = mha.num_heads
+        q, k, v = (t.reshape(batch, -1, heads, dim // heads).transpose(1, 2) for t in (q, k, v))
+        mask = None
+        if attn_mask is not None:  # MHA: bool True = blocked, float = additive; SDPA: bool True = allowed
+            mask = ~attn_mask if attn_mask.dtype == torch.bool else attn_mask.to(q.dtype)
+        if key_padding_mask is not None:
+            pad = key_padding_mask[:, None, None, :]
+            pad = torch.zeros_like(pad, dtype=q.dtype).masked_fill(pad, float("-inf")) if pad.dtype == torch.bool else pad
+            mask = pad if mask is None else (mask + pad if mask.dtype != torch.bool else pad.masked_fill(~mask, float("-inf")))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=mha.dropout if self.training else 0.0)
+        out = mha.out_proj(out.transpose(1, 2).reshape(batch, length, dim))
+        if not mha.batch_first:
+            out = out.transpose(0, 1)
+        return out, None
+
+
+def add_clip_lora(clip: nn.Module, rank: int, alpha: int, dropout: float) -> list[nn.Parameter]:
+    """Freeze CLIP and wrap every attention of both towers. Returns the LoRA parameters."""
+    clip.requires_grad_(False)
+    wrapped = []
+    for module in list(clip.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.MultiheadAttention):
+                lora = LoRAMultiheadAttention(child, rank, alpha, dropout)
+                setattr(module, name, lora)
+                wrapped.append(lora)
+    if not wrapped:
+        raise DataDreamError("no nn.MultiheadAttention found in the CLIP model; LoRA placement needs open_clip's ViT.")
+    return [q for lora in wrapped for q in (lora.lora_A_q, lora.lora_B_q, lora.lora_A_v, lora.lora_B_v)]
+
+
+class CLIPClassifier(nn.Module):
+    """Zero-shot-style head: cosine similarity of image and class-prompt features."""
+
+    def __init__(self, clip: nn.Module, tokenizer, prompts: list[str]):
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("prompt_tokens", tokenizer(prompts), persistent=False)
+
+    def text_features(self) -> torch.Tensor:
+        return F.normalize(self.clip.encode_text(self.prompt_tokens), dim=-1)
+
+    def forward(self, images: torch.Tensor, text: Optional[torch.Tensor] = None) -> torch.Tensor:
+        text = self.text_features() if text is None else text
+        image = F.normalize(self.clip.encode_image(images), dim=-1)
+        return self.clip.logit_scale.exp() * image @ text.t()
+
+    def lora_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.state_dict().items() if ".lora_" in k}
+
+
+def build_classifier(p, split: FewShotSplit) -> tuple[CLIPClassifier, list[nn.Parameter], int]:
+    clip, tokenizer, image_size = models.load_clip(p)
+    torch.manual_seed(p.seed)  # LoRA init
+    params = add_clip_lora(clip, p.clf_lora_rank, p.clf_lora_alpha, p.clf_lora_dropout)
+    return CLIPClassifier(clip, tokenizer, split.classifier_prompts()), params, image_size
+
+
+# --- data --------------------------------------------------------------------------------------
+
+def train_transform(size: int):
+    """The authors' training augmentation (hyperparameters.md section 3)."""
+    return transforms.Compose([
+        transforms.RandAugment(),
+        transforms.RandomResizedCrop(size, scale=(0.25, 1.0), interpolation=BICUBIC),
+        transforms.RandomHorizontalFlip(),
+        transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+        transforms.RandomGrayscale(p=0.2),
+        transforms.RandomApply([transforms.GaussianBlur(kernel_size=max(3, (size // 20) | 1))], p=0.2),
+        transforms.RandomSolarize(threshold=128, p=0.2),
+        transforms.ToTensor(),
+        transforms.Normalize(models.CLIP_MEAN, models.CLIP_STD),
+    ])
+
+
+def test_transform(size: int):
+    return transforms.Compose([
+        transforms.Resize(size, interpolation=BICUBIC), transforms.CenterCrop(size), transforms.ToTensor(),
+        transforms.Normalize(models.CLIP_MEAN, models.CLIP_STD),
+    ])
+
+
+class ImageList(Dataset):
+    def __init__(self, items, transform, repeat: int = 1):
+        self.items, self.transform, self.repeat = list(items), transform, repeat
+
+    def __len__(self):
+        return len(self.items) * self.repeat
+
+    def __getitem__(self, i):
+        path, label = self.items[i % len(self.items)]
+        return self.transform(load_rgb(path)), label
+
+
+def _loader(dataset, p, shuffle: bool, seed: int, batch_size: int, device) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=p.num_workers,
+                      generator=torch.Generator().manual_seed(seed), pin_memory=device.type == "cuda",
+                      persistent_workers=False, drop_last=False)
+
+
+def _cycle(loader):
+    while True:
+        yield from loader
+
+
+# --- loss, schedule ----------------------------------------------------------------------------
+
+def mixed_loss(logits_real, targets_real, logits_synth, targets_synth, real_weight: float) -> torch.Tensor:
+    """Eq. 4: lambda * CE(real) + (1 - lambda) * CE(synthetic); a single source is plain CE.
+
+    Targets may be class indices or soft labels (after CutMix / MixUp).
+    """
+    if logits_synth is None:
+        return F.cross_entropy(logits_real, targets_real)
+    if logits_real is None:
+        return F.cross_entropy(logits_synth, targets_synth)
+    return real_weight * F.cross_entropy(logits_real, targets_real) + \
+        (1 - real_weight) * F.cross_entropy(logits_synth, targets_synth)
+
+
+def lr_lambda(total_steps: int, warmup_steps: int, base_lr: float, min_lr: float):
+    """Linear warm-up, then cosine to min_lr, per iteration (as a LambdaLR factor)."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return (min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))) / base_lr
+    return factor
+
+
+class BatchMix:
+    """CutMix or MixUp (one at random) on a batch with probability p; targets become soft."""
+
+    def __init__(self, num_classes: int, p: float, seed: int):
+        self.num_classes, self.p = num_classes, p
+        self.rng = np.random.default_rng(seed)
+        self.mix = v2.RandomChoice([v2.CutMix(num_classes=num_classes), v2.MixUp(num_classes=num_classes)])
+
+    def __call__(self, images, labels):
+        if self.p > 0 and len(labels) > 1 and self.rng.random() < self.p:
+            return self.mix(images, labels)
+        return images, F.one_hot(labels, self.num_classes).float()
+
+
+# --- training and evaluation -------------------------------------------------------------------
+
+@torch.no_grad()
+def predict(model: CLIPClassifier, loader: DataLoader, device, amp) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    preds, labels = [], []
+    with models.autocast(device, amp):
+        text = model.text_features()
+        for images, y in loader:
+            preds.append(model(images.to(device, non_blocking=True), text).argmax(-1).cpu())
+            labels.append(y)
+    return torch.cat(preds).numpy(), torch.cat(labels).numpy()
+
+
+def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
+    return float((preds == labels).mean() * 100)
+
+
+def per_class_accuracy(preds, labels, classnames) -> dict[str, float]:
+    return {name: float((preds[labels == c] == c).mean() * 100) if (labels == c).any() else float("nan")
+            for c, name in enumerate(classnames)}
+
+
+def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader, device, image_size,
+        progress: bool = True) -> tuple[list[dict], dict, int]:
+    """Train; after every epoch score val and keep the best LoRA state (ties: the earlier epoch)."""
+    amp = models.autocast_dtype(p, device)
+    aug = train_transform(image_size)
+    n_classes = model.prompt_tokens.shape[0]
+    real_loader = synth_loader = None
+    if real_items:
+        repeat = max(1, p.images_per_class // p.shots)
+        real_loader = _loader(ImageList(real_items, aug, repeat), p, True, p.seed + 1, p.clf_batch_size, device)
+    if synth_items:
+        synth_loader = _loader(ImageList(synth_items, aug), p, True, p.seed + 2, p.clf_batch_size, device)
+    steps_per_epoch = len(synth_loader) if synth_loader is not None else len(real_loader)
+    total = steps_per_epoch * p.clf_epochs
+    optimizer = torch.optim.AdamW(trainable, lr=p.clf_lr, weight_decay=p.clf_weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(total, p.clf_warmup_epochs * steps_per_epoch, p.clf_lr, p.clf_min_lr))
+    mixer = BatchMix(n_classes, p.mix_aug_prob, p.seed + 3)
+    real_iter = _cycle(real_loader) if real_loader is not None and synth_loader is not None else None
+    history, best_state, best_val, best_epoch = [], model.lora_state(), -1.0, 0
+    for epoch in range(1, p.clf_epochs + 1):
+        model.train()
+        losses = []
+        main = synth_loader if synth_loader is not None else real_loader
+        for images, labels in tqdm(main, desc=f"epoch {epoch}/{p.clf_epochs}", disable=not progress, leave=False):
+            parts = [mixer(images, labels)]
+            if real_iter is not None:
+                parts.insert(0, mixer(*next(real_iter)))
+            with models.autocast(device, amp):
+                logits = model(torch.cat([x for x, _ in parts]).to(device, non_blocking=True)).float()
+            targets = [t.to(device) for _, t in parts]
+            if len(parts) == 2:
+                n_real = len(targets[0])
+                loss = mixed_loss(logits[:n_real], targets[0], logits[n_real:], targets[1], p.real_loss_weight)
+            else:
+                loss = F.cross_entropy(logits, targets[0])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+        val_top1 = accuracy(*predict(model, val_loader, device, amp))
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "losses": losses,
+                        "val_top1": val_top1, "lr": schedule.get_last_lr()[0]})
+        if val_top1 > best_val:
+            best_val, best_epoch, best_state = val_top1, epoch, model.lora_state()
+    model.load_state_dict(best_state, strict=False)
+    return history, best_state, best_epoch
+
+
+def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, progress: bool = True,
+                       test_items: Optional[list] = None) -> dict:
+    """One classifier setting, start to finish; the test split is read once, by the selected model."""
+    device = models.resolve_device(p)
+    amp = models.autocast_dtype(p, device)
+    model, trainable, image_size = build_classifier(p, split)
+    model.to(device)
+    evaluation = test_transform(image_size)
+    val_loader = _loader(ImageList(split.val, evaluation), p, False, 0, p.clf_batch_size * 2, device)
+    real = split.shots(p.shots) if setting in ("real_finetune", "synthetic_real") else []
+    synth = synth_items if setting in ("synthetic", "synthetic_real") else []
+    if setting in ("synthetic", "synthetic_real") and not synth:
+        raise DataDreamError(f"setting {setting!r} needs synthetic images and the run has none; run the synthesis stage first.")
+    started = time.time()
+    history, best_epoch = [], 0
+    if setting != "zero_shot":
+        history, _, best_epoch = fit(model, trainable, p, real, synth, val_loader, device, image_size, progress)
+    val_top1 = history[best_epoch - 1]["val_top1"] if history else accuracy(*predict(model, val_loader, device, amp))
+    test_loader = _loader(ImageList(test_items if test_items is not None else split.test, evaluation),
+                          p, False, 0, p.clf_batch_size * 2, device)
+    preds, labels = predict(model, test_loader, device, amp)  # the one read of the test split
+    return {
+        "setting": setting, "dataset": split.dataset, "seed": p.seed, "shots": p.shots,
+        "synth_method": p.synth_method if synth else None, "variant": p.variant if synth else None,
+        "images_per_class": (len(synth) // len(split.classnames)) if synth else 0,
+        "top1": accuracy(preds, labels), "per_class": per_class_accuracy(preds, labels, split.classnames),
+        "val_top1": val_top1, "best_epoch": best_epoch, "selected_on": "val", "test_evaluations": 1,
+        "n_real": len(real), "n_synthetic": len(synth), "n_val": len(split.val), "n_test": len(labels),
+        "history": history, "seconds": round(time.time() - started, 2),
+    }
+
+
+def run(p, run: Run, split: FewShotSplit, progress: bool = True, settings: Optional[list[str]] = None,
+        out_root: Optional[Path] = None, images_per_class: Optional[int] = None) -> dict[str, dict]:
+    """Every setting in p.clf_settings (or `settings`); a setting whose metrics exist is kept."""
+    from datadream_lib.synthesis import synthetic_items
+
+    out_root = out_root or run.path("classification")
+    settings = settings or p.clf_settings
+    results = {}
+    synth = None
+    for setting in settings:
+        path = out_root / setting / "metrics.json"
+        if path.exists():
+            results[setting] = read_json(path)
+            continue
+        if setting in ("synthetic", "synthetic_real") and synth is None:
+            synth = synthetic_items(run, p.synth_method, images_per_class)
+        results[setting] = train_and_evaluate(p, setting, split, synth or [], progress)
+        write_json(path, results[setting])
+    if out_root == run.path("classification"):
+        run.mark_done("classification", settings=list(results))
+    return results

@@ -1,0 +1,226 @@
+"""Stable Diffusion 2.1 and CLIP ViT-B/16, in three presets (parameter `models`):
+
+    pretrained   the real weights, from a hub id or a local folder (what users run on a GPU)
+    tiny         the same classes (UNet2DConditionModel, AutoencoderKL, CLIPTextModel + the real
+                 CLIP BPE tokenizer, an open_clip ViT), small and randomly initialised from configs,
+                 seeded so every stage rebuilds identical weights; fully offline
+    full_random  the full-size SD 2.1-base and ViT-B/16 architectures from config with random
+                 weights: the real models' FLOPs and memory, for GPU checks and benchmarks
+
+Weights load only as safetensors (diffusers `use_safetensors=True`) or with `weights_only=True`
+(open_clip); never with remote code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from datadream_lib.errors import DataDreamError
+
+TINY_SEED = 1234  # the tiny and full_random presets are built under this seed: identical in every stage
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP normalisation
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# Stable Diffusion 2.1-base (stabilityai/stable-diffusion-2-1-base), written out from its configs.
+SD21_BASE_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024, use_linear_projection=True,
+    norm_num_groups=32, act_fn="silu", flip_sin_to_cos=True, freq_shift=0,
+)
+SD21_BASE_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    norm_num_groups=32, act_fn="silu", scaling_factor=0.18215,
+)
+SD21_TEXT_ENCODER = dict(  # OpenCLIP ViT-H/14 text tower, penultimate layer (23 of 24 layers kept)
+    vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+    num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=512,
+)
+SD_SCHEDULER = dict(  # the 2.1-base scheduler config (PNDM, epsilon prediction)
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+    clip_sample=False, timestep_spacing="leading",
+)
+
+TINY_UNET = dict(
+    sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    attention_head_dim=(2, 4), cross_attention_dim=32, use_linear_projection=True, norm_num_groups=32,
+)
+TINY_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, sample_size=32,
+    block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+    up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=32, scaling_factor=0.18215,
+)
+TINY_TEXT_ENCODER = dict(
+    vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+    max_position_embeddings=77, hidden_act="gelu", projection_dim=32,
+)
+TINY_CLIP = dict(embed_dim=32, vision=dict(layers=2, width=64, head_width=32, patch_size=8, image_size=32),
+                 text=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Build random weights under a fixed seed without disturbing the caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def resolve_device(p) -> torch.device:
+    if p.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(p.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DataDreamError(f"device {p.device!r} was asked for but no CUDA GPU is visible; set device: auto or cpu.")
+    return device
+
+
+def autocast_dtype(p, device: torch.device) -> Optional[torch.dtype]:
+    """bf16 autocast on GPU (LoRA weights stay fp32); None (plain fp32) on CPU."""
+    if p.mixed_precision == "no" or (p.mixed_precision == "auto" and device.type != "cuda"):
+        return None
+    if p.mixed_precision == "fp16":
+        return torch.float16
+    return torch.bfloat16
+
+
+def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Move a module; cast it only when the dtype changes (diffusers warns on a no-op cast)."""
+    module.to(device)
+    if dtype != torch.float32:
+        module.to(dtype=dtype)
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# --- the tokenizer -----------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def clip_bpe_files() -> Path:
+    """vocab.json + merges.txt for transformers' CLIPTokenizer, written from the BPE vocabulary that
+    ships inside open_clip (the same 49,408 tokens Stable Diffusion's tokenizer uses)."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from datadream_lib.runs import atomic_write_text
+
+    simple = SimpleTokenizer()
+    folder = Path(torch.hub.get_dir()).parent / "datadream" / "clip_bpe_49408"
+    vocab, merges = folder / "vocab.json", folder / "merges.txt"
+    if not (vocab.exists() and merges.exists()):
+        ranked = sorted(simple.bpe_ranks.items(), key=lambda kv: kv[1])
+        names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}  # open_clip -> HF spelling
+        encoder = {names.get(token, token): index for token, index in simple.encoder.items()}
+        atomic_write_text(vocab, json.dumps(encoder, ensure_ascii=False))
+        atomic_write_text(merges, "#version: 0.2\n" + "".join(f"{a} {b}\n" for (a, b), _ in ranked))
+    return folder
+
+
+def clip_tokenizer(pad_token: str = "!"):
+    """transformers' CLIPTokenizer on the real CLIP BPE vocabulary; SD 2.x pads with '!'."""
+    from transformers import CLIPTokenizer
+
+    folder = clip_bpe_files()
+    return CLIPTokenizer.from_pretrained(str(folder), pad_token=pad_token, model_max_length=77)
+
+
+# --- Stable Diffusion --------------------------------------------------------------------------
+
+def _build_sd(unet_cfg: dict, vae_cfg: dict, text_cfg: dict):
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with seeded(TINY_SEED):
+        unet = UNet2DConditionModel(**unet_cfg)
+        vae = AutoencoderKL(**vae_cfg)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
+    return StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet,
+        scheduler=PNDMScheduler.from_config(SD_SCHEDULER), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+
+
+def model_unreachable(what: str, name: str, exc: Exception, local_hint: str) -> DataDreamError:
+    return DataDreamError(
+        f"{what} weights {name!r} are not reachable ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+        f"On a machine with internet, download them once ({local_hint}), then point the parameter at the local "
+        f"copy; or run offline checks with models: tiny.")
+
+
+def load_sd_pipeline(p):
+    """A StableDiffusionPipeline on the CPU in fp32 (callers move and cast it)."""
+    if p.models == "tiny":
+        return _build_sd(TINY_UNET, TINY_VAE, TINY_TEXT_ENCODER)
+    if p.models == "full_random":
+        return _build_sd(SD21_BASE_UNET, SD21_BASE_VAE, SD21_TEXT_ENCODER)
+    from diffusers import StableDiffusionPipeline
+
+    try:
+        return StableDiffusionPipeline.from_pretrained(
+            p.sd_model, safety_checker=None, requires_safety_checker=False, use_safetensors=True,
+            local_files_only=p.local_files_only, torch_dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise model_unreachable("Stable Diffusion", p.sd_model, exc,
+                                f"`hf download {p.sd_model} --local-dir /models/sd21-base`, then sd_model: /models/sd21-base") from None
+
+
+def check_sd_reachable(p) -> None:
+    """Cheap preflight: the SD weights are a local folder or in (or reachable into) the hub cache."""
+    if p.models != "pretrained":
+        return
+    local = Path(p.sd_model).expanduser()
+    if local.is_dir():
+        if not (local / "model_index.json").exists():
+            raise DataDreamError(f"sd_model folder {str(local)!r} has no model_index.json; it must be a diffusers "
+                                 f"model folder (e.g. a download of stabilityai/stable-diffusion-2-1-base).")
+        return
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(p.sd_model, "model_index.json", local_files_only=p.local_files_only)
+    except Exception as exc:  # offline, unknown repo, gated: all mean "not reachable"
+        raise model_unreachable("Stable Diffusion", p.sd_model, exc,
+                                f"`hf download {p.sd_model} --local-dir /models/sd21-base`, then sd_model: /models/sd21-base") from None
+
+
+# --- CLIP (open_clip) --------------------------------------------------------------------------
+
+def load_clip(p):
+    """(model, tokenizer, image_size): open_clip CLIP in fp32 on the CPU."""
+    import open_clip
+
+    tokenizer = open_clip.get_tokenizer("ViT-B-16")  # the SimpleTokenizer on the shipped BPE vocabulary
+    if p.models == "tiny":
+        from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+        with seeded(TINY_SEED):
+            model = CLIP(TINY_CLIP["embed_dim"], CLIPVisionCfg(**TINY_CLIP["vision"]), CLIPTextCfg(**TINY_CLIP["text"]))
+    elif p.models == "full_random":
+        with seeded(TINY_SEED):
+            model = open_clip.create_model(p.clip_model, pretrained=None)
+    else:
+        try:
+            model = open_clip.create_model(p.clip_model, pretrained=p.clip_pretrained, require_pretrained=True,
+                                           weights_only=True)
+        except Exception as exc:  # open_clip raises RuntimeError / OSError / HF errors when offline
+            raise model_unreachable("CLIP", f"{p.clip_model} / {p.clip_pretrained}", exc,
+                                    "e.g. open_clip's `hf-hub:timm/vit_base_patch16_clip_224.openai` file "
+                                    "open_clip_model.safetensors, then clip_pretrained: /models/clip/open_clip_model.safetensors") from None
+    image_size = model.visual.image_size
+    image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
+    return model, tokenizer, int(image_size)

@@ -1,0 +1,285 @@
+"""Every parameter of a DataDream run: one typed, validated definition, with the paper defaults.
+
+The defaults are the paper's settings as `../shared/reference/hyperparameters.md` ("follow")
+states them. A parameter file or a notebook's `parameters` cell sets any subset; unset names take
+the values of the file's `base`:
+
+    base: paper   the dataclass defaults below (Stable Diffusion 2.1-base, CLIP ViT-B/16, 500 images)
+    base: demo    the tiny offline default: random tiny models of the same classes, the toy dataset
+
+Unknown keys and bad values stop the run before any model is built, naming the key and, for a
+typo, the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from datadream_lib.errors import DataDreamError
+
+CLASSIFIER_SETTINGS = ("zero_shot", "real_finetune", "synthetic", "synthetic_real")
+MODEL_PRESETS = ("pretrained", "tiny", "full_random")
+VARIANTS = ("dset", "cls")
+SCHEDULERS = ("pndm", "ddim", "dpmsolver++", "euler", "euler_ancestral", "ddpm", "unipc")
+FID_FEATURES = ("inception", "tiny")
+FID_REAL_SETS = ("train", "shots")
+PRECISIONS = ("auto", "bf16", "fp16", "no")
+
+
+def _field(default, help: str, *, choices=None, min=None, max=None, identity: bool = True):
+    """A parameter. `identity=False` marks how a run executes, not what it computes."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "identity": identity}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    # --- the run -------------------------------------------------------------------------------
+    run_name: str = _field("datadream", "folder name of the run under runs_root")
+    runs_root: str = _field("runs", "where run folders live; relative paths are taken from the project root", identity=False)
+    seed: int = _field(0, "seeds the few-shot draw, LoRA init, training order and every synthetic image", min=0)
+    device: str = _field("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", identity=False)
+    mixed_precision: str = _field("auto", "'auto' = bf16 autocast on GPU (fp32 LoRA weights), fp32 on CPU", choices=PRECISIONS)
+    num_workers: int = _field(4, "data-loader worker processes for the classifier", min=0, identity=False)
+
+    # --- data (hyperparameters.md section 4) ---------------------------------------------------
+    dataset: str = _field("toy", "a name from datadream_lib.data.DATASETS")
+    data_root: str = _field("data", "where the dataset lives (ImageFolder root; torchvision download folder)", identity=False)
+    download: bool = _field(False, "let torchvision download the dataset if it is missing", identity=False)
+    shots: int = _field(16, "K real images per class", min=1)
+    val_fraction: float = _field(0.1, "share of train carved out (seeded) as validation where a dataset has no val split", min=0.01, max=0.5)
+    test_fraction: float = _field(0.2, "share carved out as test where an ImageFolder has no test folder", min=0.01, max=0.5)
+    skip_corrupt_images: bool = _field(False, "skip unreadable images (each is logged) instead of stopping")
+
+    # --- models (hyperparameters.md sections 1, 3) ----------------------------------------------
+    models: str = _field("pretrained", "'pretrained' weights, 'tiny' random offline models, or 'full_random' full-size architectures with random weights", choices=MODEL_PRESETS)
+    sd_model: str = _field("stabilityai/stable-diffusion-2-1-base", "hub id or local folder of Stable Diffusion (models: pretrained)")
+    clip_model: str = _field("ViT-B-16", "open_clip architecture name")
+    clip_pretrained: str = _field("openai", "open_clip pretrained tag, or a local checkpoint file (models: pretrained)")
+    local_files_only: bool = _field(False, "never reach the hub; use the local cache or folders only", identity=False)
+
+    # --- DataDream adaptation (hyperparameters.md section 1) -----------------------------------
+    variant: str = _field("dset", "'dset': one adapter for the dataset; 'cls': one per class with S/N steps each", choices=VARIANTS)
+    resolution: int = _field(512, "training and generation resolution in pixels", min=8)
+    adapt_epochs: int = _field(200, "epochs over the few-shot set (dset); cls gets the same total steps", min=1)
+    adapt_batch_size: int = _field(8, "adaptation batch size", min=1)
+    adapt_lr: float = _field(1e-4, "AdamW learning rate", min=0.0)
+    adapt_weight_decay: float = _field(1e-2, "AdamW weight decay", min=0.0)
+    adapt_warmup_steps: int = _field(100, "linear warm-up steps before the cosine decay", min=0)
+    adapt_max_grad_norm: float = _field(1.0, "gradient-norm clip", min=0.0)
+    adapt_lora_rank: int = _field(16, "LoRA rank r on q, k, v, out", min=1)
+    adapt_lora_alpha: int = _field(16, "LoRA alpha (scale alpha / r = 1)", min=1)
+    adapt_train_text_encoder: bool = _field(True, "LoRA on the text encoder as well as the UNet")
+
+    # --- synthesis (hyperparameters.md section 2) ----------------------------------------------
+    synth_method: str = _field("datadream", "a name from datadream_lib.synthesis.METHODS")
+    images_per_class: int = _field(500, "synthetic images per class", min=1)
+    num_inference_steps: int = _field(50, "sampler steps", min=1)
+    guidance_scale: float = _field(2.0, "classifier-free guidance scale", min=0.0)
+    scheduler: str = _field("pndm", "diffusers sampler", choices=SCHEDULERS)
+    synth_batch_size: int = _field(10, "images per UNet batch (never changes an image)", min=1, identity=False)
+    shard_index: int = _field(0, "this process's shard of the synthesis jobs", min=0, identity=False)
+    num_shards: int = _field(1, "number of synthesis shards", min=1, identity=False)
+
+    # --- classifier (hyperparameters.md section 3) ---------------------------------------------
+    clf_settings: list = _field(list(CLASSIFIER_SETTINGS), "classifier settings to run", choices=CLASSIFIER_SETTINGS)
+    clf_epochs: int = _field(10, "classifier epochs (authors' scripts: 10)", min=1)
+    clf_warmup_epochs: int = _field(3, "linear warm-up epochs (authors' scripts: 3)", min=0)
+    clf_batch_size: int = _field(64, "classifier batch size (real and synthetic batches each)", min=1)
+    clf_lr: float = _field(1e-4, "AdamW learning rate", min=0.0)
+    clf_min_lr: float = _field(1e-8, "floor of the cosine schedule", min=0.0)
+    clf_weight_decay: float = _field(1e-4, "AdamW weight decay", min=0.0)
+    clf_lora_rank: int = _field(16, "LoRA rank on Q and V of both CLIP towers", min=1)
+    clf_lora_alpha: int = _field(32, "LoRA alpha", min=1)
+    clf_lora_dropout: float = _field(0.1, "LoRA dropout", min=0.0, max=1.0)
+    real_loss_weight: float = _field(0.8, "lambda of eq. 4: weight of the real loss in synthetic_real", min=0.0, max=1.0)
+    mix_aug_prob: float = _field(0.2, "probability of CutMix-or-MixUp on a batch", min=0.0, max=1.0)
+
+    # --- FID analysis (hyperparameters.md section 5) -------------------------------------------
+    fid_features: str = _field("inception", "feature extractor: 'inception' (standard FID weights) or 'tiny'", choices=FID_FEATURES)
+    inception_weights: Optional[str] = _field(None, "local path of pt_inception-2015-12-05-6726825d.pth; None = download")
+    fid_real_set: str = _field("train", "real images compared per class: all 'train' images or the 'shots'", choices=FID_REAL_SETS)
+
+    # --- ablations (Fig. 5) --------------------------------------------------------------------
+    ablation_images_per_class: list = _field([100, 200, 300, 400, 500], "Fig. 5 left: synthetic images per class, drawn from one pool", min=1)
+    ablation_shots: list = _field([1, 2, 4, 8, 16], "Fig. 5 right: real shots; each re-runs adapt -> synthesize -> classify", min=1)
+    ablation_settings: list = _field(["synthetic", "synthetic_real"], "classifier settings of the ablations", choices=CLASSIFIER_SETTINGS)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict:
+        """The values that define what a run computes (not how it is executed)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["identity"]}
+
+    def replace(self, **changes) -> "Params":
+        return from_dict({**self.to_dict(), **changes}, base="paper")
+
+    @property
+    def max_shots(self) -> int:
+        """How many shots per class the split file stores: enough for every ablation, at least 16."""
+        return max([self.shots, 16, *self.ablation_shots])
+
+
+# The tiny offline default: same classes and code paths as the paper, small numbers.
+DEMO: dict[str, Any] = {
+    "run_name": "demo",
+    "dataset": "toy",
+    "models": "tiny",
+    "resolution": 32,
+    "shots": 4,
+    "adapt_epochs": 6,
+    "adapt_batch_size": 4,
+    "adapt_warmup_steps": 2,
+    "adapt_lr": 1e-3,
+    "images_per_class": 8,
+    "num_inference_steps": 20,
+    "synth_batch_size": 8,
+    "clf_epochs": 3,
+    "clf_warmup_epochs": 1,
+    "clf_batch_size": 16,
+    "clf_lr": 1e-3,
+    "num_workers": 0,
+    "fid_features": "tiny",
+    "ablation_images_per_class": [4, 8],
+    "ablation_shots": [1, 2],
+    "ablation_settings": ["synthetic_real"],
+}
+BASES: dict[str, dict[str, Any]] = {"paper": {}, "demo": DEMO}
+
+FIELDS = {f.name: f for f in dataclasses.fields(Params)}
+# Names a notebook's namespace holds that are not parameters.
+_NOTEBOOK_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def _nearest(key: str, valid) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _check_value(name: str, value: Any) -> Any:
+    field = FIELDS[name]
+    meta = field.metadata
+    hint = typing.get_type_hints(Params)[name]
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+    base_type = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if optional else hint
+    where = f"parameter '{name}'"
+    if value is None:
+        if optional:
+            return None
+        raise DataDreamError(f"{where} is empty; give a value ({meta['help']}).")
+    if base_type is list:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise DataDreamError(f"{where} must be a non-empty list, got {value!r}.")
+        items = list(value)
+        default_items = field.default_factory()
+        item_type = type(default_items[0])
+        for item in items:
+            if not isinstance(item, item_type) or isinstance(item, bool):
+                raise DataDreamError(f"{where}: {item!r} is not a {item_type.__name__}.")
+            _check_range(where, item, meta)
+        return items
+    if base_type is bool:
+        if not isinstance(value, bool):
+            raise DataDreamError(f"{where} must be true or false, got {value!r}.")
+        return value
+    if base_type is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DataDreamError(f"{where} must be an integer, got {value!r}.")
+    elif base_type is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DataDreamError(f"{where} must be a number, got {value!r}.")
+        value = float(value)
+    elif base_type is str:
+        if not isinstance(value, str) or not value:
+            raise DataDreamError(f"{where} must be a non-empty string, got {value!r}.")
+    _check_range(where, value, meta)
+    return value
+
+
+def _check_range(where: str, value: Any, meta: dict) -> None:
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise DataDreamError(f"{where}: {value!r} is not one of {list(meta['choices'])}.{_nearest(str(value), meta['choices'])}")
+    if meta["min"] is not None and value < meta["min"]:
+        raise DataDreamError(f"{where} must be >= {meta['min']}, got {value!r} ({meta['help']}).")
+    if meta["max"] is not None and value > meta["max"]:
+        raise DataDreamError(f"{where} must be <= {meta['max']}, got {value!r} ({meta['help']}).")
+
+
+def from_dict(values: dict, base: Optional[str] = None) -> Params:
+    """Validate `values` over the defaults of `base` (or of values['base'], else 'paper')."""
+    values = dict(values)
+    base = values.pop("base", base) or "paper"
+    if base not in BASES:
+        raise DataDreamError(f"parameter 'base': {base!r} is not one of {list(BASES)}.{_nearest(str(base), BASES)}")
+    for key in values:
+        if key not in FIELDS:
+            raise DataDreamError(f"unknown parameter '{key}'.{_nearest(key, FIELDS)} "
+                                 f"The valid names are listed in datadream_lib/params.py.")
+    merged = {**BASES[base], **values}
+    checked = {name: _check_value(name, value) for name, value in merged.items()}
+    params = Params(**checked)
+    _check_consistency(params)
+    return params
+
+
+def _check_consistency(p: Params) -> None:
+    from datadream_lib import data, synthesis  # registries; imported late to keep this module light
+
+    if p.dataset not in data.DATASETS:
+        raise DataDreamError(f"parameter 'dataset': {p.dataset!r} is unknown; valid datasets: {sorted(data.DATASETS)}."
+                             f"{_nearest(p.dataset, data.DATASETS)}")
+    if p.synth_method not in synthesis.METHODS:
+        raise DataDreamError(f"parameter 'synth_method': {p.synth_method!r} is unknown; valid methods: {sorted(synthesis.METHODS)}."
+                             f"{_nearest(p.synth_method, synthesis.METHODS)}")
+    if p.shard_index >= p.num_shards:
+        raise DataDreamError(f"shard_index {p.shard_index} must be < num_shards {p.num_shards} (shards are numbered from 0).")
+    if p.clf_warmup_epochs >= p.clf_epochs and p.clf_epochs > 1:
+        raise DataDreamError(f"clf_warmup_epochs ({p.clf_warmup_epochs}) must be below clf_epochs ({p.clf_epochs}).")
+    too_many = [n for n in p.ablation_images_per_class if n > p.images_per_class]
+    if too_many:
+        raise DataDreamError(f"ablation_images_per_class {too_many} exceed images_per_class ({p.images_per_class}): "
+                             f"the ablation draws from one generated pool; raise images_per_class or lower the grid.")
+    if p.models == "pretrained" and p.fid_features == "tiny":
+        raise DataDreamError("fid_features 'tiny' is a random network for offline checks; with pretrained models use 'inception'.")
+
+
+def load_file(path: str | Path, overrides: Optional[dict] = None) -> Params:
+    """Read a YAML parameter file (and command-line overrides) into validated Params."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataDreamError(f"parameter file {str(path)!r} does not exist; the files shipped are under params/.")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DataDreamError(f"parameter file {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise DataDreamError(f"parameter file {str(path)!r} must hold a mapping of name: value.")
+    return from_dict({**values, **(overrides or {})})
+
+
+def from_namespace(namespace: dict) -> Params:
+    """Params from a notebook's globals after the `parameters` cell (and papermill's injected one).
+
+    Every public name holding a plain value (str, number, bool, list, None) must be a parameter
+    (or `base`): a typo in a papermill `-p` or `-f` key stops here, naming the nearest valid one.
+    Objects the notebook makes later (Params, Run, tables, figures) are not plain and are ignored,
+    so re-running a notebook's cells in JupyterLab works.
+    """
+    values = {name: value for name, value in namespace.items()
+              if not name.startswith("_") and name not in _NOTEBOOK_NAMES
+              and isinstance(value, (str, int, float, bool, list, tuple, type(None)))}
+    return from_dict(values)
+
+
+def dump(params: Params) -> str:
+    return yaml.safe_dump(params.to_dict(), sort_keys=False)

@@ -1,0 +1,252 @@
+"""Synthesis: `images_per_class` images per class (paper section 3.2, hyperparameters.md section 2).
+
+Every image is a job (class, index) with its own generator, seeded from (run seed, class, index):
+batch size, sharding (`shard_index` / `num_shards`) and resuming never change an image, and no two
+classes share a noise sequence (the authors' code restarts the same noise for every class).
+
+Each image is written atomically (temporary file + rename) and then recorded as one row of the
+shard's manifest (`manifest-SSS-of-NNN.jsonl`: class, index, seed, prompt, model, adapter, sampler,
+steps, guidance). A job is done when its row exists, so an interrupted run resumes exactly where
+it stopped, and nothing half-written is ever listed.
+
+Generation methods plug in through `METHODS`: a class that turns a list of jobs of one class into
+images. DataDream (text-to-image with the run's adapter) and plain Stable Diffusion ship here; the
+baselines (img2img from real shots, textual inversion, unCLIP) are further entries of the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from datadream_lib import models
+from datadream_lib.data import FewShotSplit
+from datadream_lib.errors import DataDreamError
+from datadream_lib.runs import Run, atomic_write_bytes
+
+MANIFEST_GLOB = "manifest-*.jsonl"
+
+
+def image_seed(run_seed: int, class_index: int, index: int) -> int:
+    """The seed of one image: a hash of (run seed, class, index), independent of everything else."""
+    words = np.random.SeedSequence([run_seed, class_index, index]).generate_state(2, dtype=np.uint32)
+    return int(words[0]) << 31 | int(words[1]) >> 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageJob:
+    class_index: int
+    class_dir: str
+    class_name: str
+    index: int
+    seed: int
+    prompt: str
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.class_index, self.index
+
+    @property
+    def relpath(self) -> str:
+        return f"{self.class_dir}/{self.index:05d}.png"
+
+
+def all_jobs(p, split: FewShotSplit) -> list[ImageJob]:
+    prompts, dirs = split.prompts(), split.class_dirs()
+    return [ImageJob(c, dirs[c], name, i, image_seed(p.seed, c, i), prompts[c])
+            for c, name in enumerate(split.classnames) for i in range(p.images_per_class)]
+
+
+def shard_of(job: ImageJob, images_per_class: int, num_shards: int) -> int:
+    return (job.class_index * images_per_class + job.index) % num_shards
+
+
+# --- samplers ----------------------------------------------------------------------------------
+
+def make_scheduler(name: str, config):
+    import diffusers
+
+    kinds = {
+        "pndm": (diffusers.PNDMScheduler, {}),
+        "ddim": (diffusers.DDIMScheduler, {}),
+        "dpmsolver++": (diffusers.DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
+        "euler": (diffusers.EulerDiscreteScheduler, {}),
+        "euler_ancestral": (diffusers.EulerAncestralDiscreteScheduler, {}),
+        "ddpm": (diffusers.DDPMScheduler, {}),
+        "unipc": (diffusers.UniPCMultistepScheduler, {}),
+    }
+    cls, extra = kinds[name]
+    return cls.from_config(config, **extra)
+
+
+# --- methods -----------------------------------------------------------------------------------
+
+class TextToImage:
+    """Stable Diffusion text-to-image with the class prompt; no adapter (the frozen model)."""
+
+    name = "stable_diffusion"
+
+    def __init__(self, p, run: Run, split: FewShotSplit):
+        self.p, self.run, self.split = p, run, split
+        self.device = models.resolve_device(p)
+        dtype = models.autocast_dtype(p, self.device) or torch.float32
+        self.pipe = models.load_sd_pipeline(p)
+        self.pipe.scheduler = make_scheduler(p.scheduler, self.pipe.scheduler.config)
+        for module in (self.pipe.vae, self.pipe.unet, self.pipe.text_encoder):
+            models.place(module, self.device, dtype)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.model = p.sd_model if p.models == "pretrained" else f"{p.models} (random weights, seed {models.TINY_SEED})"
+
+    def check(self) -> None:
+        """Stop before any image is made if an input is missing."""
+
+    def adapter(self, class_index: int) -> Optional[str]:
+        return None
+
+    def begin_class(self, class_index: int) -> None:
+        pass
+
+    @torch.no_grad()
+    def generate(self, jobs: list[ImageJob]):
+        p = self.p
+        generators = [torch.Generator().manual_seed(job.seed) for job in jobs]  # CPU: same noise on any device
+        out = self.pipe([job.prompt for job in jobs], height=p.resolution, width=p.resolution,
+                        num_inference_steps=p.num_inference_steps, guidance_scale=p.guidance_scale,
+                        generator=generators, output_type="pil")
+        return out.images
+
+
+class DataDream(TextToImage):
+    """Text-to-image with the run's DataDream adapter (dset: one; cls: the class's own)."""
+
+    name = "datadream"
+
+    def _folder(self, class_index: int) -> Path:
+        from datadream_lib.adaptation import adapter_folder
+
+        return adapter_folder(self.p, self.run, class_index, self.split)
+
+    def check(self) -> None:
+        from datadream_lib.adaptation import LORA_FILE
+
+        missing = sorted({str(self._folder(c)) for c in range(len(self.split.classnames))
+                          if not (self._folder(c) / LORA_FILE).exists()})
+        if missing:
+            raise DataDreamError(f"{len(missing)} DataDream adapter(s) are missing, e.g. {missing[0]}. "
+                                 f"Run the adaptation stage (notebooks/01_adaptation.ipynb) for this run first.")
+
+    def adapter(self, class_index: int) -> Optional[str]:
+        return str(self._folder(class_index).relative_to(self.run.dir))
+
+    def begin_class(self, class_index: int) -> None:
+        folder = self._folder(class_index)
+        if getattr(self, "_loaded", None) == folder:
+            return
+        if getattr(self, "_loaded", None) is not None:
+            self.pipe.unload_lora_weights()
+        self.pipe.load_lora_weights(str(folder))
+        self._loaded = folder
+
+
+METHODS: dict[str, type[TextToImage]] = {cls.name: cls for cls in (DataDream, TextToImage)}
+
+
+# --- the manifest ------------------------------------------------------------------------------
+
+def read_manifest(folder: Path) -> list[dict]:
+    """Every complete row of every shard's manifest (a torn last line is ignored)."""
+    rows = []
+    for path in sorted(Path(folder).glob(MANIFEST_GLOB)):
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+class ManifestWriter:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():  # drop a torn last line left by a crash mid-write
+            text = self.path.read_text()
+            if text and not text.endswith("\n"):
+                self.path.write_text(text[: text.rfind("\n") + 1])
+        self.handle = open(self.path, "a")
+
+    def append(self, row: dict) -> None:
+        self.handle.write(json.dumps(row) + "\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def output_folder(p, run: Run) -> Path:
+    return run.path("synthetic", p.synth_method)
+
+
+def synthetic_items(run: Run, method: str, limit_per_class: Optional[int] = None) -> list[tuple[str, int]]:
+    """(path, label) of the synthetic images listed in the manifest, class-major, index order."""
+    folder = run.path("synthetic", method)
+    rows = sorted(read_manifest(folder), key=lambda r: (r["class_index"], r["index"]))
+    return [(str(folder / r["path"]), r["class_index"]) for r in rows
+            if limit_per_class is None or r["index"] < limit_per_class]
+
+
+def status(p, run: Run, split: FewShotSplit) -> dict:
+    jobs = all_jobs(p, split)
+    done = {(r["class_index"], r["index"]) for r in read_manifest(output_folder(p, run))}
+    return {"total": len(jobs), "done": sum(job.key in done for job in jobs)}
+
+
+def run(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
+    """Generate this shard's missing images; mark the stage done when every shard is complete."""
+    folder = output_folder(p, run)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.rglob(".*.tmp"):  # temporary files of an interrupted write: never valid
+        stale.unlink()
+    done = {(r["class_index"], r["index"]) for r in read_manifest(folder)}
+    mine = [job for job in all_jobs(p, split) if shard_of(job, p.images_per_class, p.num_shards) == p.shard_index]
+    todo = [job for job in mine if job.key not in done]
+    if todo:
+        method = METHODS[p.synth_method](p, run, split)
+        method.check()
+        by_class = defaultdict(list)
+        for job in todo:
+            by_class[job.class_index].append(job)
+        writer = ManifestWriter(folder / f"manifest-{p.shard_index:03d}-of-{p.num_shards:03d}.jsonl")
+        bar = tqdm(total=len(todo), desc=f"synthesis shard {p.shard_index}/{p.num_shards}", disable=not progress)
+        try:
+            for class_index, jobs in by_class.items():
+                method.begin_class(class_index)
+                for start in range(0, len(jobs), p.synth_batch_size):
+                    chunk = jobs[start:start + p.synth_batch_size]
+                    for job, image in zip(chunk, method.generate(chunk)):
+                        buffer = io.BytesIO()
+                        image.save(buffer, format="PNG")
+                        atomic_write_bytes(folder / job.relpath, buffer.getvalue())
+                        writer.append({
+                            "class_index": job.class_index, "class_name": job.class_name, "index": job.index,
+                            "seed": job.seed, "prompt": job.prompt, "path": job.relpath, "method": p.synth_method,
+                            "model": method.model, "adapter": method.adapter(class_index), "sampler": p.scheduler,
+                            "steps": p.num_inference_steps, "guidance": p.guidance_scale, "resolution": p.resolution})
+                        bar.update()
+        finally:
+            bar.close()
+            writer.close()
+    state = status(p, run, split)
+    if state["done"] == state["total"]:
+        run.mark_done("synthesis", method=p.synth_method, images=state["total"])
+    return state
