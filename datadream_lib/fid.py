@@ -65,9 +65,9 @@ def kid(features_a: np.ndarray, features_b: np.ndarray, subset_size: int = 1000,
     a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
     if len(a) < 2 or len(b) < 2:
         raise DataDreamError("KID needs at least 2 images on each side.")
-    m = min(len(a), len(b), subset_size)
-    if len(a) == m and len(b) == m:
+    if len(a) <= subset_size and len(b) <= subset_size:
         return _mmd2_unbiased(a, b)
+    m = min(len(a), len(b), subset_size)
     rng = np.random.default_rng(seed)
     return float(np.mean([_mmd2_unbiased(a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)])
                           for _ in range(subsets)]))

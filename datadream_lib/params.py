@@ -86,7 +86,7 @@ class Params:
     num_inference_steps: int = _field(50, "sampler steps", min=1)
     guidance_scale: float = _field(2.0, "classifier-free guidance scale", min=0.0)
     scheduler: str = _field("pndm", "diffusers sampler", choices=SCHEDULERS)
-    synth_batch_size: int = _field(10, "images per UNet batch (never changes an image)", min=1, identity=False)
+    synth_batch_size: int = _field(10, "images per UNet batch: shards and resumes are bit-identical at a fixed batch size; another size changes pixels by roundoff only", min=1, identity=False)
     shard_index: int = _field(0, "this process's shard of the synthesis jobs", min=0, identity=False)
     num_shards: int = _field(1, "number of synthesis shards", min=1, identity=False)
 

@@ -1,8 +1,11 @@
 """Synthesis: `images_per_class` images per class (paper section 3.2, hyperparameters.md section 2).
 
-Every image is a job (class, index) with its own generator, seeded from (run seed, class, index):
-batch size, sharding (`shard_index` / `num_shards`) and resuming never change an image, and no two
-classes share a noise sequence (the authors' code restarts the same noise for every class).
+Every image is a job (class, index) with its own generator, seeded from (run seed, class, index),
+so no two classes share a noise sequence (the authors' code restarts the same noise for every
+class). Jobs run in fixed blocks of `synth_batch_size` consecutive indices of one class; shards
+(`shard_index` / `num_shards`) own whole blocks and a resume regenerates a whole block, so sharding
+and resuming never change a single bit of an image. A different batch size gives the same images up
+to floating-point roundoff of batched kernels (at most a level or two of a few pixels).
 
 Each image is written atomically (temporary file + rename) and then recorded as one row of the
 shard's manifest (`manifest-SSS-of-NNN.jsonl`: class, index, seed, prompt, model, adapter, sampler,
@@ -20,7 +23,6 @@ import dataclasses
 import io
 import json
 import os
-from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
@@ -66,8 +68,15 @@ def all_jobs(p, split: FewShotSplit) -> list[ImageJob]:
             for c, name in enumerate(split.classnames) for i in range(p.images_per_class)]
 
 
-def shard_of(job: ImageJob, images_per_class: int, num_shards: int) -> int:
-    return (job.class_index * images_per_class + job.index) % num_shards
+def blocks(p, jobs: list[ImageJob]) -> list[list[ImageJob]]:
+    """Fixed batches: `synth_batch_size` consecutive indices of one class (the last may be short)."""
+    out, current = [], []
+    for job in jobs:
+        if current and (job.class_index != current[0].class_index or len(current) == p.synth_batch_size):
+            out.append(current)
+            current = []
+        current.append(job)
+    return out + ([current] if current else [])
 
 
 # --- samplers ----------------------------------------------------------------------------------
@@ -218,31 +227,31 @@ def run(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
     for stale in folder.rglob(".*.tmp"):  # temporary files of an interrupted write: never valid
         stale.unlink()
     done = {(r["class_index"], r["index"]) for r in read_manifest(folder)}
-    mine = [job for job in all_jobs(p, split) if shard_of(job, p.images_per_class, p.num_shards) == p.shard_index]
-    todo = [job for job in mine if job.key not in done]
+    mine = [block for number, block in enumerate(blocks(p, all_jobs(p, split))) if number % p.num_shards == p.shard_index]
+    todo = [block for block in mine if any(job.key not in done for job in block)]
     if todo:
         method = METHODS[p.synth_method](p, run, split)
         method.check()
-        by_class = defaultdict(list)
-        for job in todo:
-            by_class[job.class_index].append(job)
         writer = ManifestWriter(folder / f"manifest-{p.shard_index:03d}-of-{p.num_shards:03d}.jsonl")
-        bar = tqdm(total=len(todo), desc=f"synthesis shard {p.shard_index}/{p.num_shards}", disable=not progress)
+        missing = sum(job.key not in done for block in todo for job in block)
+        bar = tqdm(total=missing, desc=f"synthesis shard {p.shard_index}/{p.num_shards}", disable=not progress)
         try:
-            for class_index, jobs in by_class.items():
+            for block in todo:
+                class_index = block[0].class_index
                 method.begin_class(class_index)
-                for start in range(0, len(jobs), p.synth_batch_size):
-                    chunk = jobs[start:start + p.synth_batch_size]
-                    for job, image in zip(chunk, method.generate(chunk)):
-                        buffer = io.BytesIO()
-                        image.save(buffer, format="PNG")
-                        atomic_write_bytes(folder / job.relpath, buffer.getvalue())
-                        writer.append({
-                            "class_index": job.class_index, "class_name": job.class_name, "index": job.index,
-                            "seed": job.seed, "prompt": job.prompt, "path": job.relpath, "method": p.synth_method,
-                            "model": method.model, "adapter": method.adapter(class_index), "sampler": p.scheduler,
-                            "steps": p.num_inference_steps, "guidance": p.guidance_scale, "resolution": p.resolution})
-                        bar.update()
+                for job, image in zip(block, method.generate(block)):
+                    if job.key in done:  # generated again only to keep the block's batch intact
+                        continue
+                    buffer = io.BytesIO()
+                    image.save(buffer, format="PNG")
+                    atomic_write_bytes(folder / job.relpath, buffer.getvalue())
+                    writer.append({
+                        "class_index": job.class_index, "class_name": job.class_name, "index": job.index,
+                        "seed": job.seed, "prompt": job.prompt, "path": job.relpath, "method": p.synth_method,
+                        "model": method.model, "adapter": method.adapter(class_index), "sampler": p.scheduler,
+                        "steps": p.num_inference_steps, "guidance": p.guidance_scale, "resolution": p.resolution,
+                        "batch_size": p.synth_batch_size})
+                    bar.update()
         finally:
             bar.close()
             writer.close()

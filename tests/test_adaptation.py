@@ -1,0 +1,92 @@
+"""DataDream adaptation: LoRA starts at zero, budgets follow the paper, adapters load in diffusers."""
+
+import numpy as np
+import pytest
+import torch
+
+from datadream_lib import adaptation, models, synthesis
+
+
+def _noise_prediction(pipe, prompt_ids, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn(2, 4, 16, 16, generator=g)
+    t = torch.tensor([10, 500])
+    with torch.no_grad():
+        hidden = pipe.text_encoder(prompt_ids)[0]
+        return pipe.unet(latents, t, hidden).sample
+
+
+def test_fresh_lora_leaves_the_model_output_unchanged(make_params):
+    p = make_params()
+    pipe = models.load_sd_pipeline(p)
+    ids = pipe.tokenizer(["a photo of a red circle"] * 2, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    before = _noise_prediction(pipe, ids)
+    trainable = adaptation.add_lora(pipe, p)
+    assert trainable and all(q.requires_grad for q in trainable)
+    assert sum(q.numel() for q in pipe.unet.parameters() if q.requires_grad) > 0
+    assert not any(q.requires_grad for n, q in pipe.unet.named_parameters() if "lora" not in n)
+    torch.testing.assert_close(_noise_prediction(pipe, ids), before, rtol=0, atol=0)
+    names = [n for n, _ in pipe.unet.named_parameters() if "lora_A" in n]
+    assert {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n in names} >= {"to_q", "to_k", "to_v", "0"}
+    assert any("q_proj.lora_A" in n for n, _ in pipe.text_encoder.named_parameters())
+
+
+@pytest.mark.parametrize("n, k, epochs, batch", [(10, 16, 200, 8), (100, 16, 200, 8), (4, 1, 200, 8), (37, 5, 3, 8)])
+def test_dset_and_cls_step_budgets(n, k, epochs, batch):
+    s = adaptation.dset_steps(n, k, epochs, batch)
+    assert s == epochs * -(-n * k // batch)
+    per_class = adaptation.cls_steps(n, k, epochs, batch)
+    assert per_class * n >= s > (per_class - 1) * n  # S / N each, rounded up: same total compute
+    if (k, batch) == (16, 8):
+        assert per_class == 400  # the paper's per-class model on 16 shots: 2 steps/epoch x 200
+
+
+def test_cls_variant_trains_one_adapter_per_class_with_s_over_n_steps(demo_run):
+    p, run, split = demo_run(variant="cls", adapt_epochs=2)
+    summary = adaptation.run(p, run, split, progress=False)
+    assert len(summary) == len(split.classnames)
+    s = adaptation.dset_steps(4, p.shots, p.adapt_epochs, p.adapt_batch_size)
+    assert {info["steps"] for info in summary.values()} == {-(-s // 4)}
+    assert all(info["images"] == p.shots for info in summary.values())
+    for c in range(4):
+        assert (adaptation.adapter_folder(p, run, c, split) / adaptation.LORA_FILE).exists()
+    assert run.stage_done("adaptation")
+
+
+def test_saved_adapter_loads_with_load_lora_weights_and_reproduces_images(demo_run):
+    p, run, split = demo_run(adapt_epochs=3, adapt_lr=5e-2, num_inference_steps=4)
+    pipe = models.load_sd_pipeline(p)
+    job = adaptation.adapter_jobs(p, split)[0]
+    adaptation.train_adapter(pipe, p, job, split.prompts(), torch.device("cpu"), progress=False)
+    folder = run.path("adaptation", "dset")
+    adaptation.save_adapter(pipe, p, folder)
+    assert (folder / adaptation.LORA_FILE).exists()
+
+    def images(pipeline):
+        g = [torch.Generator().manual_seed(s) for s in (1, 2)]
+        return pipeline(["a photo of a red circle"] * 2, height=32, width=32, num_inference_steps=4, guidance_scale=2.0,
+                        generator=g, output_type="np").images
+
+    trained = images(pipe)
+    fresh = models.load_sd_pipeline(p)
+    base = images(fresh)
+    fresh.load_lora_weights(str(folder))  # exactly what any diffusers program does
+    np.testing.assert_allclose(images(fresh), trained, atol=1e-5)
+    assert np.abs(base - trained).max() > 1e-3  # the adapter changed the model
+
+
+def test_adaptation_loss_falls_on_the_toy_data(demo_run):
+    p, run, split = demo_run(adapt_epochs=30, adapt_lr=3e-3, adapt_batch_size=8, adapt_warmup_steps=5)
+    losses = adaptation.run(p, run, split, progress=False)["dset"]["losses"]
+    quarter = len(losses) // 4
+    assert np.mean(losses[-quarter:]) < 0.9 * np.mean(losses[:quarter])
+
+
+def test_adaptation_is_seeded(demo_run, tmp_path):
+    p, run, split = demo_run(adapt_epochs=1)
+    a = adaptation.run(p, run, split, progress=False)["dset"]["losses"]
+    from datadream_lib import runs
+    other = runs.open_run(p, tmp_path / "again")
+    b = adaptation.run(p, other, split, progress=False)["dset"]["losses"]
+    assert a == b
+    assert synthesis.image_seed(0, 1, 2) != synthesis.image_seed(0, 2, 1)

@@ -1,0 +1,54 @@
+"""Model presets: the tiny preset is the same classes, seeded; the tokenizer is CLIP's real BPE."""
+
+import open_clip
+import pytest
+import torch
+
+from datadream_lib import models, params
+from datadream_lib.errors import DataDreamError
+
+
+def test_hf_tokenizer_matches_open_clip_on_the_shipped_vocabulary():
+    hf = models.clip_tokenizer(pad_token="<|endoftext|>")
+    reference = open_clip.get_tokenizer("ViT-B-16")
+    for text in ["a photo of a red circle", "a satellite photo of a Annual Crop Land", "Boeing 747-400, F/A-18 (Hornet)"]:
+        ours = hf(text).input_ids
+        theirs = [int(t) for t in reference([text])[0] if t != 0]
+        assert ours == theirs
+    assert len(hf) == 49408
+
+
+def test_tiny_preset_is_the_real_classes_and_rebuilds_identically():
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    p = params.from_dict({"base": "demo"})
+    a, b = models.load_sd_pipeline(p), models.load_sd_pipeline(p)
+    assert isinstance(a.unet, UNet2DConditionModel) and isinstance(a.vae, AutoencoderKL)
+    assert isinstance(a.text_encoder, CLIPTextModel)
+    for x, y in zip(a.unet.state_dict().values(), b.unet.state_dict().values()):
+        assert torch.equal(x, y)
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    models.load_clip(p)
+    assert torch.equal(state, torch.random.get_rng_state())  # building never disturbs the caller's RNG
+
+
+def test_full_random_preset_has_the_sd21_base_shapes():
+    # configs only: building the full-size UNet is left to GPU checks
+    assert models.SD21_BASE_UNET["cross_attention_dim"] == models.SD21_TEXT_ENCODER["hidden_size"] == 1024
+    assert models.SD21_BASE_UNET["block_out_channels"] == (320, 640, 1280, 1280)
+    assert models.SD_SCHEDULER["prediction_type"] == "epsilon"
+
+
+def test_unreachable_weights_say_which_model_and_how_to_point_at_a_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    p = params.from_dict({"sd_model": "nobody/not-a-model", "local_files_only": True})
+    with pytest.raises(DataDreamError, match="Stable Diffusion weights 'nobody/not-a-model' are not reachable.*local"):
+        models.check_sd_reachable(p)
+    with pytest.raises(DataDreamError, match="not reachable"):
+        models.load_sd_pipeline(p)
+    with pytest.raises(DataDreamError, match="no model_index.json"):
+        models.check_sd_reachable(params.from_dict({"sd_model": str(tmp_path)}))
+    with pytest.raises(DataDreamError, match="CLIP weights .* not reachable"):
+        models.load_clip(params.from_dict({"clip_pretrained": str(tmp_path / "missing.safetensors")}))

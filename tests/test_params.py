@@ -1,0 +1,67 @@
+"""Parameters: paper defaults, and bad input stopped with a message naming the key and the fix."""
+
+import pytest
+
+from datadream_lib import params
+from datadream_lib.errors import DataDreamError
+
+
+def test_paper_defaults_follow_hyperparameters_md():
+    p = params.from_dict({})
+    assert p.sd_model == "stabilityai/stable-diffusion-2-1-base"
+    assert (p.clip_model, p.clip_pretrained) == ("ViT-B-16", "openai")
+    assert (p.adapt_lora_rank, p.adapt_lora_alpha, p.adapt_lr, p.adapt_epochs, p.adapt_batch_size) == (16, 16, 1e-4, 200, 8)
+    assert (p.images_per_class, p.num_inference_steps, p.guidance_scale, p.scheduler) == (500, 50, 2.0, "pndm")
+    assert (p.clf_lora_rank, p.clf_lora_alpha, p.clf_lora_dropout, p.real_loss_weight) == (16, 32, 0.1, 0.8)
+    assert p.shots == 16 and p.resolution == 512
+
+
+def test_demo_base_and_file_override(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("base: demo\nshots: 2\n")
+    p = params.load_file(path)
+    assert p.models == "tiny" and p.shots == 2 and p.dataset == "toy"
+
+
+@pytest.mark.parametrize("values, needle", [
+    ({"shotz": 4}, "Did you mean 'shots'"),
+    ({"guidance": 3.0}, "Did you mean 'guidance_scale'"),
+    ({"shots": 0}, "'shots' must be >= 1"),
+    ({"shots": "four"}, "'shots' must be an integer"),
+    ({"shots": 2.5}, "'shots' must be an integer"),
+    ({"guidance_scale": -1.0}, "'guidance_scale' must be >= 0"),
+    ({"images_per_class": 0}, "'images_per_class' must be >= 1"),
+    ({"variant": "dsett"}, "Did you mean 'dset'"),
+    ({"dataset": "eurosatt"}, "valid datasets"),
+    ({"synth_method": "dreambooth"}, "valid methods"),
+    ({"clf_settings": ["synthetic", "real"]}, "is not one of"),
+    ({"adapt_train_text_encoder": "yes"}, "must be true or false"),
+    ({"base": "papr"}, "Did you mean 'paper'"),
+    ({"shard_index": 2, "num_shards": 2}, "shard_index 2 must be < num_shards 2"),
+    ({"ablation_images_per_class": [100, 600]}, "exceed images_per_class"),
+])
+def test_bad_values_name_the_problem(values, needle):
+    with pytest.raises(DataDreamError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        params.from_dict(values)
+
+
+def test_missing_parameter_file_and_bad_yaml(tmp_path):
+    with pytest.raises(DataDreamError, match="does not exist"):
+        params.load_file(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("shots: [1,\n")
+    with pytest.raises(DataDreamError, match="not valid YAML"):
+        params.load_file(bad)
+
+
+def test_from_namespace_catches_notebook_typos_and_ignores_objects():
+    namespace = {"base": "demo", "shots": 2, "In": [], "_": None, "P": params.from_dict({}), "pd": params}
+    assert params.from_namespace(namespace).shots == 2
+    with pytest.raises(DataDreamError, match="Did you mean 'images_per_class'"):
+        params.from_namespace({"base": "demo", "image_per_class": 3})
+
+
+def test_identity_excludes_execution_settings():
+    a, b = params.from_dict({"base": "demo"}), params.from_dict({"base": "demo", "synth_batch_size": 3, "num_shards": 4})
+    assert a.identity() == b.identity()
+    assert a.identity() != params.from_dict({"base": "demo", "seed": 1}).identity()

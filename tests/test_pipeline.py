@@ -1,0 +1,81 @@
+"""The whole chain on params/demo.yaml through papermill, and what it leaves in the run folder."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from datadream_lib import pipeline, runs, synthesis
+
+ROOT = runs.project_root()
+
+
+def _pipeline(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "datadream_lib.pipeline", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def demo_run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    result = _pipeline("params/demo.yaml", "--set", f"runs_root={root}", "--set", f"data_root={root / 'data'}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root, root / "demo", result.stdout
+
+
+def test_pipeline_writes_every_stage_output(demo_run_dir):
+    root, run_dir, _ = demo_run_dir
+    for stage, notebook in pipeline.NOTEBOOKS:
+        executed = json.loads((run_dir / "notebooks" / notebook).read_text())
+        assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
+        assert (run_dir / "stages" / f"{stage}.json").exists()
+    rows = synthesis.read_manifest(run_dir / "synthetic" / "datadream")
+    assert len(rows) == 4 * 8 and len({(r["class_index"], r["index"]) for r in rows}) == 32
+    assert all((run_dir / "synthetic" / "datadream" / r["path"]).exists() for r in rows)
+    for setting in ("zero_shot", "real_finetune", "synthetic", "synthetic_real"):
+        metrics = json.loads((run_dir / "classification" / setting / "metrics.json").read_text())
+        assert {"top1", "per_class", "val_top1", "best_epoch", "selected_on", "test_evaluations"} <= set(metrics)
+        assert 0 <= metrics["top1"] <= 100 and len(metrics["per_class"]) == 4
+    fid_table = pd.read_csv(run_dir / "fid" / "per_class.csv")
+    assert {"fid", "kid", "real_set", "class_name", "method"} <= set(fid_table.columns)
+    ablation = pd.read_csv(run_dir / "ablations" / "results.csv")
+    assert set(ablation["ablation"]) == {"images_per_class", "shots"}
+    assert sorted(ablation[ablation["ablation"] == "shots"]["shots"]) == [1, 2]
+    for figure in ("fig3_real_vs_synthetic.png", "fig4_fid_histogram.png", "fig5_ablations.png", "adaptation_loss.png",
+                   "table1.csv", "table1.md", "table1.tex"):
+        assert (run_dir / "figures" / figure).stat().st_size > 0
+    assert "Real-finetune" in (run_dir / "figures" / "table1.md").read_text()
+
+
+def test_rerun_skips_finished_stages_and_other_parameters_are_refused(demo_run_dir):
+    root, run_dir, _ = demo_run_dir
+    before = {p: p.stat().st_mtime_ns for p in (run_dir / "synthetic").rglob("*.png")}
+    again = _pipeline("params/demo.yaml", "--set", f"runs_root={root}", "--set", f"data_root={root / 'data'}")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("complete, skipped") == 5
+    assert before == {p: p.stat().st_mtime_ns for p in (run_dir / "synthetic").rglob("*.png")}
+    other = _pipeline("params/demo.yaml", "--set", f"runs_root={root}", "--set", f"data_root={root / 'data'}",
+                      "--set", "guidance_scale=3.0")
+    assert other.returncode == 2
+    assert "other parameters" in other.stderr and "guidance_scale: 2.0 -> 3.0" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("shotz=3", "Did you mean 'shots'"),
+    ("dataset=imagenett", "valid datasets"),
+    ("images_per_class=0", "must be >= 1"),
+])
+def test_bad_input_stops_before_any_work(tmp_path, override, needle):
+    result = _pipeline("params/demo.yaml", "--set", f"runs_root={tmp_path}", "--set", override)
+    assert result.returncode == 2 and needle in result.stderr
+    assert not any(tmp_path.iterdir())  # nothing was created
+
+
+def test_missing_dataset_root_stops_before_the_first_notebook(tmp_path):
+    result = _pipeline("params/demo.yaml", "--set", f"runs_root={tmp_path / 'runs'}", "--set", "dataset=imagefolder",
+                       "--set", f"data_root={tmp_path / 'nowhere'}")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert not (tmp_path / "runs" / "demo" / "notebooks").exists()
