@@ -85,7 +85,7 @@ class Params:
     images_per_class: int = _field(500, "synthetic images per class", min=1)
     num_inference_steps: int = _field(50, "sampler steps", min=1)
     guidance_scale: float = _field(2.0, "classifier-free guidance scale", min=0.0)
-    scheduler: str = _field("pndm", "diffusers sampler", choices=SCHEDULERS)
+    scheduler: str = _field("pndm", f"sampler: one of {list(SCHEDULERS)} or any diffusers scheduler class name, e.g. 'KDPM2DiscreteScheduler'")
     synth_batch_size: int = _field(10, "images per UNet batch: shards and resumes are bit-identical at a fixed batch size; another size changes pixels by roundoff only", min=1, identity=False)
     shard_index: int = _field(0, "this process's shard of the synthesis jobs", min=0, identity=False)
     num_shards: int = _field(1, "number of synthesis shards", min=1, identity=False)
@@ -241,6 +241,9 @@ def _check_consistency(p: Params) -> None:
     if p.synth_method not in synthesis.METHODS:
         raise DataDreamError(f"parameter 'synth_method': {p.synth_method!r} is unknown; valid methods: {sorted(synthesis.METHODS)}."
                              f"{_nearest(p.synth_method, synthesis.METHODS)}")
+    if p.scheduler not in SCHEDULERS and not _is_diffusers_scheduler(p.scheduler):
+        raise DataDreamError(f"parameter 'scheduler': {p.scheduler!r} is neither one of {list(SCHEDULERS)} nor a diffusers "
+                             f"scheduler class.{_nearest(p.scheduler, SCHEDULERS)}")
     if p.shard_index >= p.num_shards:
         raise DataDreamError(f"shard_index {p.shard_index} must be < num_shards {p.num_shards} (shards are numbered from 0).")
     if p.clf_warmup_epochs >= p.clf_epochs and p.clf_epochs > 1:
@@ -251,6 +254,12 @@ def _check_consistency(p: Params) -> None:
                              f"the ablation draws from one generated pool; raise images_per_class or lower the grid.")
     if p.models == "pretrained" and p.fid_features == "tiny":
         raise DataDreamError("fid_features 'tiny' is a random network for offline checks; with pretrained models use 'inception'.")
+
+
+def _is_diffusers_scheduler(name: str) -> bool:
+    import diffusers
+
+    return name.endswith("Scheduler") and hasattr(diffusers, name)
 
 
 def load_file(path: str | Path, overrides: Optional[dict] = None) -> Params:

@@ -82,6 +82,7 @@ def blocks(p, jobs: list[ImageJob]) -> list[list[ImageJob]]:
 # --- samplers ----------------------------------------------------------------------------------
 
 def make_scheduler(name: str, config):
+    """A short name below, or any diffusers scheduler class, built from the model's scheduler config."""
     import diffusers
 
     kinds = {
@@ -93,7 +94,7 @@ def make_scheduler(name: str, config):
         "ddpm": (diffusers.DDPMScheduler, {}),
         "unipc": (diffusers.UniPCMultistepScheduler, {}),
     }
-    cls, extra = kinds[name]
+    cls, extra = kinds[name] if name in kinds else (getattr(diffusers, name), {})
     return cls.from_config(config, **extra)
 
 

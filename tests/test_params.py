@@ -37,12 +37,25 @@ def test_demo_base_and_file_override(tmp_path):
     ({"clf_settings": ["synthetic", "real"]}, "is not one of"),
     ({"adapt_train_text_encoder": "yes"}, "must be true or false"),
     ({"base": "papr"}, "Did you mean 'paper'"),
+    ({"scheduler": "pndn"}, "Did you mean 'pndm'"),
+    ({"scheduler": "NotAScheduler"}, "neither one of"),
     ({"shard_index": 2, "num_shards": 2}, "shard_index 2 must be < num_shards 2"),
     ({"ablation_images_per_class": [100, 600]}, "exceed images_per_class"),
 ])
 def test_bad_values_name_the_problem(values, needle):
     with pytest.raises(DataDreamError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         params.from_dict(values)
+
+
+def test_any_diffusers_scheduler_is_selectable():
+    from datadream_lib import models, synthesis
+
+    p = params.from_dict({"base": "demo", "scheduler": "KDPM2DiscreteScheduler"})
+    pipe = models.load_sd_pipeline(p)
+    scheduler = synthesis.make_scheduler(p.scheduler, pipe.scheduler.config)
+    assert type(scheduler).__name__ == "KDPM2DiscreteScheduler"
+    assert scheduler.config.beta_schedule == "scaled_linear"  # the model's noise schedule is kept
+    assert type(synthesis.make_scheduler("dpmsolver++", pipe.scheduler.config)).__name__ == "DPMSolverMultistepScheduler"
 
 
 def test_missing_parameter_file_and_bad_yaml(tmp_path):

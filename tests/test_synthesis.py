@@ -36,13 +36,15 @@ def _pixels(png: bytes):
     return np.asarray(Image.open(io.BytesIO(png)), dtype=np.int16)
 
 
-def test_same_images_whatever_the_sharding_bit_for_bit(adapted):
+@pytest.mark.parametrize("scheduler", ["pndm", "euler_ancestral"])  # the second draws fresh noise at every step
+def test_same_images_whatever_the_sharding_bit_for_bit(adapted, scheduler):
     p, run, split, sibling = adapted
-    state = synthesis.run(p.replace(synth_batch_size=2), run, split, progress=False)
-    assert state == {"total": 12, "done": 12} and run.stage_done("synthesis")
-    reference = _images(run)
+    q, single = sibling("single", synth_batch_size=2, scheduler=scheduler)
+    state = synthesis.run(q, single, split, progress=False)
+    assert state == {"total": 12, "done": 12} and single.stage_done("synthesis")
+    reference = _images(single)
 
-    q, sharded = sibling("sharded", synth_batch_size=2)
+    q, sharded = sibling("sharded", synth_batch_size=2, scheduler=scheduler)
     for shard in (2, 0, 1):
         assert not sharded.stage_done("synthesis")
         synthesis.run(q.replace(shard_index=shard, num_shards=3), sharded, split, progress=False)
