@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from datadream_lib.errors import DataDreamError
-from datadream_lib.runs import atomic_write_text, project_path
+from datadream_lib.runs import atomic_write_text, check_compatible, open_run, project_path, run_dir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPLIT_FILE = "split.json"
@@ -231,16 +231,22 @@ DATASETS: dict[str, DatasetSpec] = {
 
 # --- checking images ---------------------------------------------------------------------------
 
+def _unreadable(path: str) -> bool:
+    try:
+        with Image.open(path) as img:
+            img.load()
+        return False
+    except Exception:  # any failure to identify or decode makes the file unusable
+        return True
+
+
 def find_corrupt(paths: list[str]) -> list[str]:
-    """Files that PIL cannot fully decode."""
-    bad = []
-    for path in paths:
-        try:
-            with Image.open(path) as img:
-                img.load()
-        except Exception:  # any decoding failure makes the file unusable
-            bad.append(path)
-    return bad
+    """Files PIL cannot fully decode (decoded in parallel threads; PIL releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        flags = list(pool.map(_unreadable, paths, chunksize=16))
+    return [path for path, bad in zip(paths, flags) if bad]
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -299,23 +305,33 @@ def draw_shots(splits: Splits, n_shots: int, seed: int) -> list[list[str]]:
     return order
 
 
-def build_split(p) -> FewShotSplit:
-    """Load the dataset, check it, and draw the shots. Stops with a message on bad data."""
-    spec = DATASETS[p.dataset]
-    splits = spec.load(p)
-    if not splits.classnames:
-        raise DataDreamError(f"dataset {p.dataset!r} has no classes.")
-    bad = find_corrupt([path for path, _ in splits.train + splits.val + splits.test])
-    if bad and not p.skip_corrupt_images:
-        listing = "\n  ".join(bad[:20]) + (f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else "")
-        raise DataDreamError(f"{len(bad)} file(s) in dataset {p.dataset!r} are not readable images:\n  {listing}\n"
-                             f"Remove or replace them, or set skip_corrupt_images: true to leave them out (each is logged).")
-    if bad:
-        bad_set = set(bad)
-        for path in bad:
+def _check_images(p, splits: Splits) -> list[str]:
+    """Decode every image the run will read (the shots, val, test, and train when FID compares with
+    it). Unreadable ones stop the run, listed, or with skip_corrupt_images are dropped and logged
+    (and the shots redrawn without them). Returns the skipped files."""
+    checked, bad = set(), []
+    while True:
+        shots = {path for paths in draw_shots(splits, p.max_shots, p.seed) for path in paths}
+        needed = shots | {path for path, _ in splits.val + splits.test}
+        if p.fid_real_set == "train":
+            needed |= {path for path, _ in splits.train}
+        found = find_corrupt(sorted(needed - checked))
+        checked |= needed
+        if not found:
+            return bad
+        if not p.skip_corrupt_images:
+            listing = "\n  ".join(found[:20]) + (f"\n  ... and {len(found) - 20} more" if len(found) > 20 else "")
+            raise DataDreamError(f"{len(found)} file(s) in dataset {p.dataset!r} are not readable images:\n  {listing}\n"
+                                 f"Remove or replace them, or set skip_corrupt_images: true to leave them out (each is logged).")
+        for path in found:
             print(f"[data] skipping unreadable image: {path}")
-        splits.train, splits.val, splits.test = ([it for it in items if it[0] not in bad_set]
+        bad += found
+        drop = set(found)
+        splits.train, splits.val, splits.test = ([it for it in items if it[0] not in drop]
                                                  for items in (splits.train, splits.val, splits.test))
+
+
+def _check_counts(p, splits: Splits) -> None:
     counts = np.bincount([label for _, label in splits.train], minlength=len(splits.classnames))
     short = [(splits.classnames[i], int(c)) for i, c in enumerate(counts) if c < p.shots]
     if short:
@@ -326,6 +342,18 @@ def build_split(p) -> FewShotSplit:
     if too_big:
         raise DataDreamError(f"ablation_shots {too_big} exceed the smallest class ('{splits.classnames[int(counts.argmin())]}', "
                              f"{int(counts.min())} train images); lower the ablation grid.")
+
+
+def build_split(p) -> FewShotSplit:
+    """Load the dataset, check it, and draw the shots. Stops with a message on bad data."""
+    spec = DATASETS[p.dataset]
+    splits = spec.load(p)
+    if not splits.classnames:
+        raise DataDreamError(f"dataset {p.dataset!r} has no classes.")
+    _check_counts(p, splits)  # cheap checks first, before any image is decoded
+    bad = _check_images(p, splits)
+    if bad:
+        _check_counts(p, splits)
     for name, items in (("val", splits.val), ("test", splits.test)):
         if not items:
             raise DataDreamError(f"dataset {p.dataset!r} has an empty {name} split; add a {name}/ folder or raise {name}_fraction.")
@@ -342,3 +370,15 @@ def prepare_split(p, run) -> FewShotSplit:
     split = build_split(p)
     split.save(path)
     return split
+
+
+def start_run(p):
+    """Open a run for its first stage: a folder holding other parameters is refused first, then the
+    dataset is checked and the split drawn, and only then is the run folder created. Returns (run, split)."""
+    folder = run_dir(p)
+    check_compatible(p, folder)
+    split = FewShotSplit.load(folder / SPLIT_FILE) if (folder / SPLIT_FILE).exists() else build_split(p)
+    run = open_run(p, folder)
+    if not run.path(SPLIT_FILE).exists():
+        split.save(run.path(SPLIT_FILE))
+    return run, split

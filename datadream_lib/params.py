@@ -49,7 +49,7 @@ class Params:
     seed: int = _field(0, "seeds the few-shot draw, LoRA init, training order and every synthetic image", min=0)
     device: str = _field("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", identity=False)
     mixed_precision: str = _field("auto", "'auto' = bf16 autocast on GPU (fp32 LoRA weights), fp32 on CPU", choices=PRECISIONS)
-    num_workers: int = _field(4, "data-loader worker processes for the classifier", min=0, identity=False)
+    num_workers: int = _field(8, "data-loader worker processes for the classifier", min=0, identity=False)
 
     # --- data (hyperparameters.md section 4) ---------------------------------------------------
     dataset: str = _field("toy", "a name from datadream_lib.data.DATASETS")

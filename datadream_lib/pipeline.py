@@ -34,8 +34,7 @@ NOTEBOOKS = (
 def setup(namespace: dict):
     """The first cell of every notebook: parameters, run folder, split. Returns (P, run, split)."""
     p = params.from_namespace(namespace)
-    run = runs.open_run(p)
-    split = data.prepare_split(p, run)
+    run, split = data.start_run(p)
     print(f"run folder: {run.dir}\ndataset: {split.dataset} ({len(split.classnames)} classes, {p.shots} shots; "
           f"splits: {split.source})\nmodels: {p.models}")
     return p, run, split
@@ -76,8 +75,10 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
 
     logging.getLogger("papermill").addFilter(_KnownParameters())
 
-    run = runs.open_run(p)
-    data.prepare_split(p, run)
+    run, _ = data.start_run(p)
+    if p.num_shards > 1 and not run.stage_done("adaptation"):
+        raise DataDreamError(f"num_shards {p.num_shards}: shards share the run's adapters, so train them first with "
+                             f"num_shards: 1 (notebooks/01_adaptation.ipynb, or the pipeline), then start the shards.")
     preflight(p)
     root = runs.project_root()
     timings = {}

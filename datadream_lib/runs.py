@@ -85,10 +85,9 @@ def run_dir(p) -> Path:
     return project_path(p.runs_root) / p.run_name
 
 
-def open_run(p, folder: Path | None = None) -> Run:
-    """Create the run folder, or reopen it if it holds a run with the same parameters."""
-    folder = Path(folder) if folder is not None else run_dir(p)
-    record = folder / PARAMS_FILE
+def check_compatible(p, folder: Path) -> None:
+    """Stop if `folder` holds a run with other parameters (changes nothing)."""
+    record = Path(folder) / PARAMS_FILE
     identity = p.identity()
     if record.exists():
         old = yaml.safe_load(record.read_text()) or {}
@@ -100,7 +99,14 @@ def open_run(p, folder: Path | None = None) -> Run:
                 f"run folder {folder} holds a run with other parameters ({listing}). To resume it, use the "
                 f"parameters it was started with ({record}); to start a new run, set run_name to a new name. "
                 f"Nothing in the folder was changed.")
-    else:
+
+
+def open_run(p, folder: Path | None = None) -> Run:
+    """Create the run folder, or reopen it if it holds a run with the same parameters."""
+    folder = Path(folder) if folder is not None else run_dir(p)
+    check_compatible(p, folder)
+    record = folder / PARAMS_FILE
+    if not record.exists():
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(record, yaml.safe_dump(p.to_dict(), sort_keys=False))
     return Run(folder)

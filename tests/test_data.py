@@ -98,6 +98,15 @@ def test_corrupt_images_are_listed_or_skipped(tmp_path, make_params, capsys):
     assert not any("broken" in x for x, _ in split.train + split.val + split.test)
 
 
+def test_a_truncated_jpeg_is_caught(tmp_path, make_params):
+    _imagefolder(tmp_path / "imgs", {"a": 10, "b": 10}, size=64)
+    whole = (tmp_path / "imgs" / "a" / "0.jpg").read_bytes()
+    (tmp_path / "imgs" / "a" / "0.jpg").write_bytes(whole[: len(whole) // 2])
+    p = make_params(dataset="imagefolder", data_root=str(tmp_path / "imgs"), shots=2, ablation_shots=[1])
+    with pytest.raises(DataDreamError, match="0.jpg"):
+        data.build_split(p)
+
+
 def test_run_folder_with_other_parameters_is_refused(demo_run, make_params):
     p, run, _ = demo_run()
     with pytest.raises(DataDreamError, match="other parameters.*shots: 4 -> 2.*run_name"):

@@ -78,4 +78,9 @@ def test_missing_dataset_root_stops_before_the_first_notebook(tmp_path):
     result = _pipeline("params/demo.yaml", "--set", f"runs_root={tmp_path / 'runs'}", "--set", "dataset=imagefolder",
                        "--set", f"data_root={tmp_path / 'nowhere'}")
     assert result.returncode == 2 and "does not exist" in result.stderr
-    assert not (tmp_path / "runs" / "demo" / "notebooks").exists()
+    assert not (tmp_path / "runs").exists()  # no run folder is left to refuse the corrected parameters
+
+
+def test_shards_wait_for_the_adapters(tmp_path):
+    result = _pipeline("params/demo.yaml", "--set", f"runs_root={tmp_path / 'runs'}", "--set", "num_shards=2")
+    assert result.returncode == 2 and "train them first" in result.stderr
