@@ -20,6 +20,7 @@ import math
 import shutil
 import time
 from pathlib import Path
+from typing import Optional
 import torch
 import torch.nn.functional as F
 from torchvision import transforms
@@ -91,8 +92,9 @@ def add_lora(pipe, p) -> list[torch.nn.Parameter]:
     return [q for m in modules for q in m.parameters() if q.requires_grad]
 
 
-def save_adapter(pipe, p, folder: Path) -> None:
-    """diffusers LoRA format, written to a temporary folder and renamed into place."""
+def save_adapter(pipe, p, folder: Path, info: Optional[dict] = None) -> None:
+    """diffusers LoRA format (+ adapter.json), written to a temporary folder and renamed into place:
+    an adapter folder is complete or absent."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
@@ -110,6 +112,8 @@ def save_adapter(pipe, p, folder: Path) -> None:
     StableDiffusionPipeline.save_lora_weights(
         tmp, unet_lora_layers=unet_layers, text_encoder_lora_layers=text_layers, safe_serialization=True,
         unet_lora_adapter_metadata=config, text_encoder_lora_adapter_metadata=text_config)
+    if info is not None:
+        write_json(tmp / "adapter.json", info)
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
@@ -214,18 +218,17 @@ def run(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
     summary = {}
     for job in tqdm(jobs, desc="adapters", disable=not progress or len(jobs) == 1):
         folder = job.folder(run, p.variant)
-        if (folder / LORA_FILE).exists() and (folder / "adapter.json").exists():
+        if (folder / "adapter.json").exists():
             summary[job.name] = read_json(folder / "adapter.json")
             continue
         if pipe is None:
             pipe = models.load_sd_pipeline(p)
         started = time.time()
         losses, _ = train_adapter(pipe, p, job, prompts, device, progress)
-        save_adapter(pipe, p, folder)
         info = {"adapter": job.name, "variant": p.variant, "steps": job.steps, "batch_size": job.batch_size,
                 "images": len(job.items), "seed": job.seed, "seconds": round(time.time() - started, 2),
                 "loss_first": losses[0], "loss_last": losses[-1], "losses": losses}
-        write_json(folder / "adapter.json", info)
+        save_adapter(pipe, p, folder, info)
         summary[job.name] = info
         remove_lora(pipe)
     total = sum(s["steps"] for s in summary.values())

@@ -18,7 +18,6 @@ validation split only; the test split is read exactly once, at the end, by the s
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from pathlib import Path
@@ -243,7 +242,7 @@ def per_class_accuracy(preds, labels, classnames) -> dict[str, float]:
 
 
 def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader, device, image_size,
-        progress: bool = True) -> tuple[list[dict], dict, int]:
+        progress: bool = True) -> tuple[list[dict], int]:
     """Train; after every epoch score val and keep the best LoRA state (ties: the earlier epoch)."""
     amp = models.autocast_dtype(p, device)
     aug = train_transform(image_size)
@@ -289,11 +288,10 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
         if val_top1 > best_val:
             best_val, best_epoch, best_state = val_top1, epoch, model.lora_state()
     model.load_state_dict(best_state, strict=False)
-    return history, best_state, best_epoch
+    return history, best_epoch
 
 
-def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, progress: bool = True,
-                       test_items: Optional[list] = None) -> dict:
+def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, progress: bool = True) -> dict:
     """One classifier setting, start to finish; the test split is read once, by the selected model."""
     device = models.resolve_device(p)
     amp = models.autocast_dtype(p, device)
@@ -308,10 +306,9 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
     started = time.time()
     history, best_epoch = [], 0
     if setting != "zero_shot":
-        history, _, best_epoch = fit(model, trainable, p, real, synth, val_loader, device, image_size, progress)
+        history, best_epoch = fit(model, trainable, p, real, synth, val_loader, device, image_size, progress)
     val_top1 = history[best_epoch - 1]["val_top1"] if history else accuracy(*predict(model, val_loader, device, amp))
-    test_loader = _loader(ImageList(test_items if test_items is not None else split.test, evaluation),
-                          p, False, 0, p.clf_batch_size * 2, device)
+    test_loader = _loader(ImageList(split.test, evaluation), p, False, 0, p.clf_batch_size * 2, device)
     preds, labels = predict(model, test_loader, device, amp)  # the one read of the test split
     return {
         "setting": setting, "dataset": split.dataset, "seed": p.seed, "shots": p.shots,

@@ -81,12 +81,18 @@ def _class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def by_class(items: list[Item]) -> dict[int, list[str]]:
+    """Sorted image paths per label, in one pass."""
+    groups: dict[int, list[str]] = {}
+    for path, label in items:
+        groups.setdefault(label, []).append(path)
+    return {label: sorted(paths) for label, paths in sorted(groups.items())}
+
+
 def carve_out(items: list[Item], fraction: float, seed: int, salt: int) -> tuple[list[Item], list[Item]]:
     """Split off `fraction` of every class (at least one image), seeded; returns (kept, carved)."""
     kept, carved = [], []
-    labels = sorted({label for _, label in items})
-    for label in labels:
-        members = sorted(path for path, lab in items if lab == label)
+    for label, members in by_class(items).items():
         rng = np.random.default_rng([seed, salt, label])
         order = rng.permutation(len(members))
         n_out = max(1, int(round(fraction * len(members)))) if len(members) > 1 else 0
@@ -246,7 +252,7 @@ def find_corrupt(paths: list[str]) -> list[str]:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         flags = list(pool.map(_unreadable, paths, chunksize=16))
-    return [path for path, bad in zip(paths, flags) if bad]
+    return [path for path, bad in zip(paths, flags, strict=True) if bad]
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -297,9 +303,9 @@ class FewShotSplit:
 
 def draw_shots(splits: Splits, n_shots: int, seed: int) -> list[list[str]]:
     """Per class, a seeded permutation of its train images, cut to n_shots: nested for every K."""
-    order = []
-    for label, name in enumerate(splits.classnames):
-        members = sorted(path for path, lab in splits.train if lab == label)
+    order, groups = [], by_class(splits.train)
+    for label in range(len(splits.classnames)):
+        members = groups.get(label, [])
         rng = np.random.default_rng([seed, label])
         order.append([members[i] for i in rng.permutation(len(members))[:n_shots]])
     return order

@@ -21,11 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from datadream_lib import models
-from datadream_lib.data import FewShotSplit, load_rgb
+from datadream_lib.data import FewShotSplit, by_class, load_rgb
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import Run, write_json
 
@@ -165,11 +164,8 @@ def extract(extractor: nn.Module, paths: list[str], device, batch_size: int = 50
 # --- the stage ---------------------------------------------------------------------------------
 
 def real_set(p, split: FewShotSplit) -> dict[int, list[str]]:
-    items = split.train if p.fid_real_set == "train" else split.shots(p.shots)
-    out: dict[int, list[str]] = {c: [] for c in range(len(split.classnames))}
-    for path, label in items:
-        out[label].append(path)
-    return out
+    groups = by_class(split.train if p.fid_real_set == "train" else split.shots(p.shots))
+    return {c: groups.get(c, []) for c in range(len(split.classnames))}
 
 
 def per_class(p, run: Run, split: FewShotSplit, progress: bool = True, extractor: Optional[nn.Module] = None) -> pd.DataFrame:
@@ -183,15 +179,16 @@ def per_class(p, run: Run, split: FewShotSplit, progress: bool = True, extractor
     for method_folder in sorted(run.path("synthetic").glob("*")):
         items = synthetic_items(run, method_folder.name)
         if items:
-            sets[f"{method_folder.name} ({p.variant})" if method_folder.name == "datadream" else method_folder.name] = items
+            label = f"{method_folder.name} ({p.variant})" if method_folder.name == "datadream" else method_folder.name
+            sets[label] = by_class(items)
     if not sets:
         raise DataDreamError("no synthetic images in this run; run the synthesis stage first.")
-    sets["real val (reference)"] = split.val
+    sets["real val (reference)"] = by_class(split.val)
     rows = []
     for c, name in enumerate(tqdm(split.classnames, desc="per-class FID", disable=not progress)):
         real_features = extract(extractor, reals[c], device)
-        for label, items in sets.items():
-            features = extract(extractor, [path for path, y in items if y == c], device)
+        for label, groups in sets.items():
+            features = extract(extractor, groups.get(c, []), device)
             if len(features) < 2 or len(real_features) < 2:
                 continue
             rows.append({"method": label, "class_index": c, "class_name": name, "fid": fid(features, real_features),

@@ -1,6 +1,5 @@
 """Repository hygiene that users and CI rely on."""
 
-import json
 import re
 
 import nbformat
