@@ -84,3 +84,27 @@ def test_missing_dataset_root_stops_before_the_first_notebook(tmp_path):
 def test_shards_wait_for_the_adapters(tmp_path):
     result = _pipeline("params/demo.yaml", "--set", f"runs_root={tmp_path / 'runs'}", "--set", "num_shards=2")
     assert result.returncode == 2 and "train them first" in result.stderr
+
+
+def _papermill(notebook, out, *args):
+    return subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / notebook), str(out), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_papermill_cli_with_a_parameter_file(tmp_path):
+    out = tmp_path / "01_adaptation.ipynb"
+    result = _papermill("01_adaptation.ipynb", out, "-f", "params/demo.yaml", "-p", "runs_root", str(tmp_path / "runs"),
+                        "-p", "adapt_epochs", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    adapter = tmp_path / "runs" / "demo" / "adaptation" / "dset"
+    assert (adapter / "pytorch_lora_weights.safetensors").exists()
+    assert json.loads((adapter / "adapter.json").read_text())["steps"] == 4  # 1 epoch x ceil(4 x 4 / 4)
+    assert json.loads(out.read_text())["cells"][1]["metadata"]["tags"] == ["parameters"]
+
+
+def test_papermill_cli_stops_on_a_typo_in_a_key(tmp_path):
+    result = _papermill("01_adaptation.ipynb", tmp_path / "out.ipynb", "-f", "params/demo.yaml",
+                        "-p", "runs_root", str(tmp_path / "runs"), "-p", "shotz", "3")
+    assert result.returncode != 0
+    assert "unknown parameter 'shotz'. Did you mean 'shots'?" in result.stderr + result.stdout
+    assert not (tmp_path / "runs").exists()
