@@ -119,13 +119,13 @@ class InceptionFeatures(nn.Module):
         net.Mixed_7b = fid_inception.FIDInceptionE_1(1280)
         net.Mixed_7c = fid_inception.FIDInceptionE_2(2048)
         if load:
-            net.load_state_dict(self._state_dict(weights))
+            net.load_state_dict(self.state_dict_from(weights))
         net.fc = nn.Identity()
         net.dropout = nn.Identity()
         self.net = net.eval()
 
     @staticmethod
-    def _state_dict(weights):
+    def state_dict_from(weights):
         if weights is not None:
             path = Path(weights).expanduser()
             if not path.is_file():

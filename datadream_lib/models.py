@@ -209,18 +209,45 @@ def load_clip(p):
         from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
         with seeded(TINY_SEED):
-            model = CLIP(TINY_CLIP["embed_dim"], CLIPVisionCfg(**TINY_CLIP["vision"]), CLIPTextCfg(**TINY_CLIP["text"]))
+            model = CLIP(TINY_CLIP["embed_dim"], CLIPVisionCfg(**TINY_CLIP["vision"]), CLIPTextCfg(**TINY_CLIP["text"]),
+                         quick_gelu=p.clip_quick_gelu)
     elif p.models == "full_random":
         with seeded(TINY_SEED):
-            model = open_clip.create_model(p.clip_model, pretrained=None)
+            model = open_clip.create_model(p.clip_model, pretrained=None, force_quick_gelu=p.clip_quick_gelu)
     else:
         try:
             model = open_clip.create_model(p.clip_model, pretrained=p.clip_pretrained, require_pretrained=True,
-                                           weights_only=True)
+                                           weights_only=True, force_quick_gelu=p.clip_quick_gelu)
         except Exception as exc:  # open_clip raises RuntimeError / OSError / HF errors when offline
             raise model_unreachable("CLIP", f"{p.clip_model} / {p.clip_pretrained}", exc,
                                     "e.g. open_clip's `hf-hub:timm/vit_base_patch16_clip_224.openai` file "
                                     "open_clip_model.safetensors, then clip_pretrained: /models/clip/open_clip_model.safetensors") from None
+    model.eval()
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
     return model, tokenizer, int(image_size)
+
+
+def check_clip_reachable(p) -> None:
+    """Preflight: the CLIP checkpoint is a local file, or its tag's weights are cached or downloadable."""
+    if p.models != "pretrained":
+        return
+    import open_clip
+
+    local = Path(p.clip_pretrained).expanduser()
+    if local.suffix or local.exists() or "/" in p.clip_pretrained:
+        if not local.is_file():
+            raise DataDreamError(f"clip_pretrained {p.clip_pretrained!r} is not a file; give an open_clip checkpoint "
+                                 f"(e.g. open_clip_model.safetensors) or a tag such as 'openai'.")
+        return
+    cfg = open_clip.get_pretrained_cfg(p.clip_model, p.clip_pretrained)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(p.clip_model)
+        raise DataDreamError(f"clip_pretrained {p.clip_pretrained!r} is not a pretrained tag of {p.clip_model!r}; "
+                             f"valid tags: {tags}.")
+    try:
+        open_clip.pretrained.download_pretrained(cfg)
+    except Exception as exc:
+        raise model_unreachable("CLIP", f"{p.clip_model} / {p.clip_pretrained}", exc,
+                                f"open_clip's {cfg.get('hf_hub', '')} file open_clip_model.safetensors; then "
+                                f"clip_pretrained: /models/clip/open_clip_model.safetensors") from None

@@ -65,6 +65,7 @@ class Params:
     sd_model: str = _field("stabilityai/stable-diffusion-2-1-base", "hub id or local folder of Stable Diffusion (models: pretrained)")
     clip_model: str = _field("ViT-B-16", "open_clip architecture name")
     clip_pretrained: str = _field("openai", "open_clip pretrained tag, or a local checkpoint file (models: pretrained)")
+    clip_quick_gelu: bool = _field(True, "QuickGELU activations: the OpenAI CLIP weights need them (open_clip only warns when they are off); false for LAION/DataComp weights")
     local_files_only: bool = _field(False, "never reach the hub; use the local cache or folders only", identity=False)
 
     # --- DataDream adaptation (hyperparameters.md section 1) -----------------------------------

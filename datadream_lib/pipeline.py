@@ -15,8 +15,6 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
-
 import yaml
 
 from datadream_lib import data, models, params, runs
@@ -42,10 +40,12 @@ def setup(namespace: dict):
 
 def preflight(p) -> None:
     """Everything that can fail cheaply, before any training."""
+    from datadream_lib import fid
+
     models.check_sd_reachable(p)
-    if p.models == "pretrained" and p.fid_features == "inception" and p.inception_weights is not None:
-        if not Path(p.inception_weights).expanduser().is_file():
-            raise DataDreamError(f"inception_weights {p.inception_weights!r} does not exist.")
+    models.check_clip_reachable(p)
+    if p.fid_features == "inception":
+        fid.InceptionFeatures.state_dict_from(p.inception_weights)  # a local file, the torch hub cache, or a download
     if p.models != "tiny":
         import torch
 
@@ -75,11 +75,12 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
 
     logging.getLogger("papermill").addFilter(_KnownParameters())
 
-    run, _ = data.start_run(p)
+    runs.check_compatible(p, runs.run_dir(p))  # a folder holding another run is refused first,
+    preflight(p)                               # then unreachable weights,
+    run, _ = data.start_run(p)                 # then bad data; only then is the run folder created
     if p.num_shards > 1 and not run.stage_done("adaptation"):
         raise DataDreamError(f"num_shards {p.num_shards}: shards share the run's adapters, so train them first with "
                              f"num_shards: 1 (notebooks/01_adaptation.ipynb, or the pipeline), then start the shards.")
-    preflight(p)
     root = runs.project_root()
     timings = {}
     for stage, notebook in NOTEBOOKS:

@@ -54,7 +54,7 @@ def test_fid_inception_architecture_gives_2048_features_and_refuses_a_missing_fi
     with pytest.raises(DataDreamError, match="inception_weights .* does not exist"):
         fid.InceptionFeatures(tmp_path / "missing.pth")
     torch.save(net.net.state_dict(), tmp_path / "w.pth")  # a plain state dict loads with weights_only=True
-    assert set(fid.InceptionFeatures._state_dict(tmp_path / "w.pth")) == set(net.net.state_dict())
+    assert set(fid.InceptionFeatures.state_dict_from(tmp_path / "w.pth")) == set(net.net.state_dict())
 
 
 def test_per_class_table_names_the_real_set(demo_run):

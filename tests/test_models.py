@@ -52,3 +52,18 @@ def test_unreachable_weights_say_which_model_and_how_to_point_at_a_folder(monkey
         models.check_sd_reachable(params.from_dict({"sd_model": str(tmp_path)}))
     with pytest.raises(DataDreamError, match="CLIP weights .* not reachable"):
         models.load_clip(params.from_dict({"clip_pretrained": str(tmp_path / "missing.safetensors")}))
+    with pytest.raises(DataDreamError, match="is not a file"):
+        models.check_clip_reachable(params.from_dict({"clip_pretrained": str(tmp_path / "missing.safetensors")}))
+    with pytest.raises(DataDreamError, match="not a pretrained tag of 'ViT-B-16'.*'openai'"):
+        models.check_clip_reachable(params.from_dict({"clip_pretrained": "opneai"}))
+
+
+def test_clip_uses_quick_gelu_as_the_openai_weights_need():
+    from open_clip.transformer import QuickGELU
+
+    for preset in ("tiny", "full_random"):
+        model, _, _ = models.load_clip(params.from_dict({"base": "demo", "models": preset}))
+        assert isinstance(model.visual.transformer.resblocks[0].mlp.gelu, QuickGELU), preset
+        assert isinstance(model.transformer.resblocks[0].mlp.gelu, QuickGELU), preset
+    model, _, _ = models.load_clip(params.from_dict({"base": "demo", "clip_quick_gelu": False}))
+    assert not isinstance(model.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)

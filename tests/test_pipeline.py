@@ -108,3 +108,13 @@ def test_papermill_cli_stops_on_a_typo_in_a_key(tmp_path):
     assert result.returncode != 0
     assert "unknown parameter 'shotz'. Did you mean 'shots'?" in result.stderr + result.stdout
     assert not (tmp_path / "runs").exists()
+
+
+def test_unreachable_weights_stop_the_pipeline_before_any_stage(tmp_path):
+    result = _pipeline("params/demo.yaml", "--set", f"runs_root={tmp_path / 'runs'}", "--set", "models=pretrained",
+                       "--set", "fid_features=inception", "--set", "sd_model=nobody/no-such-model",
+                       "--set", "local_files_only=true")
+    assert result.returncode == 2
+    assert "Stable Diffusion weights 'nobody/no-such-model' are not reachable" in result.stderr
+    assert "sd_model" in result.stderr and "models: tiny" in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing to refuse once sd_model is corrected
