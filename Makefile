@@ -21,8 +21,11 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(PY) -m datadream_lib.pipeline params/demo.yaml
 
+# nbval runs a fresh copy of the notebooks in build/nbval (its own project root), so the test run
+# neither reads nor writes the runs/ of this checkout.
 test: setup
-	$(PY) -m pytest tests notebooks --nbval-lax -q
+	rm -rf build/nbval && mkdir -p build/nbval && cp -r notebooks params pyproject.toml build/nbval/
+	$(PY) -m pytest tests build/nbval/notebooks --nbval-lax -q
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
