@@ -21,6 +21,7 @@ import shutil
 import time
 from pathlib import Path
 from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torchvision import transforms

@@ -15,6 +15,8 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
+
 import yaml
 
 from datadream_lib import data, models, params, runs
