@@ -66,15 +66,15 @@ def fig3_real_vs_synthetic(split_file: Path, manifest_rows: list[dict], syntheti
 
 def fig4_fid_histogram(per_class: pd.DataFrame, path: Optional[Path] = None, metric: str = "fid", bins: int = 20):
     """Per-class FID (or KID) distribution, one histogram per method, shared bins."""
+    import seaborn as sns
+
     fig, ax = plt.subplots(figsize=(5, 3.2))
     values = per_class[metric].to_numpy()
     edges = np.histogram_bin_edges(values, bins=min(bins, max(1, len(values))))
-    for method, group in per_class.groupby("method"):
-        ax.hist(group[metric], bins=edges, alpha=0.55, label=method)
+    sns.histplot(data=per_class, x=metric, hue="method", bins=edges, element="step", alpha=0.35, ax=ax)
     real_set = ", ".join(sorted(set(per_class.get("real_set", pd.Series(["?"])))))
     ax.set_xlabel(f"per-class {metric.upper()} (real set: {real_set})")
     ax.set_ylabel("classes")
-    ax.legend(fontsize=7)
     ax.set_title(f"Fig. 4: per-class {metric.upper()}, synthetic vs real", fontsize=9)
     _save(fig, path)
     return fig
