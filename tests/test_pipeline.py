@@ -118,3 +118,13 @@ def test_unreachable_weights_stop_the_pipeline_before_any_stage(tmp_path):
     assert "Stable Diffusion weights 'nobody/no-such-model' are not reachable" in result.stderr
     assert "sd_model" in result.stderr and "models: tiny" in result.stderr
     assert not (tmp_path / "runs").exists()  # nothing to refuse once sd_model is corrected
+
+
+def test_an_earlier_executed_notebook_is_kept_not_overwritten(tmp_path):
+    out = tmp_path / "02_synthesis.ipynb"
+    for attempt in ("first", "second"):
+        out.write_text(attempt)
+        pipeline._keep_previous(out)
+        assert not out.exists()
+    assert (tmp_path / "02_synthesis.attempt-1.ipynb").read_text() == "first"
+    assert (tmp_path / "02_synthesis.attempt-2.ipynb").read_text() == "second"
