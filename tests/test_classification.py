@@ -115,12 +115,13 @@ def test_selected_weights_are_the_best_val_epoch(demo_run, monkeypatch):
     assert any(not torch.equal(captured["final"][k], states[2][k]) for k in captured["final"])
 
 
-def test_classifier_training_loss_falls(demo_run):
-    p, run, split = demo_run(clf_epochs=8, clf_warmup_epochs=1, clf_lr=3e-3, mix_aug_prob=0.0, shots=16,
+def test_classifier_learns_the_toy_data(demo_run):
+    p, run, split = demo_run(clf_epochs=15, clf_warmup_epochs=1, clf_lr=3e-3, mix_aug_prob=0.0, shots=16,
                              images_per_class=32, ablation_images_per_class=[8])
     metrics = classification.train_and_evaluate(p, "real_finetune", split, [], progress=False)
     losses = [h["train_loss"] for h in metrics["history"]]
-    assert np.mean(losses[-2:]) < 0.9 * np.mean(losses[:2])  # chance level is ln 4 = 1.39
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:2])  # chance level is ln 4 = 1.39
+    assert metrics["top1"] >= 50.0  # 4 classes: chance is 25 %
 
 
 def test_synthetic_settings_need_synthetic_images(demo_run):
