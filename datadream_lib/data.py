@@ -1,7 +1,7 @@
 """Datasets, class names, prompts and the nested few-shot split (hyperparameters.md sections 1, 4).
 
 A dataset is a `DatasetSpec` in `DATASETS`: how to list its images and splits, its class names
-(cleaned for prompts, one list per dataset), and its prompt prefix. `prepare_split` draws the
+(cleaned for prompts, one list per dataset), and its prompt prefix. `start_run` draws the
 K-shot set once per run, seeded per class and nested (the 1-shot image is the first of the
 2-shot images, and so on), and writes it to `split.json`; every later stage and method reads it.
 """
@@ -366,16 +366,6 @@ def build_split(p) -> FewShotSplit:
     return FewShotSplit(dataset=p.dataset, classnames=splits.classnames, prompt_prefix=spec.prompt_prefix,
                         shot_order=draw_shots(splits, p.max_shots, p.seed), val=splits.val, test=splits.test,
                         train=splits.train, seed=p.seed, source=splits.source, skipped_corrupt=bad)
-
-
-def prepare_split(p, run) -> FewShotSplit:
-    """The run's split: drawn and written once, then read by every stage."""
-    path = run.dir / SPLIT_FILE
-    if path.exists():
-        return FewShotSplit.load(path)
-    split = build_split(p)
-    split.save(path)
-    return split
 
 
 def start_run(p):

@@ -7,7 +7,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from datadream_lib import data, params, runs  # noqa: E402
+from datadream_lib import data, params  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +31,6 @@ def demo_run(make_params):
     """(params, run, split) of a fresh demo run."""
     def make(**overrides):
         p = make_params(**overrides)
-        run = runs.open_run(p)
-        return p, run, data.prepare_split(p, run)
+        run, split = data.start_run(p)
+        return p, run, split
     return make

@@ -50,7 +50,7 @@ def test_split_file_is_written_once_and_read_back(demo_run):
     p, run, split = demo_run()
     path = run.path(data.SPLIT_FILE)
     stamp = path.stat().st_mtime_ns
-    again = data.prepare_split(p, run)
+    _, again = data.start_run(p)
     assert path.stat().st_mtime_ns == stamp
     assert again.shot_order == split.shot_order and again.test == split.test
 
