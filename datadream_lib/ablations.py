@@ -3,11 +3,12 @@
     images per class   classifiers on the first n images of every class of the run's one
                        generated pool, for n in `ablation_images_per_class`
     real shots         for K in `ablation_shots`, a sub-run with shots = K: adapt -> synthesize ->
-                       classify, on the first K of the run's nested shots (the same split file)
+                       classify, on the first K of the run's nested shots (the parent's split.json)
 
 Results land in `ablations/images_per_class/n<n>/<setting>/metrics.json` and
-`ablations/shots/k<K>/...` (each shots sub-run is a run folder of its own). Finished cells are
-kept, so an interrupted ablation resumes.
+`ablations/shots/k<K>/...` (each shots sub-run is a run folder of its own). The grid point equal to
+the run itself (n = images_per_class, K = shots) is the run's own classifiers, not a copy. Finished
+cells are kept, so an interrupted ablation resumes. `ablations/results.csv` has one row per cell.
 """
 
 from __future__ import annotations
@@ -16,33 +17,41 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from datadream_lib import adaptation, classification, synthesis
-from datadream_lib.data import SPLIT_FILE, FewShotSplit
+from datadream_lib.data import FewShotSplit
+from datadream_lib.results import method_label
 from datadream_lib.runs import Run, open_run
+
+
+def _rows(p, ablation: str, results: dict, images_per_class: int, shots: int) -> list[dict]:
+    return [{"ablation": ablation, "dataset": p.dataset, "method": method_label(setting, p.synth_method, p.variant),
+             "setting": setting, "variant": p.variant, "images_per_class": images_per_class, "shots": shots,
+             "top1": r["top1"], "seed": p.seed}
+            for setting, r in results.items()]
 
 
 def images_per_class(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame:
     rows = []
     for n in tqdm(p.ablation_images_per_class, desc="images per class", disable=not progress):
-        out = run.path("ablations", "images_per_class", f"n{n}")
-        results = classification.run(p, run, split, progress=False, settings=p.ablation_settings,
-                                     out_root=out, images_per_class=n)
-        rows += [{"ablation": "images_per_class", "images_per_class": n, "shots": p.shots, "setting": s,
-                  "top1": r["top1"], "seed": p.seed} for s, r in results.items()]
+        if n == p.images_per_class:
+            results = classification.run(p, run, split, progress=False, settings=p.ablation_settings)
+        else:
+            results = classification.run(p, run, split, progress=False, settings=p.ablation_settings,
+                                         out_root=run.path("ablations", "images_per_class", f"n{n}"), images_per_class=n)
+        rows += _rows(p, "images_per_class", results, n, p.shots)
     return pd.DataFrame(rows)
 
 
 def shots(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame:
     rows = []
     for k in tqdm(p.ablation_shots, desc="real shots", disable=not progress):
-        sub_p = p.replace(shots=k, run_name=f"{p.run_name}/ablations/shots/k{k}")
-        sub = open_run(sub_p, run.path("ablations", "shots", f"k{k}"))
-        if not (sub.dir / SPLIT_FILE).exists():
-            split.save(sub.dir / SPLIT_FILE)  # the parent's nested draw: K-shot = the first K
-        adaptation.run(sub_p, sub, split, progress=False)
-        synthesis.run(sub_p, sub, split, progress=False)
+        sub_p, sub = p, run
+        if k != p.shots:
+            sub_p = p.replace(shots=k, run_name=f"{p.run_name}/ablations/shots/k{k}")
+            sub = open_run(sub_p, run.path("ablations", "shots", f"k{k}"))
+            adaptation.run(sub_p, sub, split, progress=False)
+            synthesis.run(sub_p, sub, split, progress=False)
         results = classification.run(sub_p, sub, split, progress=False, settings=p.ablation_settings)
-        rows += [{"ablation": "shots", "images_per_class": p.images_per_class, "shots": k, "setting": s,
-                  "top1": r["top1"], "seed": p.seed} for s, r in results.items()]
+        rows += _rows(p, "shots", results, p.images_per_class, k)
     return pd.DataFrame(rows)
 
 

@@ -340,5 +340,5 @@ def run(p, run: Run, split: FewShotSplit, progress: bool = True, settings: Optio
         results[setting] = train_and_evaluate(p, setting, split, synth or [], progress)
         write_json(path, results[setting])
     if out_root == run.path("classification"):
-        run.mark_done("classification", settings=list(results))
+        run.mark_done("classification", settings=sorted(path.parent.name for path in out_root.glob("*/metrics.json")))
     return results

@@ -24,7 +24,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from datadream_lib import models
-from datadream_lib.data import FewShotSplit, by_class, load_rgb
+from datadream_lib.data import FewShotSplit, load_rgb
+from datadream_lib.datasets import by_class
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import Run, write_json
 
@@ -170,7 +171,7 @@ def real_set(p, split: FewShotSplit) -> dict[int, list[str]]:
 
 def per_class(p, run: Run, split: FewShotSplit, progress: bool = True, extractor: Optional[nn.Module] = None) -> pd.DataFrame:
     """One row per (image set, class): FID and KID against the class's real set."""
-    from datadream_lib.synthesis import synthetic_items
+    from datadream_lib.synthesis import source_label, synthetic_items
 
     device = models.resolve_device(p)
     extractor = extractor or EXTRACTORS[p.fid_features](p)
@@ -179,8 +180,7 @@ def per_class(p, run: Run, split: FewShotSplit, progress: bool = True, extractor
     for method_folder in sorted(run.path("synthetic").glob("*")):
         items = synthetic_items(run, method_folder.name)
         if items:
-            label = f"{method_folder.name} ({p.variant})" if method_folder.name == "datadream" else method_folder.name
-            sets[label] = by_class(items)
+            sets[source_label(method_folder.name, p.variant)] = by_class(items)
     if not sets:
         raise DataDreamError("no synthetic images in this run; run the synthesis stage first.")
     sets["real val (reference)"] = by_class(split.val)

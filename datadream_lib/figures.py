@@ -3,12 +3,13 @@
     fig3_real_vs_synthetic   real shots beside synthetic images, a row per class (Fig. 3)
     fig4_fid_histogram       per-class FID, a histogram per method (Fig. 4)
     fig5_ablations           accuracy vs synthetic images per class; accuracy vs real shots (Fig. 5)
-    accuracy_table           Table-1-style: settings x datasets, mean +- std over seeds; CSV, Markdown, LaTeX
+    adaptation_losses        the adaptation loss of every adapter
+
+Table 1 is built in `results.py`, which also draws these figures across many runs.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -21,13 +22,6 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from datadream_lib.data import FewShotSplit  # noqa: E402
-
-SETTING_LABELS = {
-    "zero_shot": "CLIP zero-shot",
-    "real_finetune": "Real-finetune",
-    "synthetic": "synthetic only",
-    "synthetic_real": "synthetic + real",
-}
 
 
 def _save(fig, path: Optional[Path]) -> None:
@@ -64,7 +58,8 @@ def fig3_real_vs_synthetic(split_file: Path, manifest_rows: list[dict], syntheti
     return fig
 
 
-def fig4_fid_histogram(per_class: pd.DataFrame, path: Optional[Path] = None, metric: str = "fid", bins: int = 20):
+def fig4_fid_histogram(per_class: pd.DataFrame, path: Optional[Path] = None, metric: str = "fid", bins: int = 20,
+                       title: Optional[str] = None):
     """Per-class FID (or KID) distribution, one histogram per method, shared bins."""
     import seaborn as sns
 
@@ -75,7 +70,7 @@ def fig4_fid_histogram(per_class: pd.DataFrame, path: Optional[Path] = None, met
     real_set = ", ".join(sorted(set(per_class.get("real_set", pd.Series(["?"])))))
     ax.set_xlabel(f"per-class {metric.upper()} (real set: {real_set})")
     ax.set_ylabel("classes")
-    ax.set_title(f"Fig. 4: per-class {metric.upper()}, synthetic vs real", fontsize=9)
+    ax.set_title(f"Fig. 4: {title or f'per-class {metric.upper()}, synthetic vs real'}", fontsize=9)
     _save(fig, path)
     return fig
 
@@ -101,13 +96,13 @@ def _mean_std(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def fig5_ablations(results: pd.DataFrame, reference: Optional[dict[str, float]] = None, path: Optional[Path] = None):
-    """Left: accuracy vs synthetic images per class. Right: accuracy vs real shots. Error bars: std over seeds."""
+    """Left: accuracy vs synthetic images per class. Right: accuracy vs real shots. A curve per
+    method (e.g. "DataDream-dset, synthetic + real"); error bars: std over seeds."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, (ablation, x) in zip(axes, (("images_per_class", "images_per_class"), ("shots", "shots"))):
-        part = results[results["ablation"] == ablation]
-        for setting, group in _mean_std(part, ["setting", x]).groupby("setting"):
-            ax.errorbar(group[x], group["mean"], yerr=group["std"].fillna(0), marker="o", capsize=3,
-                        label=SETTING_LABELS.get(setting, setting))
+    for ax, x in zip(axes, ("images_per_class", "shots")):
+        part = results[results["ablation"] == x]
+        for method, group in _mean_std(part, ["method", x]).groupby("method"):
+            ax.errorbar(group[x], group["mean"], yerr=group["std"].fillna(0), marker="o", capsize=3, label=method)
         for label, value in (reference or {}).items():
             ax.axhline(value, ls="--", lw=1, color="grey")
             ax.text(ax.get_xlim()[0], value, f" {label}", fontsize=7, va="bottom", color="grey")
@@ -119,70 +114,3 @@ def fig5_ablations(results: pd.DataFrame, reference: Optional[dict[str, float]] 
     fig.suptitle("Fig. 5: ablations", fontsize=9)
     _save(fig, path)
     return fig
-
-
-def method_label(metrics: dict) -> str:
-    """The Table-1 row of a metrics file: the setting, and for synthetic data its method and variant."""
-    setting = metrics["setting"]
-    if setting in ("zero_shot", "real_finetune"):
-        return SETTING_LABELS[setting]
-    method = metrics.get("synth_method") or "?"
-    name = f"DataDream-{metrics.get('variant')}" if method == "datadream" else method
-    return f"{name}, {SETTING_LABELS[setting]}"
-
-
-def collect_metrics(paths: Iterable[Path]) -> pd.DataFrame:
-    """One row per metrics.json: dataset, seed, row label, top-1."""
-    rows = []
-    for path in paths:
-        metrics = json.loads(Path(path).read_text())
-        rows.append({"dataset": metrics["dataset"], "seed": metrics["seed"], "method": method_label(metrics),
-                     "setting": metrics["setting"], "top1": metrics["top1"], "file": str(path)})
-    return pd.DataFrame(rows)
-
-
-def accuracy_table(metrics: pd.DataFrame, out_stem: Optional[Path] = None, datasets: Optional[list[str]] = None) -> pd.DataFrame:
-    """Table 1 layout: rows = methods, columns = datasets (+ average), cells = mean +- std over seeds.
-
-    A dataset that was not run is an empty cell, never a zero; the average is given only for rows
-    that have every column. Writes <out_stem>.csv, .md and .tex when out_stem is given.
-    """
-    datasets = datasets or sorted(metrics["dataset"].unique())
-    stats = metrics.groupby(["method", "dataset"])["top1"].agg(["mean", "std", "count"])
-    order = [m for m in (SETTING_LABELS["zero_shot"], SETTING_LABELS["real_finetune"]) if m in stats.index.get_level_values(0)]
-    order += sorted(m for m in stats.index.get_level_values(0).unique() if m not in order)
-    rows = []
-    for method in order:
-        row = {"method": method}
-        means = []
-        for dataset in datasets:
-            if (method, dataset) in stats.index:
-                mean, std, count = stats.loc[(method, dataset)]
-                row[dataset] = f"{mean:.1f} ± {std:.1f}" if count > 1 else f"{mean:.1f}"
-                means.append(mean)
-            else:
-                row[dataset] = ""
-        row["Avg"] = f"{np.mean(means):.1f}" if len(means) == len(datasets) and means else ""
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    if out_stem is not None:
-        out_stem = Path(out_stem)
-        out_stem.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out_stem.with_suffix(".csv"), index=False)
-        out_stem.with_suffix(".md").write_text(to_markdown(table))
-        out_stem.with_suffix(".tex").write_text(to_latex(table))
-    return table
-
-
-def to_markdown(table: pd.DataFrame) -> str:
-    header = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
-    return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in table.itertuples(index=False))
-
-
-def to_latex(table: pd.DataFrame) -> str:
-    escape = lambda s: str(s).replace("±", r"$\pm$").replace("_", r"\_").replace("&", r"\&")  # noqa: E731
-    lines = [r"\begin{tabular}{l" + "c" * (len(table.columns) - 1) + "}", r"\toprule",
-             " & ".join(escape(c) for c in table.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(escape(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
-    return "\n".join(lines)

@@ -87,6 +87,15 @@ def resolve_device(p) -> torch.device:
     return device
 
 
+def check_device(p) -> None:
+    """A full-size model on a machine without a GPU stops at the start, not an hour in."""
+    device = resolve_device(p)
+    if p.models != "tiny" and device.type == "cpu" and p.device == "auto":
+        raise DataDreamError(f"models: {p.models} builds Stable Diffusion 2.1 and CLIP ViT-B/16 at full size, and this "
+                             f"machine has no CUDA GPU: the run would take days. Start it on a GPU machine, use "
+                             f"models: tiny (base: demo) for an offline check, or set device: cpu to run it here anyway.")
+
+
 def autocast_dtype(p, device: torch.device) -> Optional[torch.dtype]:
     """bf16 autocast on GPU (LoRA weights stay fp32); None (plain fp32) on CPU."""
     if p.mixed_precision == "no" or (p.mixed_precision == "auto" and device.type != "cuda"):

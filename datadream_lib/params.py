@@ -7,6 +7,10 @@ the values of the file's `base`:
     base: paper   the dataclass defaults below (Stable Diffusion 2.1-base, CLIP ViT-B/16, 500 images)
     base: demo    the tiny offline default: random tiny models of the same classes, the toy dataset
 
+A parameter file may also name another file as its base (`base: fgvc_aircraft_dset.yaml`, relative
+to itself) and list several seeds (`seeds: [0, 1, 2]`); `load_runs` expands it into one run per
+seed. `run_name` may hold any parameter in braces (`eurosat_dset_seed{seed}`).
+
 Unknown keys and bad values stop the run before any model is built, naming the key and, for a
 typo, the nearest valid one.
 """
@@ -23,6 +27,7 @@ from typing import Any, Optional
 import yaml
 
 from datadream_lib.errors import DataDreamError
+from datadream_lib.runs import STAGES
 
 CLASSIFIER_SETTINGS = ("zero_shot", "real_finetune", "synthetic", "synthetic_real")
 MODEL_PRESETS = ("pretrained", "tiny", "full_random")
@@ -50,14 +55,16 @@ class Params:
     device: str = _field("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", identity=False)
     mixed_precision: str = _field("auto", "'auto' = bf16 autocast on GPU (fp32 LoRA weights), fp32 on CPU", choices=PRECISIONS)
     num_workers: int = _field(8, "data-loader worker processes for the classifier", min=0, identity=False)
+    stages: list = _field(list(STAGES), "the stages the pipeline runs, in order (Table 1 runs leave out 'ablations')", choices=STAGES, identity=False)
 
     # --- data (hyperparameters.md section 4) ---------------------------------------------------
-    dataset: str = _field("toy", "a name from datadream_lib.data.DATASETS")
-    data_root: str = _field("data", "where the dataset lives (ImageFolder root; torchvision download folder)", identity=False)
+    dataset: str = _field("toy", "a name from datadream_lib.datasets.DATASETS")
+    data_root: str = _field("data", "the folder holding the datasets in torchvision's layout (the ImageFolder root for 'imagefolder')", identity=False)
     download: bool = _field(False, "let torchvision download the dataset if it is missing", identity=False)
     shots: int = _field(16, "K real images per class", min=1)
+    split_seed: int = _field(0, "seeds the val/test carve-outs of datasets without those splits; kept fixed across run seeds so every seed is tested on the same images", min=0)
     val_fraction: float = _field(0.1, "share of train carved out (seeded) as validation where a dataset has no val split", min=0.01, max=0.5)
-    test_fraction: float = _field(0.2, "share carved out as test where an ImageFolder has no test folder", min=0.01, max=0.5)
+    test_fraction: float = _field(0.2, "share carved out as test where a dataset has no test split", min=0.01, max=0.5)
     skip_corrupt_images: bool = _field(False, "skip unreadable images (each is logged) instead of stopping")
 
     # --- models (hyperparameters.md sections 1, 3) ----------------------------------------------
@@ -220,6 +227,10 @@ def from_dict(values: dict, base: Optional[str] = None) -> Params:
     """Validate `values` over the defaults of `base` (or of values['base'], else 'paper')."""
     values = dict(values)
     base = values.pop("base", base) or "paper"
+    seeds = values.pop("seeds", None)
+    if seeds is not None and "seed" not in values:
+        raise DataDreamError(f"the parameters list seeds {seeds}, and a notebook runs one seed: pass `-p seed N`, or run "
+                             f"all seeds with `python -m datadream_lib.pipeline FILE`.")
     if base not in BASES:
         raise DataDreamError(f"parameter 'base': {base!r} is not one of {list(BASES)}.{_nearest(str(base), BASES)}")
     for key in values:
@@ -229,16 +240,22 @@ def from_dict(values: dict, base: Optional[str] = None) -> Params:
     merged = {**BASES[base], **values}
     checked = {name: _check_value(name, value) for name, value in merged.items()}
     params = Params(**checked)
+    if "{" in params.run_name:
+        try:
+            params = dataclasses.replace(params, run_name=params.run_name.format(**params.to_dict()))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise DataDreamError(f"run_name {params.run_name!r}: {exc!r} is not a parameter; braces may hold "
+                                 f"parameter names only, e.g. 'eurosat_{{variant}}_seed{{seed}}'.") from None
     _check_consistency(params)
     return params
 
 
 def _check_consistency(p: Params) -> None:
-    from datadream_lib import data, synthesis  # registries; imported late to keep this module light
+    from datadream_lib import datasets, synthesis  # registries; imported late to keep this module light
 
-    if p.dataset not in data.DATASETS:
-        raise DataDreamError(f"parameter 'dataset': {p.dataset!r} is unknown; valid datasets: {sorted(data.DATASETS)}."
-                             f"{_nearest(p.dataset, data.DATASETS)}")
+    if p.dataset not in datasets.DATASETS:
+        raise DataDreamError(f"parameter 'dataset': {p.dataset!r} is unknown; valid datasets: {sorted(datasets.DATASETS)}."
+                             f"{_nearest(p.dataset, datasets.DATASETS)}")
     if p.synth_method not in synthesis.METHODS:
         raise DataDreamError(f"parameter 'synth_method': {p.synth_method!r} is unknown; valid methods: {sorted(synthesis.METHODS)}."
                              f"{_nearest(p.synth_method, synthesis.METHODS)}")
@@ -263,8 +280,8 @@ def _is_diffusers_scheduler(name: str) -> bool:
     return name.endswith("Scheduler") and hasattr(diffusers, name)
 
 
-def load_file(path: str | Path, overrides: Optional[dict] = None) -> Params:
-    """Read a YAML parameter file (and command-line overrides) into validated Params."""
+def read_file(path: str | Path, _chain: tuple = ()) -> dict:
+    """The raw values of a YAML parameter file, over those of the file it names as `base`."""
     path = Path(path)
     if not path.is_file():
         raise DataDreamError(f"parameter file {str(path)!r} does not exist; the files shipped are under params/.")
@@ -274,7 +291,42 @@ def load_file(path: str | Path, overrides: Optional[dict] = None) -> Params:
         raise DataDreamError(f"parameter file {str(path)!r} is not valid YAML: {exc}") from None
     if not isinstance(values, dict):
         raise DataDreamError(f"parameter file {str(path)!r} must hold a mapping of name: value.")
-    return from_dict({**values, **(overrides or {})})
+    base = values.get("base")
+    if isinstance(base, str) and base.endswith((".yaml", ".yml")):
+        parent = (path.parent / base).resolve()
+        if parent in _chain:
+            raise DataDreamError(f"parameter file {path} names itself as a base, through {[str(p) for p in _chain]}.")
+        values = {**read_file(parent, (*_chain, path.resolve())), **{k: v for k, v in values.items() if k != "base"}}
+    return values
+
+
+def load_runs(path: str | Path, overrides: Optional[dict] = None) -> list[Params]:
+    """The runs a parameter file describes: one per seed of `seeds`, else one. An override of
+    `seed` replaces the file's `seeds`."""
+    overrides = dict(overrides or {})
+    values = {**read_file(path), **overrides}
+    if "seed" in overrides:
+        values.pop("seeds", None)
+    seeds = values.pop("seeds", None)
+    if seeds is None:
+        return [from_dict(values)]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise DataDreamError(f"parameter 'seeds' must be a non-empty list of integers, got {seeds!r}.")
+    if "seed" in values:
+        raise DataDreamError(f"{path} sets both 'seed' and 'seeds'; keep one.")
+    runs = [from_dict({**values, "seed": s}) for s in seeds]
+    if len({p.run_name for p in runs}) < len(runs):
+        raise DataDreamError(f"run_name {values.get('run_name')!r} is the same for every seed of {seeds}; put "
+                             f"'{{seed}}' in it (e.g. 'eurosat_dset_seed{{seed}}').")
+    return runs
+
+
+def load_file(path: str | Path, overrides: Optional[dict] = None) -> Params:
+    """Read a YAML parameter file of one run (and command-line overrides) into validated Params."""
+    runs = load_runs(path, overrides)
+    if len(runs) > 1:
+        raise DataDreamError(f"{path} describes {len(runs)} runs (seeds); pick one with the override seed=N.")
+    return runs[0]
 
 
 def from_namespace(namespace: dict) -> Params:
@@ -285,10 +337,23 @@ def from_namespace(namespace: dict) -> Params:
     Objects the notebook makes later (Params, Run, tables, figures) are not plain and are ignored,
     so re-running a notebook's cells in JupyterLab works.
     """
-    values = {name: value for name, value in namespace.items()
-              if not name.startswith("_") and name not in _NOTEBOOK_NAMES
-              and isinstance(value, (str, int, float, bool, list, tuple, type(None)))}
-    return from_dict(values)
+    return from_dict(_plain_values(namespace))
+
+
+def _plain_values(namespace: dict) -> dict:
+    return {name: value for name, value in namespace.items()
+            if not name.startswith("_") and name not in _NOTEBOOK_NAMES
+            and isinstance(value, (str, int, float, bool, list, tuple, type(None)))}
+
+
+def notebook_values(namespace: dict, allowed: dict) -> dict:
+    """The parameters of a notebook that is not a pipeline stage: `allowed` maps each name to its
+    default; any other plain name (a typo in `-p`) stops, naming the nearest valid one."""
+    values = _plain_values(namespace)
+    for key in values:
+        if key not in allowed:
+            raise DataDreamError(f"unknown parameter '{key}'.{_nearest(key, allowed)} This notebook takes {sorted(allowed)}.")
+    return {**allowed, **values}
 
 
 def dump(params: Params) -> str:

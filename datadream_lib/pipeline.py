@@ -2,7 +2,8 @@
 
     python -m datadream_lib.pipeline PARAMS.yaml [--set KEY=VALUE ...]
 
-It validates the whole parameter file, opens (or creates) `runs/<run_name>/` and refuses a folder
+A file with `seeds: [0, 1, 2]` runs once per seed, one after the other. For each run it validates
+the whole parameter file, stops at once if a full-size model would start without a GPU, opens (or creates) `runs/<run_name>/` and refuses a folder
 that holds a run with other parameters, draws the split and checks the dataset and the model
 weights, then executes the notebooks in order with papermill into `runs/<run_name>/notebooks/`.
 The executed notebooks are the record of the run. A stage whose outputs are complete is skipped;
@@ -34,6 +35,7 @@ NOTEBOOKS = (
 def setup(namespace: dict):
     """The first cell of every notebook: parameters, run folder, split. Returns (P, run, split)."""
     p = params.from_namespace(namespace)
+    models.check_device(p)
     run, split = data.start_run(p)
     print(f"run folder: {run.dir}\ndataset: {split.dataset} ({len(split.classnames)} classes, {p.shots} shots; "
           f"splits: {split.source})\nmodels: {p.models}")
@@ -44,16 +46,11 @@ def preflight(p) -> None:
     """Everything that can fail cheaply, before any training."""
     from datadream_lib import fid
 
+    models.check_device(p)
     models.check_sd_reachable(p)
     models.check_clip_reachable(p)
-    if p.fid_features == "inception":
+    if p.fid_features == "inception" and "fid" in p.stages:
         fid.InceptionFeatures.state_dict_from(p.inception_weights)  # a local file, the torch hub cache, or a download
-    if p.models != "tiny":
-        import torch
-
-        if not torch.cuda.is_available():
-            print(f"[pipeline] warning: models: {p.models} on a machine without a GPU; this will be very slow. "
-                  f"Use models: tiny for an offline check.", file=sys.stderr)
 
 
 def _keep_previous(path: Path) -> None:
@@ -86,6 +83,8 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
     root = runs.project_root()
     timings = {}
     for stage, notebook in NOTEBOOKS:
+        if stage not in p.stages:
+            continue
         if run.stage_done(stage):
             print(f"[pipeline] {stage}: complete, skipped")
             continue
@@ -122,14 +121,17 @@ def parse_overrides(pairs: list[str]) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m datadream_lib.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("params", help="a parameter file, e.g. params/demo.yaml")
+    parser.add_argument("params", help="a parameter file, e.g. params/demo.yaml or params/paper/eurosat_dset.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one parameter (repeatable), e.g. --set seed=1")
     parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     args = parser.parse_args(argv)
     try:
-        p = params.load_file(args.params, parse_overrides(args.overrides))
-        run_pipeline(p, log_output=args.log_output)
+        todo = params.load_runs(args.params, parse_overrides(args.overrides))
+        for p in todo:  # every seed's parameters are valid before the first starts
+            if len(todo) > 1:
+                print(f"[pipeline] run {p.run_name} (seed {p.seed})", flush=True)
+            run_pipeline(p, log_output=args.log_output)
     except DataDreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

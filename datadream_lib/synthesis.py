@@ -170,6 +170,11 @@ class DataDream(TextToImage):
 METHODS: dict[str, type[TextToImage]] = {cls.name: cls for cls in (DataDream, TextToImage)}
 
 
+def source_label(method: str, variant: str) -> str:
+    """How tables and figures name a source of synthetic images: "DataDream-dset", "DataDream-cls", or the method."""
+    return f"DataDream-{variant}" if method == DataDream.name else method
+
+
 # --- the manifest ------------------------------------------------------------------------------
 
 def read_manifest(folder: Path) -> list[dict]:

@@ -7,13 +7,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from datadream_lib import data, params  # noqa: E402
+from datadream_lib import data, datasets, params  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def toy_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    data.make_toy_dataset(root)
+    datasets.make_toy_dataset(root)
     return root
 
 
@@ -34,3 +34,30 @@ def demo_run(make_params):
         run, split = data.start_run(p)
         return p, run, split
     return make
+
+
+def run_pipeline_cli(*args, cwd=None):
+    """`python -m datadream_lib.pipeline ARGS` in a subprocess, as a user runs it."""
+    import subprocess
+    import sys
+
+    from datadream_lib import runs
+
+    return subprocess.run([sys.executable, "-m", "datadream_lib.pipeline", *args], cwd=cwd or runs.project_root(),
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """Tiny pipeline runs for the end-to-end and many-runs tests, made with the CLI as a user would:
+    DataDream-dset with two seeds (every stage; one command, `seeds`), and DataDream-cls with one seed
+    (Table 1 stages only). Returns (runs root, the CLI arguments of the dset runs, their stdout)."""
+    root = tmp_path_factory.mktemp("tiny_runs")
+    common = ["--set", f"runs_root={root}", "--set", f"data_root={root / 'data'}"]
+    dset = ["params/demo.yaml", *common, "--set", "run_name=demo_seed{seed}", "--set", "seeds=[0, 1]"]
+    result = run_pipeline_cli(*dset)
+    assert result.returncode == 0, result.stdout + result.stderr
+    cls = run_pipeline_cli("params/demo.yaml", *common, "--set", "run_name=demo_cls_seed{seed}", "--set", "variant=cls",
+                           "--set", "clf_settings=[synthetic]", "--set", "stages=[adaptation, synthesis, classification, fid]")
+    assert cls.returncode == 0, cls.stdout + cls.stderr
+    return root, dset, result.stdout

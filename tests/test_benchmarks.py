@@ -1,8 +1,11 @@
-"""The GPU check script runs end to end (here on the tiny preset; timings are not asserted)."""
+"""The benchmark scripts run end to end: the GPU check on the tiny preset (timings are not
+asserted), and the GPU-hours estimate, whose counts are checked by hand."""
 
 import importlib.util
 
-from datadream_lib import runs
+import pytest
+
+from datadream_lib import datasets, runs
 
 
 def test_full_size_check_runs_on_the_tiny_preset(tmp_path):
@@ -14,3 +17,20 @@ def test_full_size_check_runs_on_the_tiny_preset(tmp_path):
     assert report["adaptation"]["steps"] == 2 and report["synthesis"]["images"] == 2
     assert report["synthesis"]["size"] == [32, 32] and report["classifier"]["batch"] == 8
     assert (tmp_path / "report.json").exists()
+
+
+def test_cost_estimate_counts_the_unet_passes_of_the_presets():
+    spec = importlib.util.spec_from_file_location("cost_estimate", runs.project_root() / "benchmarks" / "cost_estimate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.estimate(tflops=200.0)
+    assert 700 < result["forward_gflops"]["unet"] < 900  # SD 2.1-base UNet at 512 px: ~0.8 TFLOPs per sample
+    rows = {r["dataset"]: r for r in result["datasets"]}
+    assert list(rows) == list(datasets.BENCHMARKS)
+    # EuroSAT by hand: 10 classes x 500 images x 50 steps x 2 (guidance) to sample, plus
+    # 200 epochs x ceil(10 x 16 / 8) steps x 8 images x 2 (LoRA forward + backward) to adapt
+    assert rows["eurosat"]["dset_unet_passes"] == 10 * 500 * 50 * 2 + 200 * 20 * 8 * 2
+    assert rows["imagenet"]["dset_unet_passes"] == 1000 * 500 * 50 * 2 + 100 * 2000 * 8 * 2  # 100 epochs
+    assert rows["eurosat"]["cls_unet_passes"] == rows["eurosat"]["dset_unet_passes"]  # same compute
+    assert result["table1_gpu_hours"] == pytest.approx(sum(r["total_gpu_hours"] for r in rows.values()))
+    assert module.markdown(result).count("\n| ") == len(datasets.BENCHMARKS) + 1

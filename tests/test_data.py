@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datadream_lib import data, runs
+from datadream_lib import data, datasets, runs
 from datadream_lib.errors import DataDreamError
 
 
 def test_class_name_and_prompt_rules():
-    assert data.clean_classname("Annual_Crop  Land ") == "Annual Crop Land"
+    assert datasets.clean_classname("Annual_Crop  Land ") == "Annual Crop Land"
     assert data.diffusion_prompt("Forest", "satellite") == "a satellite photo of a Forest"
     assert data.diffusion_prompt("red circle") == "a photo of a red circle"
     assert data.classifier_prompt("red circle") == "a photo of a red circle."
@@ -21,13 +21,13 @@ def test_class_name_and_prompt_rules():
 
 
 def test_toy_dataset_is_deterministic_and_visibly_different(tmp_path, toy_root):
-    again = data.make_toy_dataset(tmp_path)
-    a = sorted((toy_root / data.TOY_VERSION).rglob("*.png"))
+    again = datasets.make_toy_dataset(tmp_path)
+    a = sorted((toy_root / datasets.TOY_VERSION).rglob("*.png"))
     b = sorted(again.rglob("*.png"))
-    assert [p.relative_to(toy_root / data.TOY_VERSION) for p in a] == [p.relative_to(again) for p in b]
+    assert [p.relative_to(toy_root / datasets.TOY_VERSION) for p in a] == [p.relative_to(again) for p in b]
     assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a[:10], b[:10]))
     means = [np.asarray(Image.open(next((again / "train" / c.replace(" ", "_")).glob("*.png")))).reshape(-1, 3).mean(0)
-             for c in data.TOY_CLASSES]
+             for c in datasets.TOY_CLASSES]
     assert len({tuple(np.round(m)) for m in means}) == 4
 
 

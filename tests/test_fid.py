@@ -62,9 +62,9 @@ def test_per_class_table_names_the_real_set(demo_run):
     adaptation.run(p, run, split, progress=False)
     synthesis.run(p, run, split, progress=False)
     table = fid.run(p, run, split, progress=False)
-    assert set(table["method"]) == {"datadream (dset)", "real val (reference)"}
+    assert set(table["method"]) == {"DataDream-dset", "real val (reference)"}
     assert len(table) == 2 * len(split.classnames)
     assert set(table["real_set"]) == {"train"} and (table["n_real"] == 20).all()
-    rows = table[table["method"] == "datadream (dset)"]
+    rows = table[table["method"] == "DataDream-dset"]
     assert (rows["n_images"] == 4).all() and np.isfinite(rows["fid"]).all()
     assert run.path("fid", "per_class.csv").exists() and run.stage_done("fid")

@@ -78,3 +78,35 @@ def test_identity_excludes_execution_settings():
     a, b = params.from_dict({"base": "demo"}), params.from_dict({"base": "demo", "synth_batch_size": 3, "num_shards": 4})
     assert a.identity() == b.identity()
     assert a.identity() != params.from_dict({"base": "demo", "seed": 1}).identity()
+
+
+def test_a_file_with_seeds_expands_into_one_run_per_seed(tmp_path):
+    path = tmp_path / "three.yaml"
+    path.write_text("base: demo\nrun_name: '{dataset}_{variant}_seed{seed}'\nseeds: [0, 1, 2]\n")
+    todo = params.load_runs(path)
+    assert [(p.seed, p.run_name) for p in todo] == [(s, f"toy_dset_seed{s}") for s in (0, 1, 2)]
+    assert [p.seed for p in params.load_runs(path, {"seed": 5})] == [5]  # an override of seed wins
+    assert [p.seed for p in params.load_runs(path, {"seeds": [3, 4], "seed": 5})] == [5]
+    with pytest.raises(DataDreamError, match="pick one with the override seed"):
+        params.load_file(path)
+    with pytest.raises(DataDreamError, match="a notebook runs one seed"):
+        params.from_dict({"base": "demo", "seeds": [0, 1]})
+    assert params.from_dict({"base": "demo", "seeds": [0, 1], "seed": 1}).seed == 1  # papermill -f FILE -p seed 1
+    same = tmp_path / "same.yaml"
+    same.write_text("base: demo\nrun_name: fixed\nseeds: [0, 1]\n")
+    with pytest.raises(DataDreamError, match="put '{seed}' in it"):
+        params.load_runs(same)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("base: demo\nrun_name: 'x_{sed}'\n")
+    with pytest.raises(DataDreamError, match="braces may hold parameter names only"):
+        params.load_runs(typo)
+
+
+def test_a_file_may_extend_another(tmp_path):
+    (tmp_path / "parent.yaml").write_text("base: demo\nshots: 2\nclf_epochs: 2\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nclf_epochs: 3\n")
+    p = params.load_file(tmp_path / "child.yaml")
+    assert (p.shots, p.clf_epochs, p.models) == (2, 3, "tiny")
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(DataDreamError, match="names itself"):
+        params.load_file(tmp_path / "loop.yaml")

@@ -8,21 +8,16 @@ import pandas as pd
 import pytest
 
 from datadream_lib import pipeline, runs, synthesis
+from tests.conftest import run_pipeline_cli
 
 ROOT = runs.project_root()
-
-
-def _pipeline(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "datadream_lib.pipeline", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=900)
+_pipeline = run_pipeline_cli
 
 
 @pytest.fixture(scope="module")
-def demo_run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    result = _pipeline("params/demo.yaml", "--set", f"runs_root={root}", "--set", f"data_root={root / 'data'}")
-    assert result.returncode == 0, result.stdout + result.stderr
-    return root, root / "demo", result.stdout
+def demo_run_dir(tiny_runs):
+    root, args, stdout = tiny_runs
+    return root, root / "demo_seed0", args
 
 
 def test_pipeline_writes_every_stage_output(demo_run_dir):
@@ -43,6 +38,10 @@ def test_pipeline_writes_every_stage_output(demo_run_dir):
     ablation = pd.read_csv(run_dir / "ablations" / "results.csv")
     assert set(ablation["ablation"]) == {"images_per_class", "shots"}
     assert sorted(ablation[ablation["ablation"] == "shots"]["shots"]) == [1, 2]
+    # the grid point equal to the run (8 images per class) is the run's own classifier
+    own = ablation[(ablation["ablation"] == "images_per_class") & (ablation["images_per_class"] == 8)]
+    assert list(own["top1"]) == [json.loads((run_dir / "classification" / "synthetic_real" / "metrics.json").read_text())["top1"]]
+    assert not (run_dir / "ablations" / "images_per_class" / "n8").exists()
     for figure in ("fig3_real_vs_synthetic.png", "fig4_fid_histogram.png", "fig5_ablations.png", "adaptation_loss.png",
                    "table1.csv", "table1.md", "table1.tex"):
         assert (run_dir / "figures" / figure).stat().st_size > 0
@@ -50,17 +49,25 @@ def test_pipeline_writes_every_stage_output(demo_run_dir):
 
 
 def test_rerun_skips_finished_stages_and_other_parameters_are_refused(demo_run_dir):
-    root, run_dir, _ = demo_run_dir
+    root, run_dir, args = demo_run_dir
     before = {p: p.stat().st_mtime_ns for p in (run_dir / "synthetic").rglob("*.png")}
-    again = _pipeline("params/demo.yaml", "--set", f"runs_root={root}", "--set", f"data_root={root / 'data'}")
+    again = _pipeline(*args, "--set", "seed=0")
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("complete, skipped") == 5
     assert before == {p: p.stat().st_mtime_ns for p in (run_dir / "synthetic").rglob("*.png")}
-    other = _pipeline("params/demo.yaml", "--set", f"runs_root={root}", "--set", f"data_root={root / 'data'}",
-                      "--set", "guidance_scale=3.0")
+    other = _pipeline(*args, "--set", "seed=0", "--set", "guidance_scale=3.0")
     assert other.returncode == 2
     assert "other parameters" in other.stderr and "guidance_scale: 2.0 -> 3.0" in other.stderr
     assert "Traceback" not in other.stderr
+
+
+def test_one_command_ran_every_seed(demo_run_dir):
+    root, _, _ = demo_run_dir
+    seeds = [runs.read_json(root / f"demo_seed{s}" / "stages" / "classification.json") for s in (0, 1)]
+    assert all(seeds)
+    split0, split1 = (json.loads((root / f"demo_seed{s}" / "split.json").read_text()) for s in (0, 1))
+    assert split0["seed"] == 0 and split1["seed"] == 1 and split0["shot_order"] != split1["shot_order"]
+    assert split0["test"] == split1["test"]  # every seed is tested on the same images
 
 
 @pytest.mark.parametrize("override, needle", [
@@ -112,7 +119,7 @@ def test_papermill_cli_stops_on_a_typo_in_a_key(tmp_path):
 
 def test_unreachable_weights_stop_the_pipeline_before_any_stage(tmp_path):
     result = _pipeline("params/demo.yaml", "--set", f"runs_root={tmp_path / 'runs'}", "--set", "models=pretrained",
-                       "--set", "fid_features=inception", "--set", "sd_model=nobody/no-such-model",
+                       "--set", "device=cpu", "--set", "fid_features=inception", "--set", "sd_model=nobody/no-such-model",
                        "--set", "local_files_only=true")
     assert result.returncode == 2
     assert "Stable Diffusion weights 'nobody/no-such-model' are not reachable" in result.stderr

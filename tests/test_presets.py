@@ -1,0 +1,51 @@
+"""The shipped parameter files: every one validates; the Table 1 presets of the ten benchmarks and
+the Fig. 5 presets hold the paper's settings; a full-size preset stops at once without a GPU."""
+
+import pytest
+import torch
+
+from datadream_lib import datasets, params, pipeline, runs
+
+ROOT = runs.project_root()
+PAPER = ROOT / "params" / "paper"
+
+
+def test_every_shipped_parameter_file_validates():
+    files = sorted((ROOT / "params").rglob("*.yaml"))
+    assert len(files) >= 2 * len(datasets.BENCHMARKS) + 2
+    for path in files:
+        assert params.load_runs(path), path
+
+
+@pytest.mark.parametrize("name", datasets.BENCHMARKS)
+@pytest.mark.parametrize("variant", ["dset", "cls"])
+def test_table1_preset(name, variant):
+    todo = params.load_runs(PAPER / f"{name}_{variant}.yaml")
+    assert [p.seed for p in todo] == [0, 1, 2]
+    assert len({runs.run_dir(p) for p in todo}) == 3 and all(f"seed{p.seed}" in p.run_name for p in todo)
+    for p in todo:
+        assert (p.dataset, p.variant, p.models, p.shots, p.images_per_class) == (name, variant, "pretrained", 16, 500)
+        assert p.adapt_epochs == (100 if name == "imagenet" else 200)  # ImageNet: 100 epochs (paper)
+        assert (p.adapt_batch_size, p.adapt_lr, p.adapt_lora_rank, p.guidance_scale, p.num_inference_steps) == (8, 1e-4, 16, 2.0, 50)
+        assert (p.real_loss_weight, p.clf_lora_rank, p.sd_model) == (0.8, 16, "stabilityai/stable-diffusion-2-1-base")
+        assert "ablations" not in p.stages and "classification" in p.stages
+        assert p.clf_settings == (["synthetic"] if variant == "cls" else list(params.CLASSIFIER_SETTINGS))
+        assert p.download == (name not in ("imagenet", "stanford_cars"))
+
+
+@pytest.mark.parametrize("variant", ["dset", "cls"])
+def test_fig5_presets_extend_the_aircraft_runs(variant):
+    table1 = params.load_runs(PAPER / f"fgvc_aircraft_{variant}.yaml")
+    fig5 = params.load_runs(PAPER / f"fig5_fgvc_aircraft_{variant}.yaml")
+    for a, b in zip(table1, fig5, strict=True):
+        assert runs.run_dir(a) == runs.run_dir(b) and a.identity() == b.identity()  # same folders, resumable
+        assert b.ablation_images_per_class == [100, 200, 300, 400, 500] and b.ablation_shots == [1, 2, 4, 8, 16]
+        assert "ablations" in b.stages and b.images_per_class == 500
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_a_full_size_preset_stops_at_once_without_a_gpu(tmp_path, capsys):
+    code = pipeline.main([str(PAPER / "eurosat_dset.yaml"), "--set", f"runs_root={tmp_path}", "--set", "seed=0"])
+    assert code == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing was started

@@ -1,0 +1,98 @@
+"""Table 1, Fig. 4 and Fig. 5 rebuilt from many runs: the aggregation notebook on tiny runs of two
+seeds (and a cls run), checked against the metrics files themselves."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from datadream_lib import datasets, params, results, runs
+from datadream_lib.errors import DataDreamError
+
+ROOT = runs.project_root()
+
+
+@pytest.fixture(scope="module")
+def rebuilt(tiny_runs, tmp_path_factory):
+    root, _, _ = tiny_runs
+    out = tmp_path_factory.mktemp("figures")
+    executed = out / "06_paper_results.ipynb"
+    result = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "06_paper_results.ipynb"),
+                             str(executed), "-y", json.dumps({"run_roots": [str(root)], "out_dir": str(out)})],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, out
+
+
+def _top1(root, run, setting):
+    return json.loads((root / run / "classification" / setting / "metrics.json").read_text())["top1"]
+
+
+def test_table1_is_mean_and_std_over_seeds_of_the_metrics_files(rebuilt):
+    root, out = rebuilt
+    table = pd.read_csv(out / "table1.csv")
+    row = table[(table["method"] == "DataDream-dset, synthetic + real") & (table["dataset"] == "toy")].iloc[0]
+    seeds = [_top1(root, f"demo_seed{s}", "synthetic_real") for s in (0, 1)]
+    assert row["seeds"] == 2
+    assert row["mean"] == pytest.approx(np.mean(seeds), abs=0.01) and row["std"] == pytest.approx(np.std(seeds, ddof=1), abs=0.01)
+    cls = table[(table["method"] == "DataDream-cls, synthetic only") & (table["dataset"] == "toy")].iloc[0]
+    assert cls["seeds"] == 1 and cls["mean"] == pytest.approx(_top1(root, "demo_cls_seed0", "synthetic"), abs=0.01)
+    assert set(table["dataset"]) == {"toy"}  # the ten benchmarks were not run: no rows, no Avg
+    assert table["paper"].isna().all()  # nor a paper number for the toy dataset
+
+
+def test_table1_layout_shows_missing_cells_empty_and_the_papers_numbers(rebuilt):
+    _, out = rebuilt
+    markdown = (out / "table1.md").read_text()
+    header = markdown.splitlines()[0]
+    assert header.startswith("| method | IN | CAL | DTD | EuSAT | AirC | Pets | Cars | SUN | Food | FLO | toy | Avg |")
+    zero_shot = next(line for line in markdown.splitlines() if line.startswith("| CLIP zero-shot |"))
+    cells = [c.strip() for c in zero_shot.strip("|").split("|")]
+    assert cells[1:11] == [""] * 10 and cells[12] == ""  # not run: empty, never 0; no average without all ten
+    assert "±" in cells[11]
+    paper = markdown.splitlines()[markdown.splitlines().index(zero_shot) + 1]
+    assert paper.startswith("|   paper (difference) | 70.2 | 96.1 |") and "| 64.1 |" in paper
+    assert r"$\pm$" in (out / "table1.tex").read_text()
+
+
+def test_fig4_and_fig5_are_drawn_per_dataset(rebuilt):
+    root, out = rebuilt
+    for name in ("fig4_fid_toy.png", "fig5_ablations_toy.png"):
+        assert (out / name).stat().st_size > 5000
+    tables = results.collect(results.find_runs([root]))
+    assert set(tables["fid"]["method"]) == {"DataDream-dset", "DataDream-cls", "real val (reference)"}
+    ablation = tables["ablations"]
+    assert set(ablation["seed"]) == {0, 1} and set(ablation["method"]) == {"DataDream-dset, synthetic + real"}
+    assert not any("ablations" in str(r) for r in results.find_runs([root]))  # sub-runs belong to their parent
+
+
+def test_table1_average_needs_all_ten_datasets_and_compares_with_the_paper():
+    rows = [{"method": "Real-finetune", "dataset": d, "seed": s, "top1": results.PAPER_TABLE1["Real-finetune"][d] + s}
+            for d in datasets.BENCHMARKS for s in (0, 1)]
+    table = results.table1(pd.DataFrame(rows))
+    avg = table[table["dataset"] == "Avg"].iloc[0]
+    assert avg["mean"] == pytest.approx(np.mean([results.PAPER_TABLE1["Real-finetune"][d] for d in datasets.BENCHMARKS]) + 0.5)
+    eurosat = table[table["dataset"] == "eurosat"].iloc[0]
+    assert (eurosat["paper"], eurosat["difference"]) == (93.5, pytest.approx(0.5))
+    display = results.table1_display(table)
+    assert display.iloc[1]["EuSAT"] == "93.5 (+0.5)" and display.iloc[0]["EuSAT"] == "94.0 ± 0.7"
+    nine = results.table1(pd.DataFrame([r for r in rows if r["dataset"] != "dtd"]))
+    assert "Avg" not in set(nine["dataset"])
+
+
+def test_the_papers_table1_is_the_reference_copy():
+    # hyperparameters.md section 7 = the paper's Table 1; two rows state an average that is not the mean of their ten numbers
+    off = {m for m, row in results.PAPER_TABLE1.items()
+           if abs(np.mean([row[d] for d in datasets.BENCHMARKS]) - row["Avg"]) > 0.051}
+    assert off == {"CLIP zero-shot", "DataDream-cls, synthetic only"}
+
+
+def test_the_notebook_stops_on_a_typo_and_on_no_runs(tmp_path):
+    with pytest.raises(DataDreamError, match="Did you mean 'run_roots'"):
+        params.notebook_values({"run_root": ["x"]}, results.NOTEBOOK_PARAMETERS)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataDreamError, match="no run folders"):
+        results.rebuild([tmp_path / "empty"], tmp_path / "out")
