@@ -1,4 +1,5 @@
-# The front door. `make demo`: set up and run the whole pipeline on the tiny offline default.
+# The front door. `make demo`: set up and run the whole pipeline on the tiny offline default, then
+# rebuild Table 1 and the figures from every run under runs/ (notebooks/06) into figures/.
 # `make test`: the test suite (unit tests, the end-to-end pipeline, nbval over the notebooks).
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,6 +21,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(PY) -m datadream_lib.pipeline params/demo.yaml
+	$(VENV)/bin/papermill notebooks/06_paper_results.ipynb runs/06_paper_results.ipynb --log-level WARNING
 
 # nbval runs a fresh copy of the notebooks in build/nbval (its own project root), so the test run
 # neither reads nor writes the runs/ of this checkout.
