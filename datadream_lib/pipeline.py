@@ -3,9 +3,10 @@
     python -m datadream_lib.pipeline PARAMS.yaml [--set KEY=VALUE ...]
 
 A file with `seeds: [0, 1, 2]` runs once per seed, one after the other. For each run it validates
-the whole parameter file, stops at once if a full-size model would start without a GPU, opens (or creates) `runs/<run_name>/` and refuses a folder
-that holds a run with other parameters, draws the split and checks the dataset and the model
-weights, then executes the notebooks in order with papermill into `runs/<run_name>/notebooks/`.
+the whole parameter file, stops at once if a full-size model would start without a GPU, opens (or
+creates) `runs/<run_name>/` and refuses a folder that holds a run with other parameters, draws the
+split and checks the dataset and the model weights, then executes the notebooks in `stages` in
+order with papermill into `runs/<run_name>/notebooks/`.
 The executed notebooks are the record of the run. A stage whose outputs are complete is skipped;
 an unfinished one resumes (its earlier executed notebook is kept as `*.attempt-N.ipynb`).
 """
