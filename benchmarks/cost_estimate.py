@@ -24,7 +24,7 @@ import math
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from datadream_lib import adaptation, datasets, models, params, runs
+from datadream_lib import datasets, models, params, runs
 
 # Split sizes (train, val, test) of CoOp's splits, as the CoOp paper lists them; ImageNet: the
 # official train with a 10 % val carve-out, the official val as test. Only used for this estimate.
@@ -72,12 +72,7 @@ def run_cost(p, n_classes: int, sizes: tuple[int, int, int], f: dict, settings=N
     images = images_per_class or p.images_per_class
     out = {"unet_passes": 0.0, "flops": 0.0}
     if adapt:
-        steps = adaptation.dset_steps(n_classes, p.shots, p.adapt_epochs, p.adapt_batch_size)
-        if p.variant == "dset":
-            samples = steps * p.adapt_batch_size
-        else:
-            samples = n_classes * adaptation.cls_steps(n_classes, p.shots, p.adapt_epochs, p.adapt_batch_size) \
-                * min(p.adapt_batch_size, p.shots)
+        samples = p.adapt_epochs * n_classes * p.shots  # dset and cls alike: every shot once per epoch
         out["unet_passes"] += LORA_TRAIN * samples
         out["flops"] += samples * (LORA_TRAIN * f["unet"] + f["vae_encode"]
                                    + (LORA_TRAIN if p.adapt_train_text_encoder else 1) * f["sd_text"])
@@ -91,8 +86,8 @@ def run_cost(p, n_classes: int, sizes: tuple[int, int, int], f: dict, settings=N
         if setting != "zero_shot":
             real = n_classes * p.shots * max(1, images // p.shots)
             synth = n_classes * images
-            per_epoch = {"real_finetune": real, "synthetic": synth, "synthetic_real": 2 * synth}[setting]
-            steps = math.ceil((real if setting == "real_finetune" else synth) / p.clf_batch_size)
+            per_epoch = {"real_finetune": real, "synthetic": synth, "synthetic_real": synth + real}[setting]
+            steps = math.ceil(per_epoch / p.clf_batch_size)  # one pooled dataset, as the authors do
             flops += p.clf_epochs * (LORA_TRAIN * (per_epoch * f["clip_image"] + steps * n_classes * f["clip_text"])
                                      + evaluate(val))
         out["flops"] += flops

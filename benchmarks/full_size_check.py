@@ -93,27 +93,27 @@ def main(argv=None) -> dict:
     del method
     _reset(device)
 
-    # Classifier: one step on a real + synthetic batch (eq. 4), CLIP + LoRA on Q and V.
+    # Classifier: one step on a batch of the synthetic + real pool (eq. 4), CLIP + LoRA on Q and V.
     model, trainable, size = classification.build_classifier(p, split)
     model.to(device)
     optimizer = torch.optim.AdamW(trainable, lr=p.clf_lr, weight_decay=p.clf_weight_decay)
     amp = models.autocast_dtype(p, device)
-    x = torch.randn(2 * args.clf_batch, 3, size, size, device=device)
-    y = torch.randint(0, len(split.classnames), (2 * args.clf_batch,), device=device)
+    x = torch.randn(args.clf_batch, 3, size, size, device=device)
+    y = torch.randint(0, len(split.classnames), (args.clf_batch,), device=device)
+    is_real = torch.arange(args.clf_batch, device=device) % 2 == 0
     timings = []
     for _ in range(3):  # the first step warms up
         _sync(device)
         started = time.time()
         with models.autocast(device, amp):
-            logits = model(x).float()
-        loss = classification.mixed_loss(logits[: args.clf_batch], y[: args.clf_batch], logits[args.clf_batch:],
-                                         y[args.clf_batch:], p.real_loss_weight)
+            logits = model(x)
+        loss = classification.pooled_loss(logits, y, is_real, p.real_loss_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         _sync(device)
         timings.append(time.time() - started)
-    report["classifier"] = {"batch": 2 * args.clf_batch, "image_size": size, "seconds_per_step": round(min(timings[1:]), 4),
+    report["classifier"] = {"batch": args.clf_batch, "image_size": size, "seconds_per_step": round(min(timings[1:]), 4),
                             "peak_gib": _peak_gib(device)}
     if args.keep:
         report["work_dir"] = str(work)

@@ -1,9 +1,11 @@
 """The two ablations of Fig. 5 (paper section 4.4).
 
     images per class   classifiers on the first n images of every class of the run's one
-                       generated pool, for n in `ablation_images_per_class`
+                       generated pool, for n in `ablation_images_per_class` (the settings that
+                       read synthetic images; Real-finetune is drawn as a line)
     real shots         for K in `ablation_shots`, a sub-run with shots = K: adapt -> synthesize ->
-                       classify, on the first K of the run's nested shots (the parent's split.json)
+                       classify, on the first K of the run's nested shots (the parent's split.json);
+                       every setting of `ablation_settings`, Real-finetune included (Fig. 5, right)
 
 Results land in `ablations/images_per_class/n<n>/<setting>/metrics.json` and
 `ablations/shots/k<K>/...` (each shots sub-run is a run folder of its own). The grid point equal to
@@ -31,11 +33,14 @@ def _rows(p, ablation: str, results: dict, images_per_class: int, shots: int) ->
 
 def images_per_class(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame:
     rows = []
+    settings = [s for s in p.ablation_settings if s in classification.SYNTHETIC_SETTINGS]
+    if not settings:
+        return pd.DataFrame(rows)
     for n in tqdm(p.ablation_images_per_class, desc="images per class", disable=not progress):
         if n == p.images_per_class:
-            results = classification.run(p, run, split, progress=False, settings=p.ablation_settings)
+            results = classification.run(p, run, split, progress=False, settings=settings)
         else:
-            results = classification.run(p, run, split, progress=False, settings=p.ablation_settings,
+            results = classification.run(p, run, split, progress=False, settings=settings,
                                          out_root=run.path("ablations", "images_per_class", f"n{n}"), images_per_class=n)
         rows += _rows(p, "images_per_class", results, n, p.shots)
     return pd.DataFrame(rows)
@@ -48,8 +53,9 @@ def shots(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFra
         if k != p.shots:
             sub_p = p.replace(shots=k, run_name=f"{p.run_name}/ablations/shots/k{k}")
             sub = open_run(sub_p, run.path("ablations", "shots", f"k{k}"))
-            adaptation.run(sub_p, sub, split, progress=False)
-            synthesis.run(sub_p, sub, split, progress=False)
+            if any(s in classification.SYNTHETIC_SETTINGS for s in p.ablation_settings):
+                adaptation.run(sub_p, sub, split, progress=False)
+                synthesis.run(sub_p, sub, split, progress=False)
         results = classification.run(sub_p, sub, split, progress=False, settings=p.ablation_settings)
         rows += _rows(p, "shots", results, p.images_per_class, k)
     return pd.DataFrame(rows)

@@ -9,11 +9,15 @@ Settings:
     zero_shot       no training
     real_finetune   the K real shots only ("Real-finetune")
     synthetic       synthetic images only
-    synthetic_real  both, side by side in every step: lambda * CE_real + (1 - lambda) * CE_synth
+    synthetic_real  both, pooled into one dataset (as the authors do): every batch of
+                    `clf_batch_size` draws from the pool, and its loss is
+                    lambda * CE(its real samples) + (1 - lambda) * CE(its synthetic samples)
 
-The real shots are repeated `images_per_class // shots` times per epoch (as the authors do), so
-every trained setting takes the same number of steps per epoch. The model is selected on the
-validation split only; the test split is read exactly once, at the end, by the selected model.
+The real shots are repeated `images_per_class // shots` times per epoch (as the authors do), so an
+epoch of synthetic + real takes ceil((n_synthetic + n_real * repeat) / batch) steps, the authors'
+count. The model is selected on the validation split only; the test split is read exactly once, at
+the end, by the selected model. Logits are the product of normalised features computed in fp32
+(bf16 would resolve them only to about 0.1-0.2 and flip near ties).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import Run, read_json, write_json
 
 BICUBIC = transforms.InterpolationMode.BICUBIC
+SYNTHETIC_SETTINGS = ("synthetic", "synthetic_real")  # the settings that train on synthetic images
 
 
 # --- LoRA on open_clip's fused attention ---------------------------------------------------------
@@ -117,9 +122,12 @@ class CLIPClassifier(nn.Module):
         return F.normalize(self.clip.encode_text(self.prompt_tokens), dim=-1)
 
     def forward(self, images: torch.Tensor, text: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits in fp32: the towers may run under autocast, the final product never does."""
         text = self.text_features() if text is None else text
-        image = F.normalize(self.clip.encode_image(images), dim=-1)
-        return self.clip.logit_scale.exp() * image @ text.t()
+        image = self.clip.encode_image(images)
+        with torch.autocast(image.device.type, enabled=False):
+            image, text = F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1)
+            return self.clip.logit_scale.float().exp() * image @ text.t()
 
     def lora_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.state_dict().items() if ".lora_" in k}
@@ -157,15 +165,32 @@ def test_transform(size: int):
 
 
 class ImageList(Dataset):
-    def __init__(self, items, transform, repeat: int = 1):
-        self.items, self.transform, self.repeat = list(items), transform, repeat
+    def __init__(self, items, transform):
+        self.items, self.transform = list(items), transform
 
     def __len__(self):
-        return len(self.items) * self.repeat
+        return len(self.items)
 
     def __getitem__(self, i):
-        path, label = self.items[i % len(self.items)]
+        path, label = self.items[i]
         return self.transform(load_rgb(path)), label
+
+
+class TrainingPool(Dataset):
+    """The authors' training set: the synthetic images and the real shots repeated `repeat` times,
+    pooled into one dataset; each sample says whether it is real (for eq. 4's per-sample mask)."""
+
+    def __init__(self, real_items, synth_items, transform, repeat: int = 1):
+        self.items = [(path, label, False) for path, label in synth_items] + \
+                     [(path, label, True) for path, label in real_items] * repeat
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        path, label, is_real = self.items[i]
+        return self.transform(load_rgb(path)), label, is_real
 
 
 def _loader(dataset, p, shuffle: bool, seed: int, batch_size: int, device) -> DataLoader:
@@ -174,24 +199,22 @@ def _loader(dataset, p, shuffle: bool, seed: int, batch_size: int, device) -> Da
                       persistent_workers=False, drop_last=False)
 
 
-def _cycle(loader):
-    while True:
-        yield from loader
-
-
 # --- loss, schedule ----------------------------------------------------------------------------
 
-def mixed_loss(logits_real, targets_real, logits_synth, targets_synth, real_weight: float) -> torch.Tensor:
-    """Eq. 4: lambda * CE(real) + (1 - lambda) * CE(synthetic); a single source is plain CE.
+def pooled_loss(logits, targets, is_real, real_weight: float) -> torch.Tensor:
+    """Eq. 4 on a batch of the pool: lambda * CE(its real samples) + (1 - lambda) * CE(its synthetic
+    samples), each CE the mean over its own samples (the authors' per-sample mask).
 
-    Targets may be class indices or soft labels (after CutMix / MixUp).
+    A source with no sample in the batch adds nothing (the authors' code would take the mean of an
+    empty set, NaN). Training on one source passes real_weight 1 (real only) or 0 (synthetic only),
+    which is plain CE. Targets are class indices or soft labels (after CutMix / MixUp).
     """
-    if logits_synth is None:
-        return F.cross_entropy(logits_real, targets_real)
-    if logits_real is None:
-        return F.cross_entropy(logits_synth, targets_synth)
-    return real_weight * F.cross_entropy(logits_real, targets_real) + \
-        (1 - real_weight) * F.cross_entropy(logits_synth, targets_synth)
+    per_sample = F.cross_entropy(logits, targets, reduction="none")
+    loss = logits.new_zeros(())
+    for mask, weight in ((is_real, real_weight), (~is_real, 1.0 - real_weight)):
+        if weight > 0 and mask.any():
+            loss = loss + weight * per_sample[mask].mean()
+    return loss
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, base_lr: float, min_lr: float):
@@ -205,17 +228,24 @@ def lr_lambda(total_steps: int, warmup_steps: int, base_lr: float, min_lr: float
 
 
 class BatchMix:
-    """CutMix or MixUp (one at random) on a batch with probability p; targets become soft."""
+    """CutMix or MixUp (one at random) with probability p per step, one coin per batch (as the
+    authors' code draws it); real and synthetic samples are mixed only among themselves. Targets
+    come back soft (one-hot where nothing was mixed)."""
 
     def __init__(self, num_classes: int, p: float, seed: int):
         self.num_classes, self.p = num_classes, p
         self.rng = np.random.default_rng(seed)
         self.mix = v2.RandomChoice([v2.CutMix(num_classes=num_classes), v2.MixUp(num_classes=num_classes)])
 
-    def __call__(self, images, labels):
-        if self.p > 0 and len(labels) > 1 and self.rng.random() < self.p:
-            return self.mix(images, labels)
-        return images, F.one_hot(labels, self.num_classes).float()
+    def __call__(self, images, labels, is_real):
+        targets = F.one_hot(labels, self.num_classes).float()
+        if self.p == 0 or self.rng.random() >= self.p:
+            return images, targets
+        images = images.clone()
+        for mask in (is_real, ~is_real):
+            if mask.sum() > 1:
+                images[mask], targets[mask] = self.mix(images[mask], labels[mask])
+        return images, targets
 
 
 # --- training and evaluation -------------------------------------------------------------------
@@ -245,45 +275,32 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
         progress: bool = True) -> tuple[list[dict], int]:
     """Train; after every epoch score val and keep the best LoRA state (ties: the earlier epoch)."""
     amp = models.autocast_dtype(p, device)
-    aug = train_transform(image_size)
     n_classes = model.prompt_tokens.shape[0]
-    real_loader = synth_loader = None
-    if real_items:
-        repeat = max(1, p.images_per_class // p.shots)
-        real_loader = _loader(ImageList(real_items, aug, repeat), p, True, p.seed + 1, p.clf_batch_size, device)
-    if synth_items:
-        synth_loader = _loader(ImageList(synth_items, aug), p, True, p.seed + 2, p.clf_batch_size, device)
-    steps_per_epoch = len(synth_loader) if synth_loader is not None else len(real_loader)
-    total = steps_per_epoch * p.clf_epochs
+    repeat = max(1, p.images_per_class // p.shots)
+    pool = TrainingPool(real_items, synth_items, train_transform(image_size), repeat)
+    loader = _loader(pool, p, True, p.seed + 1, p.clf_batch_size, device)
+    real_weight = p.real_loss_weight if real_items and synth_items else float(bool(real_items))
+    total = len(loader) * p.clf_epochs
     optimizer = torch.optim.AdamW(trainable, lr=p.clf_lr, weight_decay=p.clf_weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(total, p.clf_warmup_epochs * steps_per_epoch, p.clf_lr, p.clf_min_lr))
+        optimizer, lr_lambda(total, p.clf_warmup_epochs * len(loader), p.clf_lr, p.clf_min_lr))
     mixer = BatchMix(n_classes, p.mix_aug_prob, p.seed + 3)
-    real_iter = _cycle(real_loader) if real_loader is not None and synth_loader is not None else None
     history, best_state, best_val, best_epoch = [], model.lora_state(), -1.0, 0
     for epoch in range(1, p.clf_epochs + 1):
         model.train()
         losses = []
-        main = synth_loader if synth_loader is not None else real_loader
-        for images, labels in tqdm(main, desc=f"epoch {epoch}/{p.clf_epochs}", disable=not progress, leave=False):
-            parts = [mixer(images, labels)]
-            if real_iter is not None:
-                parts.insert(0, mixer(*next(real_iter)))
+        for images, labels, is_real in tqdm(loader, desc=f"epoch {epoch}/{p.clf_epochs}", disable=not progress, leave=False):
+            images, targets = mixer(images, labels, is_real)
             with models.autocast(device, amp):
-                logits = model(torch.cat([x for x, _ in parts]).to(device, non_blocking=True)).float()
-            targets = [t.to(device) for _, t in parts]
-            if len(parts) == 2:
-                n_real = len(targets[0])
-                loss = mixed_loss(logits[:n_real], targets[0], logits[n_real:], targets[1], p.real_loss_weight)
-            else:
-                loss = F.cross_entropy(logits, targets[0])
+                logits = model(images.to(device, non_blocking=True))
+            loss = pooled_loss(logits, targets.to(device), is_real.to(device), real_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             losses.append(loss.item())
         val_top1 = accuracy(*predict(model, val_loader, device, amp))
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "losses": losses,
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "losses": losses, "steps": len(losses),
                         "val_top1": val_top1, "lr": schedule.get_last_lr()[0]})
         if val_top1 > best_val:
             best_val, best_epoch, best_state = val_top1, epoch, model.lora_state()
@@ -300,8 +317,8 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
     evaluation = test_transform(image_size)
     val_loader = _loader(ImageList(split.val, evaluation), p, False, 0, p.clf_batch_size * 2, device)
     real = split.shots(p.shots) if setting in ("real_finetune", "synthetic_real") else []
-    synth = synth_items if setting in ("synthetic", "synthetic_real") else []
-    if setting in ("synthetic", "synthetic_real") and not synth:
+    synth = synth_items if setting in SYNTHETIC_SETTINGS else []
+    if setting in SYNTHETIC_SETTINGS and not synth:
         raise DataDreamError(f"setting {setting!r} needs synthetic images and the run has none; run the synthesis stage first.")
     started = time.time()
     history, best_epoch = [], 0
@@ -335,7 +352,7 @@ def run(p, run: Run, split: FewShotSplit, progress: bool = True, settings: Optio
         if path.exists():
             results[setting] = read_json(path)
             continue
-        if setting in ("synthetic", "synthetic_real") and synth is None:
+        if setting in SYNTHETIC_SETTINGS and synth is None:
             synth = synthetic_items(run, p.synth_method, images_per_class)
         results[setting] = train_and_evaluate(p, setting, split, synth or [], progress)
         write_json(path, results[setting])

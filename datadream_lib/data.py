@@ -41,11 +41,6 @@ def diffusion_prompt(classname: str, prefix: str = "") -> str:
     return f"a {prefix}photo of a {classname}"
 
 
-def classifier_prompt(classname: str, prefix: str = "") -> str:
-    """The CLIP zero-shot template (with the dataset prefix), used by the classifier head."""
-    return diffusion_prompt(classname, prefix) + "."
-
-
 # --- checking images ---------------------------------------------------------------------------
 
 def _unreadable(path: str) -> bool:
@@ -86,6 +81,7 @@ class FewShotSplit:
     train: list[Item]  # the whole train split (FID "train" real set); never used for training
     seed: int
     source: str
+    class_names: str  # 'authors' or 'coop': which names the prompts and the head use
     skipped_corrupt: list[str] = dataclasses.field(default_factory=list)
 
     def shots(self, k: int) -> list[Item]:
@@ -96,7 +92,9 @@ class FewShotSplit:
         return [diffusion_prompt(name, self.prompt_prefix) for name in self.classnames]
 
     def classifier_prompts(self) -> list[str]:
-        return [classifier_prompt(name, self.prompt_prefix) for name in self.classnames]
+        """The classifier head's prompts: the authors' `TEMPLATES_SMALL[0]`, which is the DataDream
+        prompt itself (no full stop, unlike CLIP's usual zero-shot template)."""
+        return self.prompts()
 
     def class_dirs(self) -> list[str]:
         return [class_dirname(i, name) for i, name in enumerate(self.classnames)]
@@ -184,9 +182,10 @@ def build_split(p) -> FewShotSplit:
     for name, items in (("val", splits.val), ("test", splits.test)):
         if not items:
             raise DataDreamError(f"dataset {p.dataset!r} has an empty {name} split; add a {name}/ folder or raise {name}_fraction.")
-    return FewShotSplit(dataset=p.dataset, classnames=splits.classnames, prompt_prefix=spec.prompt_prefix,
-                        shot_order=draw_shots(splits, p.max_shots, p.seed), val=splits.val, test=splits.test,
-                        train=splits.train, seed=p.seed, source=splits.source, skipped_corrupt=bad)
+    return FewShotSplit(dataset=p.dataset, classnames=spec.classnames(splits.classnames, p.class_names),
+                        prompt_prefix=spec.prompt_prefix, shot_order=draw_shots(splits, p.max_shots, p.seed),
+                        val=splits.val, test=splits.test, train=splits.train, seed=p.seed, source=splits.source,
+                        class_names=p.class_names, skipped_corrupt=bad)
 
 
 def start_run(p):

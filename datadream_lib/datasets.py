@@ -12,8 +12,11 @@ the paper's column order) follow one rule, written once in `OnDisk`:
      FGVC Aircraft and Flowers102; test for Caltech101, EuroSAT and SUN397 without its partition
      files) is carved out of train, seeded by `split_seed` so every run seed is tested on the same images.
 
-Where the splits came from is recorded in the run's `split.json`. Class names are the CoOp names,
-cleaned for prompts (no underscores); `data.class_dirname` makes them safe as folder names.
+Where the splits came from is recorded in the run's `split.json`. Every loader returns the CoOp
+class names, cleaned for prompts (no underscores); `class_names: authors` (the default) then gives
+the names the authors' code prompts and classifies with (`generate/util.py`), where they differ:
+EuroSAT's folder codes (`AnnualCrop`, not `Annual Crop Land`), Stanford Cars with the year last,
+Flowers102's `lotus lotus`. `data.class_dirname` makes any name safe as a folder name.
 """
 
 from __future__ import annotations
@@ -58,6 +61,13 @@ class DatasetSpec:
     description: str = ""
     table_name: str = ""  # its column in Table 1 (the ten benchmarks)
     num_classes: Optional[int] = None  # as the paper counts them
+    authors_name: Optional[Callable[[str], str]] = None  # a CoOp class name -> the authors' name, where they differ
+
+    def classnames(self, coop_names: list[str], choice: str) -> list[str]:
+        """The class names a run uses: 'coop' as loaded, or 'authors' (the names behind Table 1)."""
+        if choice == "coop" or self.authors_name is None:
+            return list(coop_names)
+        return [self.authors_name(name) for name in coop_names]
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -286,6 +296,9 @@ EUROSAT_CLASSNAMES = {
 }
 
 
+EUROSAT_AUTHORS_NAMES = {coop: code for code, coop in EUROSAT_CLASSNAMES.items()}  # the authors prompt with the codes
+
+
 def _eurosat(base: Path, p) -> Splits:
     images = base / "2750"
     folders = _class_folders(images)
@@ -323,14 +336,22 @@ def _oxford_pets(base: Path, p) -> Splits:
                            f"Oxford Pets official trainval/test (annotations/) at {base}", test=test)
 
 
+def _year_first(name: str) -> str:
+    """Stanford Cars as CoOp names it: "AM General Hummer SUV 2000" -> "2000 AM General Hummer SUV"."""
+    *model, year = name.split(" ")
+    return " ".join([year, *model])
+
+
+def _year_last(name: str) -> str:
+    """Stanford Cars as the authors (and the devkit) name it: the year last."""
+    year, *model = name.split(" ")
+    return " ".join([*model, year])
+
+
 def _stanford_cars(base: Path, p) -> Splits:
     from scipy.io import loadmat
 
-    def year_first(name: str) -> str:  # CoOp: "AM General Hummer SUV 2000" -> "2000 AM General Hummer SUV"
-        *model, year = name.split(" ")
-        return " ".join([year, *model])
-
-    names = [year_first(str(n)) for n in loadmat(base / "devkit" / "cars_meta.mat", squeeze_me=True)["class_names"]]
+    names = [_year_first(str(n)) for n in loadmat(base / "devkit" / "cars_meta.mat", squeeze_me=True)["class_names"]]
     read = lambda annos, images: [(str(base / images / str(a["fname"])), int(a["class"]) - 1)  # noqa: E731
                                   for a in loadmat(annos, squeeze_me=True)["annotations"]]
     train = read(base / "devkit" / "cars_train_annos.mat", "cars_train")
@@ -382,6 +403,9 @@ FLOWERS102_CLASSNAMES = (
 )
 
 
+FLOWERS102_AUTHORS_NAMES = {"lotus": "lotus lotus"}  # the authors' list (generate/util.py), label 78
+
+
 def _flowers102(base: Path, p) -> Splits:
     from scipy.io import loadmat
 
@@ -418,9 +442,14 @@ CARS_MANUAL = ("Stanford Cars cannot be downloaded by torchvision any more (the 
                "Kaggle mirror named in CoOp's DATASETS.md) into <data_root>/stanford_cars/.")
 
 
-def _benchmark(name: str, table_name: str, num_classes: int, prefix: str, on_disk: OnDisk) -> DatasetSpec:
+def _benchmark(name: str, table_name: str, num_classes: int, prefix: str, on_disk: OnDisk,
+               authors_name: Optional[Callable[[str], str]] = None) -> DatasetSpec:
     return DatasetSpec(name, on_disk, prefix, f"{on_disk.title} ({num_classes} classes); {on_disk.layout}",
-                       table_name, num_classes)
+                       table_name, num_classes, authors_name)
+
+
+def _renamed(names: dict[str, str]) -> Callable[[str], str]:
+    return lambda name: names.get(name, name)
 
 
 _BENCHMARKS = (
@@ -434,7 +463,8 @@ _BENCHMARKS = (
         "DTD", "dtd/dtd", "dtd/dtd/images/<class>/*.jpg + dtd/dtd/labels/{train,val,test}1.txt", _dtd,
         "split_zhou_DescribableTextures.json", "images", "DTD")),
     _benchmark("eurosat", "EuSAT", 10, "satellite", OnDisk(
-        "EuroSAT", "eurosat", "eurosat/2750/<Class>/*.jpg", _eurosat, "split_zhou_EuroSAT.json", "2750", "EuroSAT")),
+        "EuroSAT", "eurosat", "eurosat/2750/<Class>/*.jpg", _eurosat, "split_zhou_EuroSAT.json", "2750", "EuroSAT"),
+        _renamed(EUROSAT_AUTHORS_NAMES)),
     _benchmark("fgvc_aircraft", "AirC", 100, "aircraft", OnDisk(
         "FGVC Aircraft (variants)", "fgvc-aircraft-2013b",
         "fgvc-aircraft-2013b/data/{images/*.jpg, variants.txt, images_variant_{train,val,test}.txt}", _fgvc_aircraft,
@@ -445,7 +475,7 @@ _BENCHMARKS = (
     _benchmark("stanford_cars", "Cars", 196, "car", OnDisk(
         "Stanford Cars", "stanford_cars",
         "stanford_cars/{cars_train/, cars_test/, devkit/{cars_meta,cars_train_annos}.mat, cars_test_annos_withlabels.mat}",
-        _stanford_cars, "split_zhou_StanfordCars.json", "", manual=CARS_MANUAL)),
+        _stanford_cars, "split_zhou_StanfordCars.json", "", manual=CARS_MANUAL), _year_last),
     _benchmark("sun397", "SUN", 397, "scene", OnDisk(
         "SUN397", "SUN397", "SUN397/{ClassName.txt, <letter>/<class>/sun_*.jpg, optional Partitions/{Training,Testing}_01.txt}",
         _sun397, "split_zhou_SUN397.json", "", "SUN397")),
@@ -454,7 +484,7 @@ _BENCHMARKS = (
         "split_zhou_Food101.json", "images", "Food101")),
     _benchmark("flowers102", "FLO", 102, "flower", OnDisk(
         "Oxford Flowers102", "flowers-102", "flowers-102/{jpg/image_*.jpg, imagelabels.mat, setid.mat}", _flowers102,
-        "split_zhou_OxfordFlowers.json", "jpg", "Flowers102")),
+        "split_zhou_OxfordFlowers.json", "jpg", "Flowers102"), _renamed(FLOWERS102_AUTHORS_NAMES)),
 )
 BENCHMARKS = tuple(spec.name for spec in _BENCHMARKS)  # Table 1's columns, in the paper's order
 

@@ -96,14 +96,15 @@ def _mean_std(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def fig5_ablations(results: pd.DataFrame, reference: Optional[dict[str, float]] = None, path: Optional[Path] = None):
-    """Left: accuracy vs synthetic images per class. Right: accuracy vs real shots. A curve per
+    """Left: accuracy vs synthetic images per class, with `reference` lines (e.g. Real-finetune at
+    the run's K). Right: accuracy vs real shots, Real-finetune a curve of its own. A curve per
     method (e.g. "DataDream-dset, synthetic + real"); error bars: std over seeds."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for ax, x in zip(axes, ("images_per_class", "shots")):
         part = results[results["ablation"] == x]
         for method, group in _mean_std(part, ["method", x]).groupby("method"):
             ax.errorbar(group[x], group["mean"], yerr=group["std"].fillna(0), marker="o", capsize=3, label=method)
-        for label, value in (reference or {}).items():
+        for label, value in (reference or {}).items() if x == "images_per_class" else ():
             ax.axhline(value, ls="--", lw=1, color="grey")
             ax.text(ax.get_xlim()[0], value, f" {label}", fontsize=7, va="bottom", color="grey")
         ax.set_xlabel("synthetic images per class" if x == "images_per_class" else "real shots per class (K)")

@@ -36,6 +36,7 @@ SCHEDULERS = ("pndm", "ddim", "dpmsolver++", "euler", "euler_ancestral", "ddpm",
 FID_FEATURES = ("inception", "tiny")
 FID_REAL_SETS = ("train", "shots")
 PRECISIONS = ("auto", "bf16", "fp16", "no")
+CLASS_NAMES = ("authors", "coop")
 
 
 def _field(default, help: str, *, choices=None, min=None, max=None, identity: bool = True):
@@ -65,6 +66,7 @@ class Params:
     split_seed: int = _field(0, "seeds the val/test carve-outs of datasets without those splits; kept fixed across run seeds so every seed is tested on the same images", min=0)
     val_fraction: float = _field(0.1, "share of train carved out (seeded) as validation where a dataset has no val split", min=0.01, max=0.5)
     test_fraction: float = _field(0.2, "share carved out as test where a dataset has no test split", min=0.01, max=0.5)
+    class_names: str = _field("authors", "'authors': the class names of the authors' code, behind Table 1 (EuroSAT 'AnnualCrop', Stanford Cars with the year last); 'coop': CoOp's names ('Annual Crop Land', year first)", choices=CLASS_NAMES)
     skip_corrupt_images: bool = _field(False, "skip unreadable images (each is logged) instead of stopping")
 
     # --- models (hyperparameters.md sections 1, 3) ----------------------------------------------
@@ -76,9 +78,9 @@ class Params:
     local_files_only: bool = _field(False, "never reach the hub; use the local cache or folders only", identity=False)
 
     # --- DataDream adaptation (hyperparameters.md section 1) -----------------------------------
-    variant: str = _field("dset", "'dset': one adapter for the dataset; 'cls': one per class with S/N steps each", choices=VARIANTS)
+    variant: str = _field("dset", "'dset': one adapter for the dataset; 'cls': one per class, adapt_epochs over its K shots", choices=VARIANTS)
     resolution: int = _field(512, "training and generation resolution in pixels", min=8)
-    adapt_epochs: int = _field(200, "epochs over the few-shot set (dset); cls gets the same total steps", min=1)
+    adapt_epochs: int = _field(200, "epochs over the few-shot set (dset) or over each class's shots (cls): equal compute at 8 and 16 shots", min=1)
     adapt_batch_size: int = _field(8, "adaptation batch size", min=1)
     adapt_lr: float = _field(1e-4, "AdamW learning rate", min=0.0)
     adapt_weight_decay: float = _field(1e-2, "AdamW weight decay", min=0.0)
@@ -102,7 +104,7 @@ class Params:
     clf_settings: list = _field(list(CLASSIFIER_SETTINGS), "classifier settings to run", choices=CLASSIFIER_SETTINGS)
     clf_epochs: int = _field(10, "classifier epochs (authors' scripts: 10)", min=1)
     clf_warmup_epochs: int = _field(3, "linear warm-up epochs (authors' scripts: 3)", min=0)
-    clf_batch_size: int = _field(64, "classifier batch size (real and synthetic batches each)", min=1)
+    clf_batch_size: int = _field(64, "classifier batch size, drawn from the pool of synthetic images and repeated real shots", min=1)
     clf_lr: float = _field(1e-4, "AdamW learning rate", min=0.0)
     clf_min_lr: float = _field(1e-8, "floor of the cosine schedule", min=0.0)
     clf_weight_decay: float = _field(1e-4, "AdamW weight decay", min=0.0)
@@ -110,7 +112,7 @@ class Params:
     clf_lora_alpha: int = _field(32, "LoRA alpha", min=1)
     clf_lora_dropout: float = _field(0.1, "LoRA dropout", min=0.0, max=1.0)
     real_loss_weight: float = _field(0.8, "lambda of eq. 4: weight of the real loss in synthetic_real", min=0.0, max=1.0)
-    mix_aug_prob: float = _field(0.2, "probability of CutMix-or-MixUp on a batch", min=0.0, max=1.0)
+    mix_aug_prob: float = _field(0.0, "probability of CutMix-or-MixUp per step (one coin per batch); the authors' code has it at 0.2 but their released scripts run with it off", min=0.0, max=1.0)
 
     # --- FID analysis (hyperparameters.md section 5) -------------------------------------------
     fid_features: str = _field("inception", "feature extractor: 'inception' (standard FID weights) or 'tiny'", choices=FID_FEATURES)
@@ -120,7 +122,7 @@ class Params:
     # --- ablations (Fig. 5) --------------------------------------------------------------------
     ablation_images_per_class: list = _field([100, 200, 300, 400, 500], "Fig. 5 left: synthetic images per class, drawn from one pool", min=1)
     ablation_shots: list = _field([1, 2, 4, 8, 16], "Fig. 5 right: real shots; each re-runs adapt -> synthesize -> classify", min=1)
-    ablation_settings: list = _field(["synthetic", "synthetic_real"], "classifier settings of the ablations", choices=CLASSIFIER_SETTINGS)
+    ablation_settings: list = _field(["synthetic", "synthetic_real", "real_finetune"], "classifier settings of the ablations (settings without synthetic images, e.g. Real-finetune, vary only with the real shots)", choices=CLASSIFIER_SETTINGS)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -160,7 +162,7 @@ DEMO: dict[str, Any] = {
     "fid_features": "tiny",
     "ablation_images_per_class": [4, 8],
     "ablation_shots": [1, 2],
-    "ablation_settings": ["synthetic_real"],
+    "ablation_settings": ["synthetic_real", "real_finetune"],
 }
 BASES: dict[str, dict[str, Any]] = {"paper": {}, "demo": DEMO}
 

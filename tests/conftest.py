@@ -58,6 +58,6 @@ def tiny_runs(tmp_path_factory):
     result = run_pipeline_cli(*dset)
     assert result.returncode == 0, result.stdout + result.stderr
     cls = run_pipeline_cli("params/demo.yaml", *common, "--set", "run_name=demo_cls_seed{seed}", "--set", "variant=cls",
-                           "--set", "clf_settings=[synthetic]", "--set", "stages=[adaptation, synthesis, classification, fid]")
+                           "--set", "clf_settings=[synthetic, synthetic_real]", "--set", "stages=[adaptation, synthesis, classification, fid]")
     assert cls.returncode == 0, cls.stdout + cls.stderr
     return root, dset, result.stdout

@@ -31,23 +31,31 @@ def test_fresh_lora_leaves_the_model_output_unchanged(make_params):
     assert any("q_proj.lora_A" in n for n, _ in pipe.text_encoder.named_parameters())
 
 
-@pytest.mark.parametrize("n, k, epochs, batch", [(10, 16, 200, 8), (100, 16, 200, 8), (4, 1, 200, 8), (37, 5, 3, 8)])
+@pytest.mark.parametrize("n, k, epochs, batch", [(10, 16, 200, 8), (100, 16, 200, 8), (100, 8, 200, 8), (37, 5, 3, 8)])
 def test_dset_and_cls_step_budgets(n, k, epochs, batch):
     s = adaptation.dset_steps(n, k, epochs, batch)
     assert s == epochs * -(-n * k // batch)
-    per_class = adaptation.cls_steps(n, k, epochs, batch)
-    assert per_class * n >= s > (per_class - 1) * n  # S / N each, rounded up: same total compute
+    per_class = adaptation.cls_steps(k, epochs, batch)
+    assert per_class == epochs * -(-k // batch)  # the authors: `epochs` epochs over the class's K images
+    if k % batch == 0:
+        assert per_class * n == s  # at 8 and 16 shots: S / N each, the paper's equal compute
     if (k, batch) == (16, 8):
         assert per_class == 400  # the paper's per-class model on 16 shots: 2 steps/epoch x 200
 
 
-def test_cls_variant_trains_one_adapter_per_class_with_s_over_n_steps(demo_run):
-    p, run, split = demo_run(variant="cls", adapt_epochs=2)
+@pytest.mark.parametrize("k, steps", [(1, 200), (2, 200), (4, 200), (8, 200), (16, 400)])
+def test_cls_adapter_below_eight_shots_trains_every_epoch(k, steps):
+    """The authors' per-class model, 200 epochs at batch 8: 1 shot is 200 steps, not ceil(S/N) = 26."""
+    assert adaptation.cls_steps(k, 200, 8) == steps
+
+
+def test_cls_variant_trains_one_adapter_per_class_for_epochs_over_its_shots(demo_run):
+    p, run, split = demo_run(variant="cls", adapt_epochs=2, shots=1)
     summary = adaptation.run(p, run, split, progress=False)
     assert len(summary) == len(split.classnames)
-    s = adaptation.dset_steps(4, p.shots, p.adapt_epochs, p.adapt_batch_size)
-    assert {info["steps"] for info in summary.values()} == {-(-s // 4)}
-    assert all(info["images"] == p.shots for info in summary.values())
+    assert {info["steps"] for info in summary.values()} == {p.adapt_epochs}  # K = 1: one step per epoch
+    assert all(len(info["losses"]) == p.adapt_epochs for info in summary.values())
+    assert all(info["images"] == 1 and info["batch_size"] == 1 for info in summary.values())
     for c in range(4):
         assert (adaptation.adapter_folder(p, run, c, split) / adaptation.LORA_FILE).exists()
     assert run.stage_done("adaptation")

@@ -15,7 +15,7 @@ def test_full_size_check_runs_on_the_tiny_preset(tmp_path):
     report = module.main(["--models", "tiny", "--adapt-steps", "2", "--synth-batch", "2", "--steps", "2",
                           "--clf-batch", "4", "--out", str(tmp_path / "report.json")])
     assert report["adaptation"]["steps"] == 2 and report["synthesis"]["images"] == 2
-    assert report["synthesis"]["size"] == [32, 32] and report["classifier"]["batch"] == 8
+    assert report["synthesis"]["size"] == [32, 32] and report["classifier"]["batch"] == 4
     assert (tmp_path / "report.json").exists()
 
 

@@ -42,17 +42,30 @@ def test_lora_attention_matches_torch_mha_with_masks():
     assert not torch.allclose(lora(x, x, x)[0], mha(x, x, x, need_weights=False)[0])
 
 
-def test_lambda_weighted_loss_is_eq_4():
+def test_pooled_loss_is_eq_4_with_the_authors_per_sample_mask():
     torch.manual_seed(0)
-    lr_, ls = torch.randn(4, 3), torch.randn(6, 3)
-    yr, ys = torch.tensor([0, 1, 2, 0]), torch.tensor([2, 2, 1, 0, 1, 2])
-    got = classification.mixed_loss(lr_, yr, ls, ys, 0.8)
-    want = 0.8 * F.cross_entropy(lr_, yr) + 0.2 * F.cross_entropy(ls, ys)
+    logits, labels = torch.randn(10, 3), torch.tensor([0, 1, 2, 0, 2, 2, 1, 0, 1, 2])
+    is_real = torch.tensor([True, False, True, False, False, True, False, False, True, False])
+    got = classification.pooled_loss(logits, labels, is_real, 0.8)
+    want = 0.8 * F.cross_entropy(logits[is_real], labels[is_real]) + 0.2 * F.cross_entropy(logits[~is_real], labels[~is_real])
     torch.testing.assert_close(got, want)
-    torch.testing.assert_close(classification.mixed_loss(lr_, yr, ls, ys, 1.0), F.cross_entropy(lr_, yr))
-    torch.testing.assert_close(classification.mixed_loss(None, None, ls, ys, 0.8), F.cross_entropy(ls, ys))
-    soft = F.one_hot(ys, 3).float()
-    torch.testing.assert_close(classification.mixed_loss(lr_, yr, ls, soft, 0.8), want)
+    soft = F.one_hot(labels, 3).float()  # soft targets (CutMix / MixUp) give the same loss when one-hot
+    torch.testing.assert_close(classification.pooled_loss(logits, soft, is_real, 0.8), want)
+    # one source only (real_weight 1 or 0): plain cross-entropy
+    everything = torch.ones(10, dtype=torch.bool)
+    torch.testing.assert_close(classification.pooled_loss(logits, labels, everything, 1.0), F.cross_entropy(logits, labels))
+    torch.testing.assert_close(classification.pooled_loss(logits, labels, ~everything, 0.0), F.cross_entropy(logits, labels))
+
+
+def test_a_batch_without_real_or_synthetic_samples_still_gives_the_right_loss():
+    """The authors' mask takes the mean of an empty set (NaN); the absent source adds nothing."""
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    no_real = torch.zeros(6, dtype=torch.bool)
+    got = classification.pooled_loss(logits, labels, no_real, 0.8)
+    assert torch.isfinite(got)
+    torch.testing.assert_close(got, 0.2 * F.cross_entropy(logits, labels))
+    torch.testing.assert_close(classification.pooled_loss(logits, labels, ~no_real, 0.8), 0.8 * F.cross_entropy(logits, labels))
 
 
 def test_warmup_then_cosine_to_min_lr():
@@ -130,3 +143,75 @@ def test_synthetic_settings_need_synthetic_images(demo_run):
     p, run, split = demo_run()
     with pytest.raises(DataDreamError, match="needs synthetic images"):
         classification.train_and_evaluate(p, "synthetic", split, [], progress=False)
+
+
+def _pool_run(demo_run, **overrides):
+    """A run and a stand-in synthetic pool (train images of the toy data; the pipeline test uses real ones)."""
+    p, run, split = demo_run(clf_epochs=1, clf_warmup_epochs=0, **overrides)
+    synth = split.train[: 4 * p.images_per_class]
+    return p, split, synth
+
+
+def test_synthetic_plus_real_takes_the_authors_steps_per_epoch(demo_run, monkeypatch):
+    """One pooled dataset of synthetic images and repeated real shots, batch clf_batch_size:
+    ceil((n_synthetic + n_real * repeat) / batch) steps per epoch (not the synthetic loader's count)."""
+    p, split, synth = _pool_run(demo_run, clf_batch_size=8, images_per_class=8, shots=4)
+    steps = {}
+    real_fit = classification.fit
+
+    def counting_fit(*args, **kwargs):
+        history, best = real_fit(*args, **kwargs)
+        steps["per_epoch"] = [h["steps"] for h in history]
+        return history, best
+
+    monkeypatch.setattr(classification, "fit", counting_fit)
+    metrics = classification.train_and_evaluate(p, "synthetic_real", split, synth, progress=False)
+    repeat = p.images_per_class // p.shots
+    n_real = len(split.shots(p.shots))
+    expected = -(-(len(synth) + n_real * repeat) // p.clf_batch_size)
+    assert steps["per_epoch"] == [expected] * p.clf_epochs
+    assert len(metrics["history"][0]["losses"]) == expected
+    assert expected != -(-len(synth) // p.clf_batch_size)  # what the side-by-side loaders used to take
+
+
+def test_batches_of_the_pool_mix_real_and_synthetic_samples_with_the_mask(demo_run):
+    p, split, synth = _pool_run(demo_run, images_per_class=8, shots=4)
+    pool = classification.TrainingPool(split.shots(p.shots), synth, classification.test_transform(32), repeat=2)
+    assert len(pool) == len(synth) + 2 * len(split.shots(p.shots))
+    flags = [pool.items[i][2] for i in range(len(pool))]
+    assert sum(flags) == 2 * len(split.shots(p.shots))
+    image, label, is_real = pool[len(pool) - 1]
+    assert is_real is True and image.shape == (3, 32, 32)
+
+
+def test_mixing_is_off_by_default_and_one_coin_per_step():
+    from datadream_lib import params
+
+    assert params.Params().mix_aug_prob == 0.0  # the authors' released scripts: is_mix_aug=False
+    images, labels = torch.randn(8, 3, 8, 8), torch.tensor([0, 0, 1, 2, 3, 2, 3, 2])
+    is_real = torch.tensor([True] * 3 + [False] * 5)  # real: classes 0, 1; synthetic: 2, 3
+    off = classification.BatchMix(4, 0.0, seed=0)
+    out, targets = off(images, labels, is_real)
+    assert torch.equal(out, images) and torch.equal(targets, F.one_hot(labels, 4).float())
+    mixer = classification.BatchMix(4, 0.5, seed=0)
+    coins = np.random.default_rng(0).random(20) < 0.5  # the same seeded coins, one per call
+    for heads in coins:
+        out, targets = mixer(images, labels, is_real)
+        assert torch.equal(out, images) != heads
+        # real and synthetic samples are mixed among themselves only: no label mass crosses the mask
+        assert targets[is_real][:, 2:].sum() == 0 and targets[~is_real][:, :2].sum() == 0
+        torch.testing.assert_close(targets.sum(-1), torch.ones(8))
+
+
+def test_logits_are_fp32_under_bf16_autocast(make_params, demo_run):
+    p, run, split = demo_run()
+    clip, tokenizer, size = models.load_clip(p)
+    head = classification.CLIPClassifier(clip, tokenizer, split.classifier_prompts()).eval()
+    images = torch.randn(4, 3, size, size)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(images)
+        image = clip.encode_image(images)
+        text = head.text_features()
+    assert logits.dtype == torch.float32
+    want = clip.logit_scale.exp() * F.normalize(image.float(), dim=-1) @ F.normalize(text.float(), dim=-1).t()
+    torch.testing.assert_close(logits, want, rtol=1e-6, atol=1e-6)  # the product itself is never rounded to bf16

@@ -14,7 +14,6 @@ def test_class_name_and_prompt_rules():
     assert datasets.clean_classname("Annual_Crop  Land ") == "Annual Crop Land"
     assert data.diffusion_prompt("Forest", "satellite") == "a satellite photo of a Forest"
     assert data.diffusion_prompt("red circle") == "a photo of a red circle"
-    assert data.classifier_prompt("red circle") == "a photo of a red circle."
     name = data.class_dirname(7, "F/A-18")
     assert "/" not in name and name.startswith("0007_")
     assert len({data.class_dirname(i, "A/B") for i in range(3)}) == 3

@@ -30,8 +30,8 @@ def test_the_registry_holds_the_ten_benchmarks_in_the_papers_order():
 
 @pytest.mark.parametrize("name", datasets.BENCHMARKS)
 def test_benchmark_loads_from_its_fake_tree(tmp_path, name):
-    expected = fake.MAKERS[name](tmp_path / "data")
-    p = _params(tmp_path, name)
+    expected = fake.MAKERS[name](tmp_path / "data")  # CoOp's names
+    p = _params(tmp_path, name, class_names="coop")
     split = data.build_split(p)
     assert split.classnames == expected
     assert not any("_" in c for c in split.classnames)
@@ -51,7 +51,44 @@ def test_benchmark_loads_from_its_fake_tree(tmp_path, name):
     # the prompt rule, for adaptation, synthesis and the zero-shot head alike
     prefix = f"{PREFIXES[name]} " if PREFIXES[name] else ""
     assert split.prompts() == [f"a {prefix}photo of a {c}" for c in expected]
-    assert split.classifier_prompts() == [f"a {prefix}photo of a {c}." for c in expected]
+    assert split.classifier_prompts() == [f"a {prefix}photo of a {c}" for c in expected]  # no full stop (authors' head)
+    assert split.class_names == "coop"
+
+
+# The authors' names (ExplainableML/DataDream generate/util.py, classify/util_data.py) where they
+# differ from CoOp's, for the classes of the fake trees; written out here, independently of the library.
+AUTHORS_PROMPTS = {
+    "eurosat": ["a satellite photo of a AnnualCrop", "a satellite photo of a Forest", "a satellite photo of a SeaLake"],
+    "stanford_cars": ["a car photo of a AM General Hummer SUV 2000", "a car photo of a Ram C/V Cargo Van Minivan 2012",
+                      "a car photo of a smart fortwo Convertible 2012"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(AUTHORS_PROMPTS))
+@pytest.mark.parametrize("with_coop_file", [False, True])
+def test_the_default_class_names_are_the_authors(tmp_path, name, with_coop_file):
+    expected = fake.MAKERS[name](tmp_path / "data")
+    p = _params(tmp_path, name)
+    assert p.class_names == "authors"
+    if with_coop_file:  # a CoOp split file carries CoOp's names: the authors' names still win
+        official = datasets.DATASETS[name].load(p)
+        on_disk = datasets.DATASETS[name].load
+        base = tmp_path / "data" / on_disk.folder
+        by_label = datasets.by_class(official.train + official.val + official.test)
+        chosen = {"test": [(paths[0], c) for c, paths in by_label.items()],
+                  "val": [(paths[1], c) for c, paths in by_label.items()]}
+        chosen["train"] = [it for it in official.train + official.val + official.test if it not in chosen["test"] + chosen["val"]]
+        fake.write_coop_split(base / on_disk.coop_file, base / on_disk.coop_images, chosen, expected)
+    split = data.build_split(p)
+    assert split.prompts() == split.classifier_prompts() == AUTHORS_PROMPTS[name]
+    assert split.class_names == "authors"
+    assert data.class_dirname(1, split.classnames[1]) != ""  # "Ram C/V" makes no sub-folder
+    assert all("/" not in d for d in split.class_dirs())
+
+
+def test_the_class_name_choice_is_recorded_in_split_json(demo_run):
+    p, run, split = demo_run(class_names="coop")
+    assert data.FewShotSplit.load(run.path(data.SPLIT_FILE)).class_names == "coop"
 
 
 @pytest.mark.parametrize("name", [n for n in datasets.BENCHMARKS if datasets.DATASETS[n].load.coop_file])

@@ -37,7 +37,9 @@ def test_pipeline_writes_every_stage_output(demo_run_dir):
     assert {"fid", "kid", "real_set", "class_name", "method"} <= set(fid_table.columns)
     ablation = pd.read_csv(run_dir / "ablations" / "results.csv")
     assert set(ablation["ablation"]) == {"images_per_class", "shots"}
-    assert sorted(ablation[ablation["ablation"] == "shots"]["shots"]) == [1, 2]
+    shots = ablation[ablation["ablation"] == "shots"]
+    assert sorted(shots[shots["setting"] == "synthetic_real"]["shots"]) == [1, 2]
+    assert sorted(shots[shots["setting"] == "real_finetune"]["shots"]) == [1, 2]  # Fig. 5 right: Real-finetune per K
     # the grid point equal to the run (8 images per class) is the run's own classifier
     own = ablation[(ablation["ablation"] == "images_per_class") & (ablation["images_per_class"] == 8)]
     assert list(own["top1"]) == [json.loads((run_dir / "classification" / "synthetic_real" / "metrics.json").read_text())["top1"]]

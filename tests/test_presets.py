@@ -29,7 +29,9 @@ def test_table1_preset(name, variant):
         assert (p.adapt_batch_size, p.adapt_lr, p.adapt_lora_rank, p.guidance_scale, p.num_inference_steps) == (8, 1e-4, 16, 2.0, 50)
         assert (p.real_loss_weight, p.clf_lora_rank, p.sd_model) == (0.8, 16, "stabilityai/stable-diffusion-2-1-base")
         assert "ablations" not in p.stages and "classification" in p.stages
-        assert p.clf_settings == (["synthetic"] if variant == "cls" else list(params.CLASSIFIER_SETTINGS))
+        # cls fills its two rows of Table 1 (synthetic only, synthetic + real); dset also the baselines
+        assert p.clf_settings == (["synthetic", "synthetic_real"] if variant == "cls" else list(params.CLASSIFIER_SETTINGS))
+        assert (p.class_names, p.mix_aug_prob) == ("authors", 0.0)  # the names and the augmentation behind Table 1
         assert p.download == (name not in ("imagenet", "stanford_cars"))
 
 
@@ -41,6 +43,7 @@ def test_fig5_presets_extend_the_aircraft_runs(variant):
         assert runs.run_dir(a) == runs.run_dir(b) and a.identity() == b.identity()  # same folders, resumable
         assert b.ablation_images_per_class == [100, 200, 300, 400, 500] and b.ablation_shots == [1, 2, 4, 8, 16]
         assert "ablations" in b.stages and b.images_per_class == 500
+        assert "real_finetune" in b.ablation_settings  # Fig. 5 right: a Real-finetune point per K
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
