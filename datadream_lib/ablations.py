@@ -51,7 +51,7 @@ def shots(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFra
     for k in tqdm(p.ablation_shots, desc="real shots", disable=not progress):
         sub_p, sub = p, run
         if k != p.shots:
-            sub_p = p.replace(shots=k, run_name=f"{p.run_name}/ablations/shots/k{k}")
+            sub_p = p.replace(shots=k, run_name=f"{p.run_name}_shots_k{k}")
             sub = open_run(sub_p, run.path("ablations", "shots", f"k{k}"))
             if any(s in classification.SYNTHETIC_SETTINGS for s in p.ablation_settings):
                 adaptation.run(sub_p, sub, split, progress=False)
@@ -66,5 +66,5 @@ def run(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame
     out = run.path("ablations", "results.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
-    run.mark_done("ablations", rows=len(table))
+    run.outputs_complete("ablations", rows=len(table))
     return table

@@ -19,6 +19,8 @@ Training is seeded (LoRA init, batch order, noise, timesteps): the same seed giv
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import shutil
 import time
@@ -32,11 +34,19 @@ from tqdm.auto import tqdm
 
 from datadream_lib import models
 from datadream_lib.data import FewShotSplit, load_rgb
+from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import Run, read_json, write_json
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def needs_adapters(p) -> bool:
+    """Whether the run's generation method reads DataDream adapters."""
+    from datadream_lib.synthesis import METHODS
+
+    return METHODS[p.synth_method].uses_adapters
 
 
 def dset_steps(n_classes: int, shots: int, epochs: int, batch_size: int) -> int:
@@ -97,8 +107,8 @@ def add_lora(pipe, p) -> list[torch.nn.Parameter]:
 
 
 def save_adapter(pipe, p, folder: Path, info: Optional[dict] = None) -> None:
-    """diffusers LoRA format (+ adapter.json), written to a temporary folder and renamed into place:
-    an adapter folder is complete or absent."""
+    """diffusers LoRA format (+ adapter.json with the weights' size and SHA-256), written to a
+    temporary folder and renamed into place: an adapter folder is complete or absent."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
@@ -116,11 +126,49 @@ def save_adapter(pipe, p, folder: Path, info: Optional[dict] = None) -> None:
     StableDiffusionPipeline.save_lora_weights(
         tmp, unet_lora_layers=unet_layers, text_encoder_lora_layers=text_layers, safe_serialization=True,
         unet_lora_adapter_metadata=config, text_encoder_lora_adapter_metadata=text_config)
-    if info is not None:
-        write_json(tmp / "adapter.json", info)
+    weights = tmp / LORA_FILE
+    _canonical_header(weights)
+    data = weights.read_bytes()
+    write_json(tmp / "adapter.json", {**(info or {}), "weights_bytes": len(data),
+                                      "weights_sha256": hashlib.sha256(data).hexdigest()})
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
+
+
+def _canonical_header(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header with sorted keys. safetensors writes its metadata in
+    hash-map order, so two identical adapters would differ in bytes; the tensor data is untouched."""
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # safetensors pads its header to 8 bytes
+    path.write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + size:])
+
+
+def adapter_damage(folder: Path, full: bool = True) -> Optional[str]:
+    """Why a saved adapter cannot be used (None if it can): its record or weights are missing, or the
+    weights differ from what was saved (size; with `full`, the SHA-256 recorded in adapter.json)."""
+    try:
+        info = read_json(folder / "adapter.json")
+    except (OSError, ValueError):
+        return "adapter.json is missing or unreadable"
+    weights = folder / LORA_FILE
+    if not weights.is_file():
+        return f"{LORA_FILE} is missing"
+    if "weights_bytes" not in info or weights.stat().st_size != info["weights_bytes"]:
+        return f"{LORA_FILE} has {weights.stat().st_size} bytes, not the {info.get('weights_bytes')} recorded"
+    if full and hashlib.sha256(weights.read_bytes()).hexdigest() != info.get("weights_sha256"):
+        return f"{LORA_FILE} does not match the checksum recorded in adapter.json"
+    return None
+
+
+def damaged_adapters(p, run: Run, split: FewShotSplit) -> list[str]:
+    """The saved adapters of the run that cannot be used (a cheap check: sizes), for the pipeline."""
+    if not needs_adapters(p):
+        return []
+    return [f"{job.folder(run, p.variant)}: {why}" for job in adapter_jobs(p, split)
+            if (why := adapter_damage(job.folder(run, p.variant), full=False))]
 
 
 def image_transform(resolution: int):
@@ -194,6 +242,9 @@ def train_adapter(pipe, p, job: AdapterJob, prompts: list[str], device: torch.de
         lr_schedule.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            raise DataDreamError(f"adapter {job.name}: the loss became {losses[-1]} at step {len(losses)}; nothing was "
+                                 f"saved. Lower adapt_lr (now {p.adapt_lr}) or check the images of this class.")
         bar.update()
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     bar.close()
@@ -212,8 +263,8 @@ def remove_lora(pipe) -> None:
 
 def run(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
     """Train every adapter the variant needs; adapters already saved are kept (resume per class)."""
-    if p.synth_method != "datadream":
-        run.mark_done("adaptation", skipped=f"synth_method {p.synth_method!r} uses no adapter")
+    if not needs_adapters(p):
+        run.outputs_complete("adaptation", skipped=f"synth_method {p.synth_method!r} uses no adapter")
         return {}
     device = models.resolve_device(p)
     jobs = adapter_jobs(p, split)
@@ -222,9 +273,12 @@ def run(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
     summary = {}
     for job in tqdm(jobs, desc="adapters", disable=not progress or len(jobs) == 1):
         folder = job.folder(run, p.variant)
-        if (folder / "adapter.json").exists():
-            summary[job.name] = read_json(folder / "adapter.json")
-            continue
+        if folder.exists():
+            damage = adapter_damage(folder)
+            if damage is None:
+                summary[job.name] = read_json(folder / "adapter.json")
+                continue
+            print(f"[adaptation] adapter {folder} is damaged ({damage}); training it again")
         if pipe is None:
             pipe = models.load_sd_pipeline(p)
         started = time.time()
@@ -236,7 +290,7 @@ def run(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
         summary[job.name] = info
         remove_lora(pipe)
     total = sum(s["steps"] for s in summary.values())
-    run.mark_done("adaptation", variant=p.variant, adapters=len(summary), total_steps=total)
+    run.outputs_complete("adaptation", variant=p.variant, adapters=len(summary), total_steps=total)
     return summary
 
 

@@ -299,6 +299,9 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
             optimizer.step()
             schedule.step()
             losses.append(loss.item())
+            if not math.isfinite(losses[-1]):
+                raise DataDreamError(f"classifier: the loss became {losses[-1]} at step {len(losses)} of epoch {epoch}; "
+                                     f"no metrics were written. Lower clf_lr (now {p.clf_lr}).")
         val_top1 = accuracy(*predict(model, val_loader, device, amp))
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "losses": losses, "steps": len(losses),
                         "val_top1": val_top1, "lr": schedule.get_last_lr()[0]})
@@ -343,6 +346,7 @@ def run(p, run: Run, split: FewShotSplit, progress: bool = True, settings: Optio
     """Every setting in p.clf_settings (or `settings`); a setting whose metrics exist is kept."""
     from datadream_lib.synthesis import synthetic_items
 
+    the_stage = out_root is None and settings is None  # not an ablation's cell
     out_root = out_root or run.path("classification")
     settings = settings or p.clf_settings
     results = {}
@@ -356,6 +360,6 @@ def run(p, run: Run, split: FewShotSplit, progress: bool = True, settings: Optio
             synth = synthetic_items(run, p.synth_method, images_per_class)
         results[setting] = train_and_evaluate(p, setting, split, synth or [], progress)
         write_json(path, results[setting])
-    if out_root == run.path("classification"):
-        run.mark_done("classification", settings=sorted(path.parent.name for path in out_root.glob("*/metrics.json")))
+    if the_stage:
+        run.outputs_complete("classification", settings=sorted(path.parent.name for path in out_root.glob("*/metrics.json")))
     return results

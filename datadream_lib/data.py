@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datadream_lib.datasets import DATASETS, Item, Splits, by_class
+from datadream_lib.datasets import DATASETS, Item, Splits, by_class, check_unique_classnames
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import atomic_write_text, check_compatible, open_run, run_dir
 
@@ -175,6 +175,8 @@ def build_split(p) -> FewShotSplit:
     splits = spec.load(p)
     if not splits.classnames:
         raise DataDreamError(f"dataset {p.dataset!r} has no classes.")
+    classnames = spec.classnames(splits.classnames, p.class_names)
+    check_unique_classnames(classnames)
     _check_counts(p, splits)  # cheap checks first, before any image is decoded
     bad = _check_images(p, splits)
     if bad:
@@ -182,7 +184,7 @@ def build_split(p) -> FewShotSplit:
     for name, items in (("val", splits.val), ("test", splits.test)):
         if not items:
             raise DataDreamError(f"dataset {p.dataset!r} has an empty {name} split; add a {name}/ folder or raise {name}_fraction.")
-    return FewShotSplit(dataset=p.dataset, classnames=spec.classnames(splits.classnames, p.class_names),
+    return FewShotSplit(dataset=p.dataset, classnames=classnames,
                         prompt_prefix=spec.prompt_prefix, shot_order=draw_shots(splits, p.max_shots, p.seed),
                         val=splits.val, test=splits.test, train=splits.train, seed=p.seed, source=splits.source,
                         class_names=p.class_names, skipped_corrupt=bad)

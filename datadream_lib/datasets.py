@@ -75,7 +75,22 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def _class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The class folders under root; hidden ones (a name starting with '.') are skipped, and said so."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    for hidden in (f for f in folders if f.name.startswith(".")):
+        print(f"[data] skipping hidden folder {hidden} (not a class; rename it without the leading '.' to use it)")
+    return [f for f in folders if not f.name.startswith(".")]
+
+
+def check_unique_classnames(names: list[str], raw: Optional[list[str]] = None) -> None:
+    """Two classes must not share a name after cleaning: they would share a prompt and a head."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            a, b = (raw[seen[name]], raw[i]) if raw else (name, name)
+            raise DataDreamError(f"classes {a!r} and {b!r} both become {name!r} in prompts (underscores are spaces); "
+                                 f"rename one of them.")
+        seen[name] = i
 
 
 def _lines(path: Path) -> list[str]:
@@ -163,6 +178,7 @@ def load_imagefolder(p) -> Splits:
     if not _class_folders(train_root):
         raise DataDreamError(f"{str(train_root)!r} holds no class folders; expected {train_root}/<class>/*.jpg.")
     raw_names, train = _read_class_tree(train_root)
+    check_unique_classnames([clean_classname(n) for n in raw_names], raw_names)
     found = {name: _read_class_tree(root / name, raw_names)[1] for name in ("val", "test")
              if train_root != root and (root / name).is_dir()}
     return with_carve_outs([clean_classname(n) for n in raw_names], train, p,

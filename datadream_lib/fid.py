@@ -207,5 +207,5 @@ def run(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame
     summary.columns = [f"{a}_{b}" for a, b in summary.columns]
     write_json(out / "summary.json", {"real_set": p.fid_real_set, "features": p.fid_features,
                                       "methods": summary.to_dict(orient="index"), "seconds": round(time.time() - started, 2)})
-    run.mark_done("fid", rows=len(table))
+    run.outputs_complete("fid", rows=len(table))
     return table

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
+import string
 import types
 import typing
 from pathlib import Path
@@ -27,7 +30,7 @@ from typing import Any, Optional
 import yaml
 
 from datadream_lib.errors import DataDreamError
-from datadream_lib.runs import STAGES
+from datadream_lib.runs import STAGES, check_run_name
 
 CLASSIFIER_SETTINGS = ("zero_shot", "real_finetune", "synthetic", "synthetic_real")
 MODEL_PRESETS = ("pretrained", "tiny", "full_random")
@@ -209,6 +212,8 @@ def _check_value(name: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DataDreamError(f"{where} must be a number, got {value!r}.")
         value = float(value)
+        if not math.isfinite(value):
+            raise DataDreamError(f"{where} must be a finite number, got {value!r} ({meta['help']}).")
     elif base_type is str:
         if not isinstance(value, str) or not value:
             raise DataDreamError(f"{where} must be a non-empty string, got {value!r}.")
@@ -225,10 +230,57 @@ def _check_range(where: str, value: Any, meta: dict) -> None:
         raise DataDreamError(f"{where} must be <= {meta['max']}, got {value!r} ({meta['help']}).")
 
 
+def _format_run_name(template: str, values: dict) -> str:
+    """`run_name` with `{parameter}` (or `{parameter:spec}`) replaced by plain parameter values only."""
+    out = []
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise DataDreamError(f"run_name {template!r}: {exc}; write braces as '{{seed}}'.") from None
+    for literal, field, spec, conversion in parts:
+        out.append(literal)
+        if field is None:
+            continue
+        if field not in values or conversion:
+            raise DataDreamError(f"run_name {template!r}: '{{{field}}}' is not a parameter name; braces may hold "
+                                 f"parameter names only, e.g. 'eurosat_{{variant}}_seed{{seed}}'.{_nearest(re.split(r'[.[]', field)[0], values)}")
+        try:
+            out.append(format(values[field], spec or ""))
+        except (ValueError, TypeError) as exc:
+            raise DataDreamError(f"run_name {template!r}: cannot format {field} with {spec!r} ({exc}).") from None
+    return "".join(out)
+
+
+def find_params_file(name: str) -> Path:
+    """A parameter file named as a `base`: a path as given (absolute, or from the project root), else
+    the one file of that name under params/ (papermill's `-f` does not say where a file came from)."""
+    from datadream_lib.runs import project_root
+
+    given = Path(name).expanduser()
+    root = project_root()
+    for candidate in ([given] if given.is_absolute() else [root / given, root / "params" / given]):
+        if candidate.is_file():
+            return candidate
+    found = sorted((root / "params").rglob(given.name))
+    if len(found) == 1:
+        return found[0]
+    where = f"several files under params/ are named {given.name}: {[str(f) for f in found]}" if found else \
+        f"no file of that name is under {root / 'params'}"
+    raise DataDreamError(f"parameter 'base': {name!r} is neither 'paper', 'demo' nor a parameter file: {where}. "
+                         f"Give its path from the project root, e.g. 'params/paper/{given.name}'.")
+
+
 def from_dict(values: dict, base: Optional[str] = None) -> Params:
-    """Validate `values` over the defaults of `base` (or of values['base'], else 'paper')."""
+    """Validate `values` over the defaults of `base` (or of values['base'], else 'paper'). A base
+    that names a parameter file (`fgvc_aircraft_dset.yaml`) takes that file's values first."""
     values = dict(values)
     base = values.pop("base", base) or "paper"
+    if isinstance(base, str) and base.endswith((".yaml", ".yml")):
+        inherited = read_file(find_params_file(base))
+        if "seed" in values:
+            inherited.pop("seeds", None)
+        values = {**inherited, **values}
+        base = values.pop("base", None) or "paper"
     seeds = values.pop("seeds", None)
     if seeds is not None and "seed" not in values:
         raise DataDreamError(f"the parameters list seeds {seeds}, and a notebook runs one seed: pass `-p seed N`, or run "
@@ -242,12 +294,9 @@ def from_dict(values: dict, base: Optional[str] = None) -> Params:
     merged = {**BASES[base], **values}
     checked = {name: _check_value(name, value) for name, value in merged.items()}
     params = Params(**checked)
-    if "{" in params.run_name:
-        try:
-            params = dataclasses.replace(params, run_name=params.run_name.format(**params.to_dict()))
-        except (KeyError, IndexError, ValueError) as exc:
-            raise DataDreamError(f"run_name {params.run_name!r}: {exc!r} is not a parameter; braces may hold "
-                                 f"parameter names only, e.g. 'eurosat_{{variant}}_seed{{seed}}'.") from None
+    if "{" in params.run_name or "}" in params.run_name:
+        params = dataclasses.replace(params, run_name=_format_run_name(params.run_name, params.to_dict()))
+    check_run_name(params.run_name)
     _check_consistency(params)
     return params
 
@@ -264,6 +313,9 @@ def _check_consistency(p: Params) -> None:
     if p.scheduler not in SCHEDULERS and not _is_diffusers_scheduler(p.scheduler):
         raise DataDreamError(f"parameter 'scheduler': {p.scheduler!r} is neither one of {list(SCHEDULERS)} nor a diffusers "
                              f"scheduler class.{_nearest(p.scheduler, SCHEDULERS)}")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", p.device):
+        raise DataDreamError(f"parameter 'device': {p.device!r} is not a device; use 'auto' (a CUDA GPU if there is one), "
+                             f"'cpu', 'cuda' or 'cuda:N'.")
     if p.shard_index >= p.num_shards:
         raise DataDreamError(f"shard_index {p.shard_index} must be < num_shards {p.num_shards} (shards are numbered from 0).")
     if p.clf_warmup_epochs >= p.clf_epochs and p.clf_epochs > 1:
@@ -282,15 +334,36 @@ def _is_diffusers_scheduler(name: str) -> bool:
     return name.endswith("Scheduler") and hasattr(diffusers, name)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DataDreamError(f"parameter '{key}' is set twice (line {key_node.start_mark.line + 1}); keep one.")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_file(path: str | Path, _chain: tuple = ()) -> dict:
     """The raw values of a YAML parameter file, over those of the file it names as `base`."""
     path = Path(path)
+    if path.is_dir():
+        raise DataDreamError(f"parameter file {str(path)!r} is a folder; give a .yaml file, e.g. params/demo.yaml.")
     if not path.is_file():
         raise DataDreamError(f"parameter file {str(path)!r} does not exist; the files shipped are under params/.")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataDreamError(f"parameter file {str(path)!r} is not a text file; give a YAML file of name: value lines.") from None
+    try:
+        values = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise DataDreamError(f"parameter file {str(path)!r} is not valid YAML: {exc}") from None
+    except DataDreamError as exc:
+        raise DataDreamError(f"parameter file {str(path)!r}: {exc}") from None
     if not isinstance(values, dict):
         raise DataDreamError(f"parameter file {str(path)!r} must hold a mapping of name: value.")
     base = values.get("base")

@@ -3,18 +3,20 @@
     python -m datadream_lib.pipeline PARAMS.yaml [--set KEY=VALUE ...]
 
 A file with `seeds: [0, 1, 2]` runs once per seed, one after the other. For each run it validates
-the whole parameter file, stops at once if a full-size model would start without a GPU, opens (or
-creates) `runs/<run_name>/` and refuses a folder that holds a run with other parameters, draws the
-split and checks the dataset and the model weights, then executes the notebooks in `stages` in
-order with papermill into `runs/<run_name>/notebooks/`.
-The executed notebooks are the record of the run. A stage whose outputs are complete is skipped;
-an unfinished one resumes (its earlier executed notebook is kept as `*.attempt-N.ipynb`).
+the whole parameter file, stops at once if a full-size model would start without a GPU, refuses a
+run folder that holds a run with other parameters and a plan whose stages lack their inputs, checks
+runs_root, the model weights and the dataset, draws the split, then creates (or reopens) and locks
+`runs/<run_name>/` and executes the notebooks in `stages` in order with papermill into
+`runs/<run_name>/notebooks/`. The executed notebooks are the record of the run. A finished stage is
+skipped unless its outputs are found missing or damaged (then it runs again and repairs them); an
+unfinished one resumes (its earlier executed notebook is kept as `*.attempt-N.ipynb`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -48,10 +50,57 @@ def preflight(p) -> None:
     from datadream_lib import fid
 
     models.check_device(p)
+    check_writable(runs.project_path(p.runs_root))
     models.check_sd_reachable(p)
     models.check_clip_reachable(p)
     if p.fid_features == "inception" and "fid" in p.stages:
         fid.InceptionFeatures.state_dict_from(p.inception_weights)  # a local file, the torch hub cache, or a download
+
+
+def check_writable(runs_root: Path) -> None:
+    """runs_root is (or can become) a folder this process may write in."""
+    existing = next(folder for folder in (runs_root, *runs_root.parents) if folder.exists())
+    if not existing.is_dir():
+        raise DataDreamError(f"runs_root {runs_root}: {existing} is a file, not a folder; set runs_root to a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataDreamError(f"runs_root {runs_root}: {existing} is not writable by this user; set runs_root to a "
+                             f"folder you can write, or fix its permissions.")
+
+
+def _needs(p) -> dict[str, list[str]]:
+    """For each stage, the stages whose outputs it reads."""
+    from datadream_lib.classification import SYNTHETIC_SETTINGS
+    from datadream_lib.synthesis import METHODS
+
+    reads_images = lambda settings: ["synthesis"] if any(s in SYNTHETIC_SETTINGS for s in settings) else []  # noqa: E731
+    return {"adaptation": [], "synthesis": ["adaptation"] if METHODS[p.synth_method].uses_adapters else [],
+            "classification": reads_images(p.clf_settings), "fid": ["synthesis"],
+            "ablations": reads_images(p.ablation_settings)}
+
+
+def check_plan(p, folder: Path) -> None:
+    """Every stage in `stages` finds what it reads: a stage before it in the plan, or already done."""
+    done = {stage for stage in runs.STAGES if (folder / "stages" / f"{stage}.json").exists()}
+    for stage in (s for s in runs.STAGES if s in p.stages):
+        missing = [need for need in _needs(p)[stage] if need not in p.stages and need not in done]
+        if missing:
+            raise DataDreamError(f"stages {p.stages}: {stage} reads the outputs of {missing[0]}, which is neither in "
+                                 f"the plan nor done in {folder}. Add '{missing[0]}' to stages (they run in the "
+                                 f"order {list(runs.STAGES)}).")
+    if p.num_shards > 1 and "adaptation" not in done and _needs(p)["synthesis"]:
+        raise DataDreamError(f"num_shards {p.num_shards}: shards share the run's adapters, so train them first with "
+                             f"num_shards: 1 (notebooks/01_adaptation.ipynb, or the pipeline), then start the shards.")
+
+
+def damaged_outputs(p, run, split, stage: str) -> list[str]:
+    """Outputs of a finished stage that a later stage would trip over (cheap checks)."""
+    from datadream_lib import adaptation, synthesis
+
+    if stage == "adaptation":
+        return adaptation.damaged_adapters(p, run, split)
+    if stage == "synthesis":
+        return synthesis.damaged_images(p, run)
+    return []
 
 
 def _keep_previous(path: Path) -> None:
@@ -75,20 +124,24 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
 
     logging.getLogger("papermill").addFilter(_KnownParameters())
 
-    runs.check_compatible(p, runs.run_dir(p))  # a folder holding another run is refused first,
-    preflight(p)                               # then unreachable weights,
-    run, _ = data.start_run(p)                 # then bad data; only then is the run folder created
-    if p.num_shards > 1 and not run.stage_done("adaptation"):
-        raise DataDreamError(f"num_shards {p.num_shards}: shards share the run's adapters, so train them first with "
-                             f"num_shards: 1 (notebooks/01_adaptation.ipynb, or the pipeline), then start the shards.")
+    folder = runs.run_dir(p)
+    runs.check_compatible(p, folder)  # a folder holding another run is refused first,
+    check_plan(p, folder)             # then a plan whose stages lack their inputs,
+    preflight(p)                      # then an unwritable runs_root and unreachable weights,
+    run, split = data.start_run(p)    # then bad data; only then is the run folder created (and locked)
     root = runs.project_root()
     timings = {}
     for stage, notebook in NOTEBOOKS:
         if stage not in p.stages:
             continue
         if run.stage_done(stage):
-            print(f"[pipeline] {stage}: complete, skipped")
-            continue
+            damaged = damaged_outputs(p, run, split, stage)
+            if not damaged:
+                print(f"[pipeline] {stage}: complete, skipped")
+                continue
+            print(f"[pipeline] {stage}: {len(damaged)} output(s) missing or damaged (e.g. {damaged[0]}); running it "
+                  f"again to repair them", flush=True)
+            run.reopen_stage(stage)
         out = run.path("notebooks", notebook)
         out.parent.mkdir(parents=True, exist_ok=True)
         _keep_previous(out)
@@ -115,7 +168,11 @@ def parse_overrides(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise DataDreamError(f"--set {pair!r}: write KEY=VALUE, e.g. --set shard_index=1.")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise DataDreamError(f"--set {pair!r}: {value!r} is not a YAML value; write e.g. --set shots=4, "
+                                 f"--set 'ablation_shots=[1, 2]' or --set run_name=my_run.") from None
     return out
 
 
@@ -135,6 +192,10 @@ def main(argv=None) -> int:
             run_pipeline(p, log_output=args.log_output)
     except DataDreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a folder that cannot be written, a full disk: the path and the reason, in one line
+        print(f"error: {exc.strerror or exc} ({exc.filename or 'no file named'}); check that folder's permissions and "
+              f"free space.", file=sys.stderr)
         return 2
     except Exception as exc:  # papermill's execution error: point at the executed notebook
         if type(exc).__name__ == "PapermillExecutionError":

@@ -2,9 +2,15 @@
 
 It holds the parameters the run was started with (`params.yaml`), the split, each stage's outputs
 and a marker per finished stage (`stages/<stage>.json`). A folder that holds a run with other
-parameters is never reused: `open_run` stops and says how to resume or rename. Files are written
-atomically (temporary file + rename), so an interrupted stage never leaves a half-written file
-under its final name.
+parameters is never reused: `open_run` stops and says how to resume or rename; one process writes
+a run at a time (`locks.py`). A run folder is always a direct child of `runs_root`. Files are
+written atomically (temporary file + rename, with the permissions the umask gives), so an
+interrupted stage never leaves a half-written file under its final name.
+
+A stage is done when its notebook has finished: the stage's function writes a pending marker
+(`stages/<stage>.pending.json`) once its outputs are complete, and the notebook's last cell turns it
+into the done marker. A crash in between (say, while a figure is drawn) leaves the stage to run
+again, which resumes from its outputs and draws the figures.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from datadream_lib import locks
 from datadream_lib.errors import DataDreamError
 
 PARAMS_FILE = "params.yaml"
@@ -40,11 +47,25 @@ def project_path(path: str | Path) -> Path:
     return path if path.is_absolute() else project_root() / path
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a run on a shared cluster is readable as any file
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -77,11 +98,38 @@ class Run:
     def stage_done(self, stage: str) -> bool:
         return self.path("stages", f"{stage}.json").exists()
 
-    def mark_done(self, stage: str, **info) -> None:
-        write_json(self.path("stages", f"{stage}.json"), {"stage": stage, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **info})
+    def outputs_complete(self, stage: str, **info) -> None:
+        """The stage's outputs are complete; it is done once its notebook finishes (`finish_stage`)."""
+        write_json(self.path("stages", f"{stage}.pending.json"),
+                   {"stage": stage, "outputs_complete": time.strftime("%Y-%m-%d %H:%M:%S"), **info})
+
+    def finish_stage(self, stage: str) -> bool:
+        """The last cell of a stage's notebook: the pending marker becomes the done marker. Returns
+        whether the stage is done (False where its outputs are not complete, e.g. one shard of several)."""
+        pending = self.path("stages", f"{stage}.pending.json")
+        if pending.exists():
+            write_json(self.path("stages", f"{stage}.json"), {**read_json(pending), "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+            pending.unlink()
+        return self.stage_done(stage)
+
+    def reopen_stage(self, stage: str) -> None:
+        """Forget that a stage finished (its outputs were found damaged): the next run repairs them."""
+        for marker in (f"{stage}.json", f"{stage}.pending.json"):
+            self.path("stages", marker).unlink(missing_ok=True)
+
+
+def check_run_name(name: str) -> None:
+    """A run folder is one plain folder name directly under runs_root: no path, nothing hidden."""
+    bad = (not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0")
+           or Path(name).is_absolute() or name != name.strip())
+    if bad:
+        raise DataDreamError(f"run_name {name!r} is not a plain folder name: a run folder is always a direct child of "
+                             f"runs_root: no '/' or '\\', not '.' or '..', not starting with '.' or a space, e.g. "
+                             f"'eurosat_dset_seed0'. To put runs elsewhere, set runs_root.")
 
 
 def run_dir(p) -> Path:
+    check_run_name(p.run_name)
     return project_path(p.runs_root) / p.run_name
 
 
@@ -102,11 +150,14 @@ def check_compatible(p, folder: Path) -> None:
 
 
 def open_run(p, folder: Path | None = None) -> Run:
-    """Create the run folder, or reopen it if it holds a run with the same parameters."""
+    """Create the run folder, or reopen it if it holds a run with the same parameters; either way
+    this process then holds it (a second writer is refused before anything is written)."""
     folder = Path(folder) if folder is not None else run_dir(p)
     check_compatible(p, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    locks.lock_run(folder, p.shard_index, p.num_shards)
+    check_compatible(p, folder)  # again, under the lock: the folder may have been started meanwhile
     record = folder / PARAMS_FILE
     if not record.exists():
-        folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(record, yaml.safe_dump(p.to_dict(), sort_keys=False))
     return Run(folder)

@@ -8,9 +8,10 @@ and resuming never change a single bit of an image. A different batch size gives
 to floating-point roundoff of batched kernels (at most a level or two of a few pixels).
 
 Each image is written atomically (temporary file + rename) and then recorded as one row of the
-shard's manifest (`manifest-SSS-of-NNN.jsonl`: class, index, seed, prompt, model, adapter, sampler,
-steps, guidance). A job is done when its row exists, so an interrupted run resumes exactly where
-it stopped, and nothing half-written is ever listed.
+shard's manifest (`manifest-SSS-of-NNN.jsonl`: class, index, seed, prompt, size in bytes, model,
+adapter, sampler, steps, guidance). A job is done when its row exists and its image is intact (the
+size matches), so an interrupted run resumes exactly where it stopped, nothing half-written is ever
+listed, and an image deleted or damaged later is generated again, bit for bit.
 
 Generation methods plug in through `METHODS`: a class that turns a list of jobs of one class into
 images. DataDream (text-to-image with the run's adapter) and plain Stable Diffusion ship here; the
@@ -104,6 +105,7 @@ class TextToImage:
     """Stable Diffusion text-to-image with the class prompt; no adapter (the frozen model)."""
 
     name = "stable_diffusion"
+    uses_adapters = False  # reads the adaptation stage's DataDream adapters
 
     def __init__(self, p, run: Run, split: FewShotSplit):
         self.p, self.run, self.split = p, run, split
@@ -139,6 +141,7 @@ class DataDream(TextToImage):
     """Text-to-image with the run's DataDream adapter (dset: one; cls: the class's own)."""
 
     name = "datadream"
+    uses_adapters = True
 
     def _folder(self, class_index: int) -> Path:
         from datadream_lib.adaptation import adapter_folder
@@ -146,21 +149,28 @@ class DataDream(TextToImage):
         return adapter_folder(self.p, self.run, class_index, self.split)
 
     def check(self) -> None:
-        from datadream_lib.adaptation import LORA_FILE
+        from datadream_lib.adaptation import adapter_damage
 
-        missing = sorted({str(self._folder(c)) for c in range(len(self.split.classnames))
-                          if not (self._folder(c) / LORA_FILE).exists()})
-        if missing:
-            raise DataDreamError(f"{len(missing)} DataDream adapter(s) are missing, e.g. {missing[0]}. "
-                                 f"Run the adaptation stage (notebooks/01_adaptation.ipynb) for this run first.")
+        bad = {str(self._folder(c)): why for c in range(len(self.split.classnames))
+               if (why := adapter_damage(self._folder(c), full=False))}
+        if bad:
+            folder, why = next(iter(bad.items()))
+            raise DataDreamError(f"{len(bad)} DataDream adapter(s) are missing or damaged, e.g. {folder} ({why}). "
+                                 f"Run the adaptation stage (notebooks/01_adaptation.ipynb, or the pipeline) for this "
+                                 f"run: it trains missing adapters and retrains damaged ones.")
 
     def adapter(self, class_index: int) -> Optional[str]:
         return str(self._folder(class_index).relative_to(self.run.dir))
 
     def begin_class(self, class_index: int) -> None:
+        from datadream_lib.adaptation import adapter_damage
+
         folder = self._folder(class_index)
         if getattr(self, "_loaded", None) == folder:
             return
+        damage = adapter_damage(folder)  # the full checksum, once per adapter loaded
+        if damage:
+            raise DataDreamError(f"adapter {folder} is damaged ({damage}); run the adaptation stage again: it retrains it.")
         if getattr(self, "_loaded", None) is not None:
             self.pipe.unload_lora_weights()
         self.pipe.load_lora_weights(str(folder))
@@ -178,15 +188,35 @@ def source_label(method: str, variant: str) -> str:
 # --- the manifest ------------------------------------------------------------------------------
 
 def read_manifest(folder: Path) -> list[dict]:
-    """Every complete row of every shard's manifest (a torn last line is ignored)."""
-    rows = []
+    """One row per image (class, index), from every complete row of every shard's manifest: a torn
+    last line is ignored, and an image listed twice (regenerated after damage) counts once, its
+    latest row."""
+    rows = {}
     for path in sorted(Path(folder).glob(MANIFEST_GLOB)):
         for line in path.read_text().splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-    return rows
+            rows[row["class_index"], row["index"]] = row
+    return list(rows.values())
+
+
+def image_damage(folder: Path, row: dict) -> Optional[str]:
+    """Why a listed image cannot be used (None if it can): a cheap check, its size against the row's."""
+    path = Path(folder) / row["path"]
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size != row.get("bytes", size) or size == 0:
+        return f"{size} bytes, not the {row.get('bytes')} written"
+    return None
+
+
+def damaged_images(p, run: Run) -> list[str]:
+    """The listed images of the run that are missing or damaged (for the pipeline's resume check)."""
+    folder = output_folder(p, run)
+    return [f"{folder / row['path']}: {why}" for row in read_manifest(folder) if (why := image_damage(folder, row))]
 
 
 class ManifestWriter:
@@ -213,16 +243,23 @@ def output_folder(p, run: Run) -> Path:
 
 
 def synthetic_items(run: Run, method: str, limit_per_class: Optional[int] = None) -> list[tuple[str, int]]:
-    """(path, label) of the synthetic images listed in the manifest, class-major, index order."""
+    """(path, label) of the synthetic images listed in the manifest, class-major, index order. A
+    listed image that is missing or damaged stops here, with the fix."""
     folder = run.path("synthetic", method)
     rows = sorted(read_manifest(folder), key=lambda r: (r["class_index"], r["index"]))
-    return [(str(folder / r["path"]), r["class_index"]) for r in rows
-            if limit_per_class is None or r["index"] < limit_per_class]
+    rows = [r for r in rows if limit_per_class is None or r["index"] < limit_per_class]
+    bad = [f"{folder / r['path']} ({why})" for r in rows if (why := image_damage(folder, r))]
+    if bad:
+        raise DataDreamError(f"{len(bad)} synthetic image(s) listed in the manifest are missing or damaged, e.g. "
+                             f"{bad[0]}. Run the synthesis stage again (the pipeline, or notebooks/02_synthesis.ipynb): "
+                             f"it regenerates exactly those images.")
+    return [(str(folder / r["path"]), r["class_index"]) for r in rows]
 
 
 def status(p, run: Run, split: FewShotSplit) -> dict:
     jobs = all_jobs(p, split)
-    done = {(r["class_index"], r["index"]) for r in read_manifest(output_folder(p, run))}
+    folder = output_folder(p, run)
+    done = {(r["class_index"], r["index"]) for r in read_manifest(folder) if image_damage(folder, r) is None}
     return {"total": len(jobs), "done": sum(job.key in done for job in jobs)}
 
 
@@ -232,7 +269,10 @@ def run(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.rglob(".*.tmp"):  # temporary files of an interrupted write: never valid
         stale.unlink()
-    done = {(r["class_index"], r["index"]) for r in read_manifest(folder)}
+    rows = read_manifest(folder)
+    done = {(r["class_index"], r["index"]) for r in rows if image_damage(folder, r) is None}
+    if len(done) < len(rows):
+        print(f"[synthesis] {len(rows) - len(done)} listed image(s) are missing or damaged; generating them again")
     mine = [block for number, block in enumerate(blocks(p, all_jobs(p, split))) if number % p.num_shards == p.shard_index]
     todo = [block for block in mine if any(job.key not in done for job in block)]
     if todo:
@@ -253,15 +293,15 @@ def run(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
                     atomic_write_bytes(folder / job.relpath, buffer.getvalue())
                     writer.append({
                         "class_index": job.class_index, "class_name": job.class_name, "index": job.index,
-                        "seed": job.seed, "prompt": job.prompt, "path": job.relpath, "method": p.synth_method,
-                        "model": method.model, "adapter": method.adapter(class_index), "sampler": p.scheduler,
-                        "steps": p.num_inference_steps, "guidance": p.guidance_scale, "resolution": p.resolution,
-                        "batch_size": p.synth_batch_size})
+                        "seed": job.seed, "prompt": job.prompt, "path": job.relpath, "bytes": buffer.tell(),
+                        "method": p.synth_method, "model": method.model, "adapter": method.adapter(class_index),
+                        "sampler": p.scheduler, "steps": p.num_inference_steps, "guidance": p.guidance_scale,
+                        "resolution": p.resolution, "batch_size": p.synth_batch_size})
                     bar.update()
         finally:
             bar.close()
             writer.close()
     state = status(p, run, split)
     if state["done"] == state["total"]:
-        run.mark_done("synthesis", method=p.synth_method, images=state["total"])
+        run.outputs_complete("synthesis", method=p.synth_method, images=state["total"])
     return state

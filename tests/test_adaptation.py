@@ -58,7 +58,7 @@ def test_cls_variant_trains_one_adapter_per_class_for_epochs_over_its_shots(demo
     assert all(info["images"] == 1 and info["batch_size"] == 1 for info in summary.values())
     for c in range(4):
         assert (adaptation.adapter_folder(p, run, c, split) / adaptation.LORA_FILE).exists()
-    assert run.stage_done("adaptation")
+    assert run.finish_stage("adaptation")
 
 
 def test_saved_adapter_loads_with_load_lora_weights_and_reproduces_images(demo_run):

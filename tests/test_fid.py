@@ -67,4 +67,4 @@ def test_per_class_table_names_the_real_set(demo_run):
     assert set(table["real_set"]) == {"train"} and (table["n_real"] == 20).all()
     rows = table[table["method"] == "DataDream-dset"]
     assert (rows["n_images"] == 4).all() and np.isfinite(rows["fid"]).all()
-    assert run.path("fid", "per_class.csv").exists() and run.stage_done("fid")
+    assert run.path("fid", "per_class.csv").exists() and run.finish_stage("fid")

@@ -41,14 +41,14 @@ def test_same_images_whatever_the_sharding_bit_for_bit(adapted, scheduler):
     p, run, split, sibling = adapted
     q, single = sibling("single", synth_batch_size=2, scheduler=scheduler)
     state = synthesis.run(q, single, split, progress=False)
-    assert state == {"total": 12, "done": 12} and single.stage_done("synthesis")
+    assert state == {"total": 12, "done": 12} and single.finish_stage("synthesis")
     reference = _images(single)
 
     q, sharded = sibling("sharded", synth_batch_size=2, scheduler=scheduler)
     for shard in (2, 0, 1):
-        assert not sharded.stage_done("synthesis")
+        assert not sharded.finish_stage("synthesis")  # done only when every shard is
         synthesis.run(q.replace(shard_index=shard, num_shards=3), sharded, split, progress=False)
-    assert sharded.stage_done("synthesis")
+    assert sharded.finish_stage("synthesis")
     assert len(list(sharded.path("synthetic", "datadream").glob("manifest-*-of-003.jsonl"))) == 3
     assert _images(sharded) == reference
 
@@ -103,7 +103,7 @@ def test_resumed_run_equals_uninterrupted_and_lists_no_half_written_image(adapte
     with pytest.raises(KeyboardInterrupt):
         synthesis.run(q, interrupted, split, progress=False)
     partial = synthesis.read_manifest(interrupted.path("synthetic", "datadream"))
-    assert len(partial) == 4 and not interrupted.stage_done("synthesis")
+    assert len(partial) == 4 and not interrupted.finish_stage("synthesis")
     for row in partial:  # every listed image is complete
         assert (interrupted.path("synthetic", "datadream") / row["path"]).read_bytes() == reference[(row["class_index"], row["index"])]
 

@@ -1,0 +1,340 @@
+"""Reliability: one writer per run folder, nothing written outside runs_root, every damaged state
+repaired or named, and a one-line message (exit status 2) wherever a traceback used to be."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import yaml
+
+from datadream_lib import adaptation, classification, data, locks, params, pipeline, runs, synthesis
+from datadream_lib.errors import DataDreamError
+from tests.conftest import run_pipeline_cli
+
+ROOT = runs.project_root()
+
+
+def _main(capsys, *args):
+    code = pipeline.main(list(args))
+    return code, capsys.readouterr().err
+
+
+def _common(tmp_path, toy_root):
+    return ["--set", f"runs_root={tmp_path / 'runs'}", "--set", f"data_root={toy_root}"]
+
+
+# --- one writer per run folder -------------------------------------------------------------------
+
+HOLDER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from datadream_lib import locks
+    locks.lock_run(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    print("holding", flush=True)
+    sys.stdin.read()  # hold until the test closes stdin
+""")
+
+
+def _hold(folder, shard_index=0, num_shards=1):
+    """A separate process holding `folder` (as a shard if num_shards > 1) until .stdin is closed."""
+    env = {k: v for k, v in os.environ.items() if k != locks.ENV}
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), str(shard_index), str(num_shards)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    assert proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def _try_lock(folder, shard_index=0, num_shards=1):
+    env = {k: v for k, v in os.environ.items() if k != locks.ENV}
+    code = "import sys; from pathlib import Path; from datadream_lib import locks\n" \
+           "try:\n    locks.lock_run(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))\n" \
+           "except Exception as exc:\n    print(exc); sys.exit(2)"
+    return subprocess.run([sys.executable, "-c", code, str(folder), str(shard_index), str(num_shards)],
+                          capture_output=True, text=True, cwd=ROOT, env=env)
+
+
+def test_a_second_process_is_refused_while_the_first_holds_the_run(tmp_path, toy_root):
+    folder = tmp_path / "runs" / "demo"
+    folder.mkdir(parents=True)
+    holder = _hold(folder)
+    try:
+        result = run_pipeline_cli("params/demo.yaml", *_common(tmp_path, toy_root))
+        assert result.returncode == 2, result.stderr
+        message = result.stderr.strip()
+        assert message.count("\n") == 0 and "Traceback" not in message
+        assert f"process {holder.pid}" in message and "in use" in message and str(folder / ".lock") in message
+        assert not (folder / "params.yaml").exists() and not (folder / "split.json").exists()  # nothing written
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert _try_lock(folder).returncode == 0  # released when the holder ended: no stale lock
+
+
+def test_two_copies_of_the_same_command_one_runs_the_other_is_refused(tmp_path, toy_root):
+    """The same pipeline command twice, as two shells would start it: the second stops at once."""
+    args = [sys.executable, "-m", "datadream_lib.pipeline", "params/demo.yaml", *_common(tmp_path, toy_root),
+            "--set", "stages=[adaptation]"]
+    env = {k: v for k, v in os.environ.items() if k != locks.ENV}
+    first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "runs" / "demo" / ".lock"
+    deadline = time.time() + 120
+    while not (lock.exists() and str(first.pid) in lock.read_text()) and first.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    second = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert second.returncode == 2 and f"process {first.pid}" in second.stderr
+
+
+def test_shards_work_side_by_side_but_a_shard_twice_or_a_whole_run_beside_them_is_refused(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shard0 = _hold(folder, 0, 2)
+    try:
+        assert _try_lock(folder, 1, 2).returncode == 0  # another shard: fine
+        again = _try_lock(folder, 0, 2)
+        assert again.returncode == 2 and f"process {shard0.pid}" in again.stdout
+        whole = _try_lock(folder)
+        assert whole.returncode == 2 and "synthesis shards" in whole.stdout
+    finally:
+        shard0.stdin.close()
+        shard0.wait(timeout=30)
+
+
+def test_a_manifest_never_counts_an_image_twice(tmp_path):
+    rows = [{"class_index": 0, "index": i, "path": f"c/{i}.png"} for i in (0, 1)]
+    (tmp_path / "manifest-000-of-001.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + rows))
+    (tmp_path / "manifest-000-of-002.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    assert sorted((r["class_index"], r["index"]) for r in synthesis.read_manifest(tmp_path)) == [(0, 0), (0, 1)]
+
+
+# --- nothing outside runs_root -------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["..", ".", "../../escaped", "/tmp/absolute_run", "a/b", ".hidden", "{seed.__class__}",
+                                  "x{seed!r}"])
+def test_run_name_cannot_leave_runs_root(tmp_path, toy_root, capsys, name):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), "--set", f"run_name={name}")
+    assert code == 2 and "run_name" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written anywhere
+    assert not (ROOT / "params.yaml").exists() and (ROOT / "notebooks" / "01_adaptation.ipynb").exists()
+    assert not os.path.exists("/tmp/absolute_run")
+
+
+def test_run_name_braces_take_plain_parameter_values():
+    p = params.from_dict({"base": "demo", "run_name": "toy_{variant}_k{shots}_seed{seed:02d}"})
+    assert p.run_name == "toy_dset_k4_seed00"
+
+
+# --- damaged states: repaired by a rerun, or refused before any work ----------------------------
+
+KILLER = textwrap.dedent("""
+    # Test hook (sitecustomize): kill -9 this process right after a stage writes its outputs-complete
+    # marker, once per stage named by a flag file in $DATADREAM_TEST_KILL_FLAGS.
+    import os, signal
+    from pathlib import Path
+    from datadream_lib import runs
+
+    _real = runs.Run.outputs_complete
+
+    def _outputs_complete(self, stage, **info):
+        _real(self, stage, **info)
+        flag = Path(os.environ["DATADREAM_TEST_KILL_FLAGS"]) / stage
+        if flag.exists() and self.dir.name == "demo":
+            flag.unlink()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    runs.Run.outputs_complete = _outputs_complete
+""")
+
+FIGURES = ("adaptation_loss.png", "fig3_real_vs_synthetic.png", "table1.md", "fig4_fid_histogram.png", "fig5_ablations.png")
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory, toy_root):
+    """A demo run killed (SIGKILL) right after each stage's marker, rerun after every kill until done."""
+    tmp = tmp_path_factory.mktemp("killed")
+    hook, flags = tmp / "hook", tmp / "flags"
+    hook.mkdir()
+    flags.mkdir()
+    (hook / "sitecustomize.py").write_text(KILLER)
+    for stage in runs.STAGES:
+        (flags / stage).touch()
+    env = {**{k: v for k, v in os.environ.items() if k != locks.ENV}, "DATADREAM_TEST_KILL_FLAGS": str(flags),
+           "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    args = [sys.executable, "-m", "datadream_lib.pipeline", "params/demo.yaml", "--set", f"runs_root={tmp / 'runs'}",
+            "--set", f"data_root={toy_root}", "--set", "images_per_class=4", "--set", "ablation_images_per_class=[2, 4]",
+            "--set", "ablation_shots=[4]", "--set", "clf_settings=[real_finetune, synthetic_real]"]
+    attempts = []
+    for _ in range(len(runs.STAGES) + 1):
+        attempts.append(subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900))
+        if attempts[-1].returncode == 0:
+            break
+    return tmp / "runs" / "demo", args, env, attempts, flags
+
+
+def test_a_kill_right_after_each_stage_marker_still_ends_with_every_figure(killed_run):
+    folder, _, _, attempts, flags = killed_run
+    assert [a.returncode for a in attempts[:-1]] == [1] * len(runs.STAGES)  # killed once in each stage
+    assert attempts[-1].returncode == 0, attempts[-1].stderr[-2000:]
+    assert not list(flags.iterdir())
+    for stage in runs.STAGES:
+        assert (folder / "stages" / f"{stage}.json").exists()
+        assert not (folder / "stages" / f"{stage}.pending.json").exists()
+    for figure in FIGURES:
+        assert (folder / "figures" / figure).stat().st_size > 0, figure
+
+
+def test_a_deleted_or_truncated_image_and_a_zero_byte_adapter_are_repaired_bit_for_bit(killed_run):
+    folder, args, env, _, _ = killed_run
+    images = folder / "synthetic" / "datadream"
+    rows = sorted(synthesis.read_manifest(images), key=lambda r: (r["class_index"], r["index"]))
+    reference = {r["path"]: (images / r["path"]).read_bytes() for r in rows}
+    weights = folder / "adaptation" / "dset" / adaptation.LORA_FILE
+    reference_adapter = weights.read_bytes()
+    (images / rows[0]["path"]).unlink()
+    damaged = images / rows[5]["path"]
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    weights.write_bytes(b"")
+    with pytest.raises(DataDreamError, match="missing or damaged"):  # a reader names the problem and the fix
+        synthesis.synthetic_items(runs.Run(folder), "datadream")
+    rerun = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "adaptation: 1 output(s) missing or damaged" in rerun.stdout
+    assert "synthesis: 2 output(s) missing or damaged" in rerun.stdout
+    # the adapter is trained again in another process: the same bytes (seeded, canonical header)
+    assert weights.read_bytes() == reference_adapter
+    assert {r["path"]: (images / r["path"]).read_bytes() for r in synthesis.read_manifest(images)} == reference
+    assert len(synthesis.read_manifest(images)) == len(rows)
+
+
+def test_non_finite_parameters_are_refused_before_anything_is_written(tmp_path, toy_root, capsys):
+    for override in ("adapt_lr=.inf", "guidance_scale=.nan", "clf_lr=-.inf"):
+        code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), "--set", override)
+        assert code == 2 and "finite" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_training_stops_on_a_non_finite_loss_and_writes_nothing(demo_run):
+    p, run, split = demo_run(adapt_lr=1e30, adapt_epochs=3, adapt_warmup_steps=0)
+    with pytest.raises(DataDreamError, match="loss became"):
+        adaptation.run(p, run, split, progress=False)
+    assert not run.path("adaptation", "dset").exists()
+    p, run, split = demo_run(run_name="classifier", clf_lr=1e30, clf_warmup_epochs=0)
+    with pytest.raises(DataDreamError, match="loss became"):
+        classification.run(p, run, split, progress=False, settings=["real_finetune"])
+    assert not run.path("classification", "real_finetune", "metrics.json").exists()
+
+
+def test_a_damaged_adapter_is_retrained_on_resume(demo_run):
+    p, run, split = demo_run(adapt_epochs=1)
+    adaptation.run(p, run, split, progress=False)
+    weights = run.path("adaptation", "dset", adaptation.LORA_FILE)
+    good = weights.read_bytes()
+    weights.write_bytes(good[:-10])
+    assert adaptation.damaged_adapters(p, run, split)
+    adaptation.run(p, run, split, progress=False)
+    assert weights.read_bytes() == good and not adaptation.damaged_adapters(p, run, split)
+
+
+@pytest.mark.parametrize("stages, missing", [("[classification, adaptation]", "synthesis"), ("[synthesis]", "adaptation"),
+                                             ("[fid]", "synthesis")])
+def test_the_stage_plan_is_checked_before_any_work(tmp_path, toy_root, capsys, stages, missing):
+    code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), "--set", f"stages={stages}")
+    assert code == 2 and f"{missing}, which is neither in the plan nor done" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_files_written_atomically_respect_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        for mask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+            os.umask(mask)
+            runs.atomic_write_text(tmp_path / f"f{mask}", "x")
+            assert stat.S_IMODE((tmp_path / f"f{mask}").stat().st_mode) == mode
+    finally:
+        os.umask(old)
+
+
+def test_class_folders_colliding_after_cleaning_are_refused_and_hidden_ones_are_logged(tmp_path, toy_root, capsys):
+    from PIL import Image
+
+    root = tmp_path / "folder"
+    for name in ("a_b", "a b", "...", "..x"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8)).save(root / name / f"{i}.png")
+    p = params.from_dict({"base": "demo", "dataset": "imagefolder", "data_root": str(root), "shots": 1,
+                          "ablation_shots": [1], "runs_root": str(tmp_path / "runs")})
+    with pytest.raises(DataDreamError, match="'a b' and 'a_b' both become 'a b'"):
+        data.build_split(p)
+    out = capsys.readouterr().out
+    assert "skipping hidden folder" in out and f"{root / '...'}" in out and f"{root / '..x'}" in out
+
+
+# --- one line where a traceback was -------------------------------------------------------------
+
+def _one_line(code, err):
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_device_params_file_and_override_are_one_line(tmp_path, toy_root, capsys):
+    _one_line(*_main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), "--set", "device=tpu"))
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)))
+    _one_line(*_main(capsys, str(binary)))
+    _one_line(*_main(capsys, str(tmp_path)))  # a folder
+    _one_line(*_main(capsys, "params/demo.yaml", "--set", "shots=[4"))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unwritable_runs_root_is_one_line(tmp_path, toy_root, capsys):
+    a_file = tmp_path / "runs_file"
+    a_file.write_text("not a folder")
+    code, err = _main(capsys, "params/demo.yaml", "--set", f"runs_root={a_file}", "--set", f"data_root={toy_root}")
+    _one_line(code, err)
+    assert "is a file" in err
+    if os.geteuid() != 0:  # root writes through permissions
+        locked = tmp_path / "read_only"
+        locked.mkdir(mode=0o500)
+        code, err = _main(capsys, "params/demo.yaml", "--set", f"runs_root={locked}", "--set", f"data_root={toy_root}")
+        _one_line(code, err)
+        assert "not writable" in err
+
+
+def test_an_os_error_while_writing_a_run_is_one_line(tmp_path, toy_root, capsys, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "runs" / "demo" / "params.yaml"))
+
+    monkeypatch.setattr(runs, "atomic_write_text", full_disk)
+    code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root))
+    _one_line(code, err)
+    assert "No space left on device" in err and "params.yaml" in err
+
+
+def test_a_file_base_resolves_however_the_preset_is_passed(monkeypatch, tmp_path):
+    """papermill -f params/paper/fig5_fgvc_aircraft_dset.yaml -p seed 0 injects the file's values, whose
+    base names a file relative to the preset; the notebook still finds it, from any working folder."""
+    fig5 = ROOT / "params" / "paper" / "fig5_fgvc_aircraft_dset.yaml"
+    injected = {**yaml.safe_load(fig5.read_text()), "seed": 0}
+    monkeypatch.chdir(ROOT / "notebooks")
+    from_notebook = params.from_namespace(injected)
+    assert from_notebook == params.load_runs(fig5)[0]
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("base: demo\nshots: 4\nseed: 1\nshots: 8\n")
+    with pytest.raises(DataDreamError, match="'shots' is set twice"):
+        params.load_runs(twice)
+
+
+def test_a_refused_shard_leaves_nothing_behind(tmp_path, toy_root, capsys):
+    code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), "--set", "num_shards=2")
+    assert code == 2 and "train them first" in err
+    assert not (tmp_path / "runs").exists()
