@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from datadream_lib import locks
 from datadream_lib.datasets import DATASETS, Item, Splits, by_class, check_unique_classnames
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import atomic_write_text, check_compatible, open_run, run_dir
@@ -195,6 +196,8 @@ def start_run(p):
     dataset is checked and the split drawn, and only then is the run folder created. Returns (run, split)."""
     folder = run_dir(p)
     check_compatible(p, folder)
+    if folder.is_dir():  # a run another process is writing stops here, before the dataset is read
+        locks.lock_run(folder, p.shard_index, p.num_shards)
     split = FewShotSplit.load(folder / SPLIT_FILE) if (folder / SPLIT_FILE).exists() else build_split(p)
     run = open_run(p, folder)
     if not run.path(SPLIT_FILE).exists():

@@ -1,8 +1,9 @@
 """One writer per run folder: an advisory lock (`fcntl.flock`) on `<run>/.lock`.
 
-A pipeline, a notebook kernel or a script that opens a run for writing holds the lock until it
-exits; a second one is refused at once, with who holds it (host, pid, since when). The kernels a
-pipeline starts for its notebooks inherit its lock (they find its token in the environment).
+A pipeline or a script that opens a run for writing holds the lock until it exits, a notebook from
+its first cell to its last (`pipeline.finish`); a second writer is refused at once, with who holds
+it (host, pid, since when). The kernels a pipeline starts for its notebooks inherit its lock (they
+find its token in the environment).
 Synthesis shards of one run work side by side: each takes the folder's lock shared and its own
 shard's lock exclusively, so two copies of one shard, or a whole run beside a shard, are refused.
 
@@ -27,6 +28,17 @@ LOCK_FILE = ".lock"
 ENV = "DATADREAM_HELD_LOCKS"  # tokens of the locks held by the process that started this one
 
 _held: dict[Path, tuple[int, str]] = {}  # lock file -> (open descriptor, token), for this process
+_INHERITED = os.environ.get(ENV, "")  # the tokens of the process that started this one
+
+
+def _publish() -> None:
+    """Put the tokens of every lock this process holds (and those it inherited) in the environment,
+    for the processes it starts (papermill kernels)."""
+    tokens = ",".join(t for t in (_INHERITED, *(token for _, token in _held.values())) if t)
+    if tokens:
+        os.environ[ENV] = tokens
+    else:
+        os.environ.pop(ENV, None)
 
 
 def _shard_lock(shard_index: int, num_shards: int) -> str:
@@ -43,7 +55,7 @@ def _holder(path: Path) -> dict:
 def _inherited(path: Path) -> bool:
     """The lock is held by the process that started this one (a pipeline running its notebooks)."""
     token = _holder(path).get("token")
-    return bool(token) and token in os.environ.get(ENV, "").split(",")
+    return bool(token) and token in _INHERITED.split(",")
 
 
 def _acquire(path: Path, shared: bool, folder: Path) -> None:
@@ -70,7 +82,7 @@ def _acquire(path: Path, shared: bool, folder: Path) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(holder).encode(), 0)
     _held[path] = (fd, token)
-    os.environ[ENV] = ",".join(t for _, t in _held.values())
+    _publish()
 
 
 def lock_run(folder: Path, shard_index: int = 0, num_shards: int = 1) -> None:
@@ -87,4 +99,4 @@ def release_all() -> None:
     for fd, _ in _held.values():
         os.close(fd)
     _held.clear()
-    os.environ.pop(ENV, None)
+    _publish()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from datadream_lib import data, models, params, runs
+from datadream_lib import data, locks, models, params, runs
 from datadream_lib.errors import DataDreamError
 
 NOTEBOOKS = (
@@ -43,6 +43,14 @@ def setup(namespace: dict):
     print(f"run folder: {run.dir}\ndataset: {split.dataset} ({len(split.classnames)} classes, {p.shots} shots; "
           f"splits: {split.source})\nmodels: {p.models}")
     return p, run, split
+
+
+def finish(run, stage: str) -> bool:
+    """The last cell of every notebook: the stage is done (if its outputs are complete), and the
+    locks this kernel took are released, so the next notebook (another kernel) can open the run."""
+    done = run.finish_stage(stage)
+    locks.release_all()
+    return done
 
 
 def preflight(p) -> None:
@@ -126,6 +134,8 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
 
     folder = runs.run_dir(p)
     runs.check_compatible(p, folder)  # a folder holding another run is refused first,
+    if folder.is_dir():               # then one that another process is writing,
+        locks.lock_run(folder, p.shard_index, p.num_shards)
     check_plan(p, folder)             # then a plan whose stages lack their inputs,
     preflight(p)                      # then an unwritable runs_root and unreachable weights,
     run, split = data.start_run(p)    # then bad data; only then is the run folder created (and locked)

@@ -189,17 +189,18 @@ def source_label(method: str, variant: str) -> str:
 
 def read_manifest(folder: Path) -> list[dict]:
     """One row per image (class, index), from every complete row of every shard's manifest: a torn
-    last line is ignored, and an image listed twice (regenerated after damage) counts once, its
-    latest row."""
-    rows = {}
+    last line is ignored, and an image listed twice (regenerated after damage, perhaps by another
+    shard layout) counts once, by the row that matches the file on disk."""
+    rows: dict[tuple[int, int], list[dict]] = {}
     for path in sorted(Path(folder).glob(MANIFEST_GLOB)):
         for line in path.read_text().splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            rows[row["class_index"], row["index"]] = row
-    return list(rows.values())
+            rows.setdefault((row["class_index"], row["index"]), []).append(row)
+    return [listed[-1] if len(listed) == 1 else
+            ([r for r in listed if image_damage(folder, r) is None] or listed)[-1] for listed in rows.values()]
 
 
 def image_damage(folder: Path, row: dict) -> Optional[str]:

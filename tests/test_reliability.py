@@ -91,6 +91,17 @@ def test_two_copies_of_the_same_command_one_runs_the_other_is_refused(tmp_path, 
     assert second.returncode == 2 and f"process {first.pid}" in second.stderr
 
 
+def test_a_notebook_holds_its_run_from_its_first_cell_to_its_last(demo_run):
+    """In JupyterLab, notebook 01's kernel stays alive after its last cell: notebook 02 (another
+    kernel) must then be able to open the run."""
+    p, run, split = demo_run()  # what a notebook's first cell does (pipeline.setup)
+    refused = _try_lock(run.dir)
+    assert refused.returncode == 2 and f"process {os.getpid()}" in refused.stdout
+    adaptation.run(p, run, split, progress=False)
+    assert pipeline.finish(run, "adaptation")  # the last cell
+    assert _try_lock(run.dir).returncode == 0
+
+
 def test_shards_work_side_by_side_but_a_shard_twice_or_a_whole_run_beside_them_is_refused(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
@@ -111,6 +122,13 @@ def test_a_manifest_never_counts_an_image_twice(tmp_path):
     (tmp_path / "manifest-000-of-001.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + rows))
     (tmp_path / "manifest-000-of-002.jsonl").write_text(json.dumps(rows[0]) + "\n")
     assert sorted((r["class_index"], r["index"]) for r in synthesis.read_manifest(tmp_path)) == [(0, 0), (0, 1)]
+    # listed twice with different sizes (regenerated under another shard layout): the row matching the file wins
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "0.png").write_bytes(b"x" * 7)
+    (tmp_path / "manifest-000-of-001.jsonl").write_text(json.dumps({**rows[0], "bytes": 7}) + "\n")
+    (tmp_path / "manifest-001-of-002.jsonl").write_text(json.dumps({**rows[0], "bytes": 9}) + "\n")
+    (tmp_path / "manifest-000-of-002.jsonl").unlink()
+    assert [r["bytes"] for r in synthesis.read_manifest(tmp_path)] == [7]
 
 
 # --- nothing outside runs_root -------------------------------------------------------------------
