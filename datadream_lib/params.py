@@ -215,6 +215,9 @@ def _check_value(name: str, value: Any) -> Any:
         if not math.isfinite(value):
             raise DataDreamError(f"{where} must be a finite number, got {value!r} ({meta['help']}).")
     elif base_type is str:
+        if isinstance(value, dict):  # YAML reads an unquoted {name} as a mapping
+            raise DataDreamError(f"{where} must be a string, got the mapping {value!r}; quote a value with braces, "
+                                 f"e.g. run_name: \"eurosat_seed{{seed}}\" (or --set 'run_name=\"eurosat_seed{{seed}}\"').")
         if not isinstance(value, str) or not value:
             raise DataDreamError(f"{where} must be a non-empty string, got {value!r}.")
     _check_range(where, value, meta)

@@ -137,8 +137,8 @@ def test_a_manifest_never_counts_an_image_twice(tmp_path):
                                   "x{seed!r}"])
 def test_run_name_cannot_leave_runs_root(tmp_path, toy_root, capsys, name):
     before = sorted(p.name for p in tmp_path.iterdir())
-    code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), "--set", f"run_name={name}")
-    assert code == 2 and "run_name" in err and err.count("\n") == 1
+    code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), "--set", f'run_name="{name}"')
+    assert code == 2 and f"run_name {name!r}" in err and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written anywhere
     assert not (ROOT / "params.yaml").exists() and (ROOT / "notebooks" / "01_adaptation.ipynb").exists()
     assert not os.path.exists("/tmp/absolute_run")
