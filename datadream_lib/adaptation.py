@@ -126,9 +126,7 @@ def save_adapter(pipe, p, folder: Path, info: Optional[dict] = None) -> None:
     StableDiffusionPipeline.save_lora_weights(
         tmp, unet_lora_layers=unet_layers, text_encoder_lora_layers=text_layers, safe_serialization=True,
         unet_lora_adapter_metadata=config, text_encoder_lora_adapter_metadata=text_config)
-    weights = tmp / LORA_FILE
-    _canonical_header(weights)
-    data = weights.read_bytes()
+    data = _canonical_header(tmp / LORA_FILE)
     write_json(tmp / "adapter.json", {**(info or {}), "weights_bytes": len(data),
                                       "weights_sha256": hashlib.sha256(data).hexdigest()})
     if folder.exists():
@@ -136,14 +134,17 @@ def save_adapter(pipe, p, folder: Path, info: Optional[dict] = None) -> None:
     tmp.rename(folder)
 
 
-def _canonical_header(path: Path) -> None:
-    """Rewrite a safetensors file's JSON header with sorted keys. safetensors writes its metadata in
-    hash-map order, so two identical adapters would differ in bytes; the tensor data is untouched."""
+def _canonical_header(path: Path) -> bytes:
+    """Rewrite a safetensors file's JSON header with sorted keys (safetensors writes its metadata in
+    hash-map order, so two identical adapters would differ in bytes); the tensor data is untouched.
+    Returns the file's new bytes."""
     raw = path.read_bytes()
     size = int.from_bytes(raw[:8], "little")
     header = json.dumps(json.loads(raw[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)  # safetensors pads its header to 8 bytes
-    path.write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + size:])
+    data = len(header).to_bytes(8, "little") + header + raw[8 + size:]
+    path.write_bytes(data)
+    return data
 
 
 def adapter_damage(folder: Path, full: bool = True) -> Optional[str]:

@@ -129,7 +129,7 @@ def check_run_name(name: str) -> None:
 
 
 def run_dir(p) -> Path:
-    check_run_name(p.run_name)
+    """runs_root/run_name (validation has made run_name one plain folder name: see check_run_name)."""
     return project_path(p.runs_root) / p.run_name
 
 
