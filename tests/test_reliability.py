@@ -133,15 +133,17 @@ def test_a_manifest_never_counts_an_image_twice(tmp_path):
 
 # --- nothing outside runs_root -------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["..", ".", "../../escaped", "/tmp/absolute_run", "a/b", ".hidden", "{seed.__class__}",
-                                  "x{seed!r}"])
+@pytest.mark.parametrize("name", ["..", ".", "../../escaped", "<tmp_path>/absolute_run", "a/b", ".hidden",
+                                  "{seed.__class__}", "x{seed!r}"])
 def test_run_name_cannot_leave_runs_root(tmp_path, toy_root, capsys, name):
+    # the absolute name points inside this test's own folder, so a leftover elsewhere cannot decide the test
+    name = name.replace("<tmp_path>", str(tmp_path))
     before = sorted(p.name for p in tmp_path.iterdir())
     code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), "--set", f'run_name="{name}"')
     assert code == 2 and f"run_name {name!r}" in err and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written anywhere
     assert not (ROOT / "params.yaml").exists() and (ROOT / "notebooks" / "01_adaptation.ipynb").exists()
-    assert not os.path.exists("/tmp/absolute_run")
+    assert not (tmp_path / "absolute_run").exists()
 
 
 def test_run_name_braces_take_plain_parameter_values():
