@@ -11,6 +11,7 @@ object (and writes it to --out).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from datadream_lib import adaptation, classification, data, models, params, runs, synthesis
+from datadream_lib import adaptation, classification, methods, models, params, runs, splits, synthesis
 
 
 def _sync(device):
@@ -60,7 +61,7 @@ def main(argv=None) -> dict:
     device = models.resolve_device(p)
     report = {"models": args.models, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "autocast": str(models.autocast_dtype(p, device)), "resolution": p.resolution}
-    run, split = data.start_run(p)
+    run, split = splits.start_run(p)
 
     # Adaptation: a few steps of eq. 3 on the full model (batch 8).
     _reset(device)
@@ -77,14 +78,16 @@ def main(argv=None) -> dict:
     _reset(device)
 
     # Synthesis: one batch with the adapter loaded, through the registered DataDream method.
-    method = synthesis.METHODS["datadream"](p, run, split)
-    method.check()
+    method = methods.get(p, run, split)
+    method.check_prepared()
+    method.load()
     method.begin_class(0)
-    batch = [job for job in synthesis.all_jobs(p, split) if job.class_index == 0][: args.synth_batch]
+    batch = [dataclasses.replace(job, plan=method.plan(job))
+             for job in synthesis.all_jobs(p, split) if job.class_index == 0][: args.synth_batch]
     method.generate(batch[:1])  # warm-up (kernels, allocator)
     _sync(device)
     started = time.time()
-    images = method.generate(batch)
+    images = [image for image, _ in method.generate(batch)]
     _sync(device)
     seconds = time.time() - started
     report["synthesis"] = {"images": len(images), "steps": args.steps, "guidance": p.guidance_scale, "seconds": round(seconds, 2),

@@ -3,14 +3,21 @@
 One module per concept of the paper:
 
     params          every setting, typed and validated, with the paper defaults
-    data            datasets, class names, prompts, nested few-shot splits
+    datasets        the ten benchmarks and any image folder: files, splits, class names, prompt prefixes
+    splits          prompts, class folders, the nested few-shot split of a run (split.json)
     models          Stable Diffusion 2.1 and CLIP ViT-B/16: pretrained, tiny, or full-size random
-    adaptation      DataDream LoRA on SD's text encoder and UNet attention (dset / cls)
-    synthesis       N images per class, one seeded generator per image, resumable manifest
+    methods/        the generation methods, one module each behind one interface: DataDream,
+                    Stable Diffusion, IsSynth (Real Guidance), DISEF
+    adaptation      DataDream's LoRA on SD's text encoder and UNet attention (dset / cls)
+    synthesis       the engine: N images per class, one seeded generator per image, resumable
+    catalog         the generated images as the manifests list them (read by everything downstream)
     classification  CLIP + LoRA on real, synthetic, or both (lambda-weighted), selected on val
     fid             per-class FID / KID between synthetic and real images
+    ablations       Fig. 5: images per class and real shots
     figures         Fig. 3, Fig. 4, Fig. 5 and a Table-1-style table, from result files only
-    runs            the run folder: recorded parameters, stage markers, atomic writes
+    results         Table 1 and the figures rebuilt from many runs, beside the paper's numbers
+    stages          the stages of a run: name, notebook, function
+    runs, locks     the run folder: recorded parameters, stage markers, atomic writes, one writer
     pipeline        `python -m datadream_lib.pipeline PARAMS.yaml`: the notebooks, in order
 """
 

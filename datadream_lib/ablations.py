@@ -18,15 +18,15 @@ from __future__ import annotations
 import pandas as pd
 from tqdm.auto import tqdm
 
-from datadream_lib import adaptation, classification, synthesis
-from datadream_lib.data import FewShotSplit
+from datadream_lib import classification, stages
 from datadream_lib.results import method_label
 from datadream_lib.runs import Run, open_run
+from datadream_lib.splits import FewShotSplit
 
 
 def _rows(p, ablation: str, results: dict, images_per_class: int, shots: int) -> list[dict]:
-    return [{"ablation": ablation, "dataset": p.dataset, "method": method_label(setting, p.synth_method, p.variant),
-             "setting": setting, "variant": p.variant, "images_per_class": images_per_class, "shots": shots,
+    return [{"ablation": ablation, "dataset": p.dataset, "method": method_label(setting, r.get("source")),
+             "setting": setting, "source": r.get("source"), "images_per_class": images_per_class, "shots": shots,
              "top1": r["top1"], "seed": p.seed}
             for setting, r in results.items()]
 
@@ -38,9 +38,9 @@ def images_per_class(p, run: Run, split: FewShotSplit, progress: bool = True) ->
         return pd.DataFrame(rows)
     for n in tqdm(p.ablation_images_per_class, desc="images per class", disable=not progress):
         if n == p.images_per_class:
-            results = classification.run(p, run, split, progress=False, settings=settings)
+            results = classification.classify(p, run, split, progress=False, settings=settings)
         else:
-            results = classification.run(p, run, split, progress=False, settings=settings,
+            results = classification.classify(p, run, split, progress=False, settings=settings,
                                          out_root=run.path("ablations", "images_per_class", f"n{n}"), images_per_class=n)
         rows += _rows(p, "images_per_class", results, n, p.shots)
     return pd.DataFrame(rows)
@@ -54,14 +54,15 @@ def shots(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFra
             sub_p = p.replace(shots=k, run_name=f"{p.run_name}_shots_k{k}")
             sub = open_run(sub_p, run.path("ablations", "shots", f"k{k}"))
             if any(s in classification.SYNTHETIC_SETTINGS for s in p.ablation_settings):
-                adaptation.run(sub_p, sub, split, progress=False)
-                synthesis.run(sub_p, sub, split, progress=False)
-        results = classification.run(sub_p, sub, split, progress=False, settings=p.ablation_settings)
+                for stage in stages.GENERATION:  # the method's preparation and images, at K shots
+                    stages.BY_NAME[stage].load()(sub_p, sub, split, progress=False)
+        results = classification.classify(sub_p, sub, split, progress=False, settings=p.ablation_settings)
         rows += _rows(p, "shots", results, p.images_per_class, k)
     return pd.DataFrame(rows)
 
 
-def run(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame:
+def ablate(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame:
+    """The ablations stage: both grids of Fig. 5 (ablations/results.csv)."""
     table = pd.concat([images_per_class(p, run, split, progress), shots(p, run, split, progress)], ignore_index=True)
     out = run.path("ablations", "results.csv")
     out.parent.mkdir(parents=True, exist_ok=True)

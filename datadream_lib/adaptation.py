@@ -33,20 +33,13 @@ from torchvision import transforms
 from tqdm.auto import tqdm
 
 from datadream_lib import models
-from datadream_lib.data import FewShotSplit, load_rgb
+from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import Run, read_json, write_json
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 LORA_FILE = "pytorch_lora_weights.safetensors"
-
-
-def needs_adapters(p) -> bool:
-    """Whether the run's generation method reads DataDream adapters."""
-    from datadream_lib.synthesis import METHODS
-
-    return METHODS[p.synth_method].uses_adapters
 
 
 def dset_steps(n_classes: int, shots: int, epochs: int, batch_size: int) -> int:
@@ -166,8 +159,6 @@ def adapter_damage(folder: Path, full: bool = True) -> Optional[str]:
 
 def damaged_adapters(p, run: Run, split: FewShotSplit) -> list[str]:
     """The saved adapters of the run that cannot be used (a cheap check: sizes), for the pipeline."""
-    if not needs_adapters(p):
-        return []
     return [f"{job.folder(run, p.variant)}: {why}" for job in adapter_jobs(p, split)
             if (why := adapter_damage(job.folder(run, p.variant), full=False))]
 
@@ -262,11 +253,9 @@ def remove_lora(pipe) -> None:
             module.delete_adapters(names) if hasattr(module, "delete_adapters") else module.delete_adapter(names)
 
 
-def run(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
-    """Train every adapter the variant needs; adapters already saved are kept (resume per class)."""
-    if not needs_adapters(p):
-        run.outputs_complete("adaptation", skipped=f"synth_method {p.synth_method!r} uses no adapter")
-        return {}
+def train_adapters(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
+    """Train every adapter the variant needs; adapters already saved are kept (resume per class).
+    Returns, per adapter, its record (steps, losses, seconds, ...)."""
     device = models.resolve_device(p)
     jobs = adapter_jobs(p, split)
     prompts = split.prompts()
@@ -290,8 +279,6 @@ def run(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
         save_adapter(pipe, p, folder, info)
         summary[job.name] = info
         remove_lora(pipe)
-    total = sum(s["steps"] for s in summary.values())
-    run.outputs_complete("adaptation", variant=p.variant, adapters=len(summary), total_steps=total)
     return summary
 
 

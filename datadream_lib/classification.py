@@ -36,8 +36,8 @@ from torchvision import transforms
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from datadream_lib import models
-from datadream_lib.data import FewShotSplit, load_rgb
+from datadream_lib import catalog, models
+from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import Run, read_json, write_json
 
@@ -217,6 +217,15 @@ def pooled_loss(logits, targets, is_real, real_weight: float) -> torch.Tensor:
     return loss
 
 
+def teacher_loss(logits, teacher_logits, mask, temperature: float) -> torch.Tensor:
+    """IsSynth's soft cross-entropy towards a frozen zero-shot teacher on the samples of `mask`:
+    -sum softmax(teacher / T) * log_softmax(student / T), averaged over those samples (none: 0)."""
+    if not mask.any():
+        return logits.new_zeros(())
+    target = F.softmax(teacher_logits[mask].float() / temperature, dim=-1)
+    return -(target * F.log_softmax(logits[mask].float() / temperature, dim=-1)).sum(-1).mean()
+
+
 def lr_lambda(total_steps: int, warmup_steps: int, base_lr: float, min_lr: float):
     """Linear warm-up, then cosine to min_lr, per iteration (as a LambdaLR factor)."""
     def factor(step: int) -> float:
@@ -272,8 +281,9 @@ def per_class_accuracy(preds, labels, classnames) -> dict[str, float]:
 
 
 def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader, device, image_size,
-        progress: bool = True) -> tuple[list[dict], int]:
-    """Train; after every epoch score val and keep the best LoRA state (ties: the earlier epoch)."""
+        progress: bool = True, teacher: Optional[CLIPClassifier] = None) -> tuple[list[dict], int]:
+    """Train; after every epoch score val and keep the best LoRA state (ties: the earlier epoch).
+    With a `teacher` (clf_teacher_weight > 0), its soft cross-entropy on the synthetic samples is added."""
     amp = models.autocast_dtype(p, device)
     n_classes = model.prompt_tokens.shape[0]
     repeat = max(1, p.images_per_class // p.shots)
@@ -294,6 +304,11 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
             with models.autocast(device, amp):
                 logits = model(images.to(device, non_blocking=True))
             loss = pooled_loss(logits, targets.to(device), is_real.to(device), real_weight)
+            if teacher is not None:
+                with torch.no_grad(), models.autocast(device, amp):
+                    teacher_logits = teacher(images.to(device, non_blocking=True))
+                loss = loss + p.clf_teacher_weight * teacher_loss(logits, teacher_logits, ~is_real.to(device),
+                                                                   p.clf_teacher_temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -311,8 +326,10 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
     return history, best_epoch
 
 
-def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, progress: bool = True) -> dict:
-    """One classifier setting, start to finish; the test split is read once, by the selected model."""
+def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, progress: bool = True,
+                       source: Optional[str] = None) -> dict:
+    """One classifier setting, start to finish; the test split is read once, by the selected model.
+    `source` names the synthetic images in tables (e.g. "DataDream-dset")."""
     device = models.resolve_device(p)
     amp = models.autocast_dtype(p, device)
     model, trainable, image_size = build_classifier(p, split)
@@ -326,26 +343,31 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
     started = time.time()
     history, best_epoch = [], 0
     if setting != "zero_shot":
-        history, best_epoch = fit(model, trainable, p, real, synth, val_loader, device, image_size, progress)
+        teacher = None
+        if p.clf_teacher_weight > 0 and synth:  # IsSynth's option: the frozen zero-shot CLIP as a teacher
+            clip, tokenizer, _ = models.load_clip(p)
+            teacher = CLIPClassifier(clip, tokenizer, split.classifier_prompts()).to(device).eval().requires_grad_(False)
+        history, best_epoch = fit(model, trainable, p, real, synth, val_loader, device, image_size, progress, teacher)
     val_top1 = history[best_epoch - 1]["val_top1"] if history else accuracy(*predict(model, val_loader, device, amp))
     test_loader = _loader(ImageList(split.test, evaluation), p, False, 0, p.clf_batch_size * 2, device)
     preds, labels = predict(model, test_loader, device, amp)  # the one read of the test split
     return {
         "setting": setting, "dataset": split.dataset, "seed": p.seed, "shots": p.shots,
-        "synth_method": p.synth_method if synth else None, "variant": p.variant if synth else None,
+        "synth_method": p.synth_method if synth else None, "source": source if synth else None,
         "images_per_class": (len(synth) // len(split.classnames)) if synth else 0,
         "top1": accuracy(preds, labels), "per_class": per_class_accuracy(preds, labels, split.classnames),
         "val_top1": val_top1, "best_epoch": best_epoch, "selected_on": "val", "test_evaluations": 1,
         "n_real": len(real), "n_synthetic": len(synth), "n_val": len(split.val), "n_test": len(labels),
+        "teacher_weight": p.clf_teacher_weight if synth else 0.0,
         "history": history, "seconds": round(time.time() - started, 2),
     }
 
 
-def run(p, run: Run, split: FewShotSplit, progress: bool = True, settings: Optional[list[str]] = None,
-        out_root: Optional[Path] = None, images_per_class: Optional[int] = None) -> dict[str, dict]:
-    """Every setting in p.clf_settings (or `settings`); a setting whose metrics exist is kept."""
-    from datadream_lib.synthesis import synthetic_items
-
+def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: Optional[list[str]] = None,
+             out_root: Optional[Path] = None, images_per_class: Optional[int] = None) -> dict[str, dict]:
+    """The classification stage: every setting in p.clf_settings (or `settings`, the first
+    `images_per_class` images of each class, into `out_root`: an ablation's cell); a setting whose
+    metrics exist is kept."""
     the_stage = out_root is None and settings is None  # not an ablation's cell
     out_root = out_root or run.path("classification")
     settings = settings or p.clf_settings
@@ -357,8 +379,9 @@ def run(p, run: Run, split: FewShotSplit, progress: bool = True, settings: Optio
             results[setting] = read_json(path)
             continue
         if setting in SYNTHETIC_SETTINGS and synth is None:
-            synth = synthetic_items(run, p.synth_method, images_per_class)
-        results[setting] = train_and_evaluate(p, setting, split, synth or [], progress)
+            synth = catalog.synthetic_items(run, p.synth_method, images_per_class)
+        source = catalog.source_label(catalog.folder(run, p.synth_method)) if synth else None
+        results[setting] = train_and_evaluate(p, setting, split, synth or [], progress, source)
         write_json(path, results[setting])
     if the_stage:
         run.outputs_complete("classification", settings=sorted(path.parent.name for path in out_root.glob("*/metrics.json")))

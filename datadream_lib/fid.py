@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from datadream_lib import models
-from datadream_lib.data import FewShotSplit, load_rgb
+from datadream_lib import catalog, models
+from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.datasets import by_class
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import Run, write_json
@@ -171,16 +171,12 @@ def real_set(p, split: FewShotSplit) -> dict[int, list[str]]:
 
 def per_class(p, run: Run, split: FewShotSplit, progress: bool = True, extractor: Optional[nn.Module] = None) -> pd.DataFrame:
     """One row per (image set, class): FID and KID against the class's real set."""
-    from datadream_lib.synthesis import source_label, synthetic_items
-
     device = models.resolve_device(p)
     extractor = extractor or EXTRACTORS[p.fid_features](p)
     reals = real_set(p, split)
     sets = {}
-    for method_folder in sorted(run.path("synthetic").glob("*")):
-        items = synthetic_items(run, method_folder.name)
-        if items:
-            sets[source_label(method_folder.name, p.variant)] = by_class(items)
+    for label, method_folder in catalog.sources(run).items():
+        sets[label] = by_class(catalog.synthetic_items(run, method_folder.name))
     if not sets:
         raise DataDreamError("no synthetic images in this run; run the synthesis stage first.")
     sets["real val (reference)"] = by_class(split.val)
@@ -197,7 +193,8 @@ def per_class(p, run: Run, split: FewShotSplit, progress: bool = True, extractor
     return pd.DataFrame(rows)
 
 
-def run(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame:
+def analyse(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame:
+    """The FID stage: per-class FID and KID of every image set of the run (fid/per_class.csv)."""
     started = time.time()
     table = per_class(p, run, split, progress)
     out = run.path("fid")

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from datadream_lib.data import FewShotSplit  # noqa: E402
+from datadream_lib.splits import FewShotSplit  # noqa: E402
 
 
 def _save(fig, path: Optional[Path]) -> None:
@@ -31,29 +31,37 @@ def _save(fig, path: Optional[Path]) -> None:
         fig.savefig(path, dpi=150, bbox_inches="tight")
 
 
-def fig3_real_vs_synthetic(split_file: Path, manifest_rows: list[dict], synthetic_root: Path, n_real: int = 4,
-                           n_synthetic: int = 4, classes: Optional[Iterable[int]] = None, path: Optional[Path] = None):
-    """Rows: classes. Left: the first real shots; right: the first synthetic images of that class."""
+def fig3_real_vs_synthetic(split_file: Path, sources: dict[str, Path], n_real: int = 4, n_synthetic: int = 4,
+                           classes: Optional[Iterable[int]] = None, path: Optional[Path] = None):
+    """Rows: classes. Left: the first real shots; then, per source of synthetic images ({label:
+    folder}, e.g. DataDream-dset, IsSynth, DISEF of runs on the same shots), its first images."""
+    from datadream_lib import catalog
+
     split = FewShotSplit.load(split_file)
     classes = list(classes) if classes is not None else list(range(min(6, len(split.classnames))))
-    by_class = {}
-    for row in sorted(manifest_rows, key=lambda r: r["index"]):
-        by_class.setdefault(row["class_index"], []).append(Path(synthetic_root) / row["path"])
-    cols = n_real + n_synthetic
+    blocks = [("real", [split.shot_order[c][:n_real] for c in range(len(split.classnames))], n_real)]
+    for label, folder in sources.items():
+        per_class: dict[int, list[Path]] = {}
+        for row in catalog.accepted(folder, n_synthetic):
+            per_class.setdefault(row["class_index"], []).append(Path(folder) / row["path"])
+        blocks.append((label, [per_class.get(c, []) for c in range(len(split.classnames))], n_synthetic))
+    cols = sum(width for _, _, width in blocks)
     fig, axes = plt.subplots(len(classes), cols, figsize=(1.4 * cols, 1.5 * len(classes)), squeeze=False)
     for r, c in enumerate(classes):
-        images = split.shot_order[c][:n_real] + [None] * (n_real - len(split.shot_order[c][:n_real]))
-        images += by_class.get(c, [])[:n_synthetic]
-        for j in range(cols):
-            ax = axes[r][j]
-            ax.axis("off")
-            if j < len(images) and images[j] is not None:
-                with Image.open(images[j]) as img:
-                    ax.imshow(img.convert("RGB"))
-            if r == 0:
-                ax.set_title("real" if j < n_real else "synthetic", fontsize=8)
+        j = 0
+        for label, images, width in blocks:
+            for k in range(width):
+                ax = axes[r][j]
+                ax.axis("off")
+                if k < len(images[c]):
+                    with Image.open(images[c][k]) as img:
+                        ax.imshow(img.convert("RGB"))
+                if r == 0 and k == 0:
+                    ax.set_title(label, fontsize=8, loc="left")
+                j += 1
         axes[r][0].text(-0.1, 0.5, split.classnames[c], transform=axes[r][0].transAxes, ha="right", va="center", fontsize=8)
-    fig.suptitle("Real few-shot images (left) and DataDream synthetic images (right)", fontsize=9)
+    names = ", ".join(sources) or "none yet"
+    fig.suptitle(f"Real few-shot images (left) and synthetic images ({names})", fontsize=9)
     _save(fig, path)
     return fig
 

@@ -188,23 +188,28 @@ def load_sd_pipeline(p):
                                 f"`hf download {p.sd_model} --local-dir /models/sd21-base`, then sd_model: /models/sd21-base") from None
 
 
-def check_sd_reachable(p) -> None:
-    """Cheap preflight: the SD weights are a local folder or in (or reachable into) the hub cache."""
-    if p.models != "pretrained":
-        return
-    local = Path(p.sd_model).expanduser()
+def check_hub_folder(what: str, name: str, parameter: str, marker: str, local_files_only: bool, local_hint: str) -> None:
+    """Cheap preflight of a transformers / diffusers model: a local folder holding `marker`, or a hub
+    repository whose `marker` is in (or reachable into) the hub cache. `parameter` names the setting."""
+    local = Path(name).expanduser()
     if local.is_dir():
-        if not (local / "model_index.json").exists():
-            raise DataDreamError(f"sd_model folder {str(local)!r} has no model_index.json; it must be a diffusers "
-                                 f"model folder (e.g. a download of stabilityai/stable-diffusion-2-1-base).")
+        if not (local / marker).exists():
+            raise DataDreamError(f"{parameter} folder {str(local)!r} has no {marker}; it must be a {what} model folder "
+                                 f"as the hub holds it ({local_hint}).")
         return
     from huggingface_hub import hf_hub_download
 
     try:
-        hf_hub_download(p.sd_model, "model_index.json", local_files_only=p.local_files_only)
+        hf_hub_download(name, marker, local_files_only=local_files_only)
     except Exception as exc:  # offline, unknown repo, gated: all mean "not reachable"
-        raise model_unreachable("Stable Diffusion", p.sd_model, exc,
-                                f"`hf download {p.sd_model} --local-dir /models/sd21-base`, then sd_model: /models/sd21-base") from None
+        raise model_unreachable(what, name, exc, local_hint) from None
+
+
+def check_sd_reachable(p) -> None:
+    """Cheap preflight: the SD weights are a local folder or in (or reachable into) the hub cache."""
+    if p.models == "pretrained":
+        check_hub_folder("Stable Diffusion", p.sd_model, "sd_model", "model_index.json", p.local_files_only,
+                         f"`hf download {p.sd_model} --local-dir /models/sd21-base`, then sd_model: /models/sd21-base")
 
 
 # --- CLIP (open_clip) --------------------------------------------------------------------------
@@ -238,25 +243,28 @@ def load_clip(p):
 
 
 def check_clip_reachable(p) -> None:
-    """Preflight: the CLIP checkpoint is a local file, or its tag's weights are cached or downloadable."""
-    if p.models != "pretrained":
-        return
+    """Preflight of the classifier's CLIP weights."""
+    if p.models == "pretrained":
+        check_open_clip_reachable(p.clip_model, p.clip_pretrained, "clip_pretrained")
+
+
+def check_open_clip_reachable(model: str, pretrained: str, parameter: str) -> None:
+    """Preflight: an open_clip checkpoint is a local file, or its tag's weights are cached or downloadable."""
     import open_clip
 
-    local = Path(p.clip_pretrained).expanduser()
-    if local.suffix or local.exists() or "/" in p.clip_pretrained:
+    local = Path(pretrained).expanduser()
+    if local.suffix or local.exists() or "/" in pretrained:
         if not local.is_file():
-            raise DataDreamError(f"clip_pretrained {p.clip_pretrained!r} is not a file; give an open_clip checkpoint "
+            raise DataDreamError(f"{parameter} {pretrained!r} is not a file; give an open_clip checkpoint "
                                  f"(e.g. open_clip_model.safetensors) or a tag such as 'openai'.")
         return
-    cfg = open_clip.get_pretrained_cfg(p.clip_model, p.clip_pretrained)
+    cfg = open_clip.get_pretrained_cfg(model, pretrained)
     if not cfg:
-        tags = open_clip.list_pretrained_tags_by_model(p.clip_model)
-        raise DataDreamError(f"clip_pretrained {p.clip_pretrained!r} is not a pretrained tag of {p.clip_model!r}; "
-                             f"valid tags: {tags}.")
+        tags = open_clip.list_pretrained_tags_by_model(model)
+        raise DataDreamError(f"{parameter} {pretrained!r} is not a pretrained tag of {model!r}; valid tags: {tags}.")
     try:
         open_clip.pretrained.download_pretrained(cfg)
     except Exception as exc:
-        raise model_unreachable("CLIP", f"{p.clip_model} / {p.clip_pretrained}", exc,
+        raise model_unreachable("CLIP", f"{model} / {pretrained}", exc,
                                 f"open_clip's {cfg.get('hf_hub', '')} file open_clip_model.safetensors; then "
-                                f"clip_pretrained: /models/clip/open_clip_model.safetensors") from None
+                                f"{parameter}: /models/clip/open_clip_model.safetensors") from None

@@ -30,7 +30,8 @@ from typing import Any, Optional
 import yaml
 
 from datadream_lib.errors import DataDreamError
-from datadream_lib.runs import STAGES, check_run_name
+from datadream_lib.runs import check_run_name
+from datadream_lib.stages import NAMES as STAGES
 
 CLASSIFIER_SETTINGS = ("zero_shot", "real_finetune", "synthetic", "synthetic_real")
 MODEL_PRESETS = ("pretrained", "tiny", "full_random")
@@ -94,11 +95,19 @@ class Params:
     adapt_train_text_encoder: bool = _field(True, "LoRA on the text encoder as well as the UNet")
 
     # --- synthesis (hyperparameters.md section 2) ----------------------------------------------
-    synth_method: str = _field("datadream", "a name from datadream_lib.synthesis.METHODS")
+    synth_method: str = _field("datadream", "the generation method: a name from datadream_lib.methods.METHODS")
     images_per_class: int = _field(500, "synthetic images per class", min=1)
-    num_inference_steps: int = _field(50, "sampler steps", min=1)
-    guidance_scale: float = _field(2.0, "classifier-free guidance scale", min=0.0)
-    scheduler: str = _field("pndm", f"sampler: one of {list(SCHEDULERS)} or any diffusers scheduler class name, e.g. 'KDPM2DiscreteScheduler'")
+    # unset (None): the method's own value (DataDream: PNDM, 50, 2.0; IsSynth: PNDM, 50, 3.0, strength
+    # by K; DISEF: DPM-Solver++, 20, 8.0, 0.75); the values used are recorded in the run's params.yaml
+    num_inference_steps: Optional[int] = _field(None, "sampler steps (unset: the method's)", min=1)
+    guidance_scale: Optional[float] = _field(None, "classifier-free guidance scale (unset: the method's)", min=0.0)
+    scheduler: Optional[str] = _field(None, f"sampler: one of {list(SCHEDULERS)} or any diffusers scheduler class name, e.g. 'KDPM2DiscreteScheduler' (unset: the method's)")
+    strength: Optional[float] = _field(None, "img2img methods: how far a real shot is noised before denoising, 0-1 (unset: the method's; IsSynth: by K)", min=0.0, max=1.0)
+    filter_attempts: int = _field(12, "DISEF: attempts per image until the CLIP filter assigns it to its class (then the most probable attempt is kept)", min=1)
+    caption_model: str = _field("llava-hf/llava-1.5-7b-hf", "DISEF: the captioner, a hub id or local folder of a transformers LLaVA model (models: pretrained)")
+    caption_max_tokens: int = _field(120, "DISEF: the longest caption LLaVA may write, in its tokens", min=1)
+    filter_model: str = _field("ViT-H-14", "DISEF: the open_clip architecture of the CLIP filter")
+    filter_pretrained: str = _field("laion2b_s32b_b79k", "DISEF: the filter's open_clip pretrained tag, or a local checkpoint file (models: pretrained)")
     synth_batch_size: int = _field(10, "images per UNet batch: shards and resumes are bit-identical at a fixed batch size; another size changes pixels by roundoff only", min=1, identity=False)
     shard_index: int = _field(0, "this process's shard of the synthesis jobs", min=0, identity=False)
     num_shards: int = _field(1, "number of synthesis shards", min=1, identity=False)
@@ -115,6 +124,8 @@ class Params:
     clf_lora_alpha: int = _field(32, "LoRA alpha", min=1)
     clf_lora_dropout: float = _field(0.1, "LoRA dropout", min=0.0, max=1.0)
     real_loss_weight: float = _field(0.8, "lambda of eq. 4: weight of the real loss in synthetic_real", min=0.0, max=1.0)
+    clf_teacher_weight: float = _field(0.0, "IsSynth's classifier option: weight of a soft cross-entropy on the synthetic samples towards the frozen zero-shot CLIP (0 = off, as in Table 1; the authors: 0.5)", min=0.0)
+    clf_teacher_temperature: float = _field(2.0, "temperature of that soft cross-entropy (the authors: 2)", min=0.01)
     mix_aug_prob: float = _field(0.0, "probability of CutMix-or-MixUp per step (one coin per batch); the authors' code has it at 0.2 but their released scripts run with it off", min=0.0, max=1.0)
 
     # --- FID analysis (hyperparameters.md section 5) -------------------------------------------
@@ -128,14 +139,21 @@ class Params:
     ablation_settings: list = _field(["synthetic", "synthetic_real", "real_finetune"], "classifier settings of the ablations (settings without synthetic images, e.g. Real-finetune, vary only with the real shots)", choices=CLASSIFIER_SETTINGS)
 
     def to_dict(self) -> dict:
+        """Every value the run uses (a method's defaults filled in): what params.yaml records."""
         return dataclasses.asdict(self)
+
+    def given(self) -> dict:
+        """The values as set, with those the method filled left unset (None): what a changed copy
+        (another method, another K) starts from."""
+        return {**self.to_dict(), **{name: None for name in getattr(self, "_from_method", ())}}
 
     def identity(self) -> dict:
         """The values that define what a run computes (not how it is executed)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["identity"]}
 
     def replace(self, **changes) -> "Params":
-        return from_dict({**self.to_dict(), **changes}, base="paper")
+        """A copy with `changes`; a method default follows the copy's method and K."""
+        return from_dict({**self.given(), **changes}, base="paper")
 
     @property
     def max_shots(self) -> int:
@@ -166,6 +184,7 @@ DEMO: dict[str, Any] = {
     "ablation_images_per_class": [4, 8],
     "ablation_shots": [1, 2],
     "ablation_settings": ["synthetic_real", "real_finetune"],
+    "caption_max_tokens": 12,
 }
 BASES: dict[str, dict[str, Any]] = {"paper": {}, "demo": DEMO}
 
@@ -300,19 +319,36 @@ def from_dict(values: dict, base: Optional[str] = None) -> Params:
     if "{" in params.run_name or "}" in params.run_name:
         params = dataclasses.replace(params, run_name=_format_run_name(params.run_name, params.to_dict()))
     check_run_name(params.run_name)
+    params = _fill_method_defaults(params)
     _check_consistency(params)
     return params
 
 
+def _fill_method_defaults(p: Params) -> Params:
+    """The method's sampler, steps, guidance and strength where they are unset (remembered, so that
+    `replace` and `given` can tell them from values set by hand)."""
+    from datadream_lib.methods import GENERATION_PARAMETERS, METHODS
+
+    if p.synth_method not in METHODS:
+        raise DataDreamError(f"parameter 'synth_method': {p.synth_method!r} is unknown; valid methods: {sorted(METHODS)}."
+                             f"{_nearest(p.synth_method, METHODS)}")
+    defaults = METHODS[p.synth_method].defaults(p.shots)
+    if p.strength is not None and defaults.get("strength") is None:
+        raise DataDreamError(f"parameter 'strength' ({p.strength}) applies to img2img methods; synth_method "
+                             f"{p.synth_method!r} generates from text. Remove it, or pick an img2img method "
+                             f"(e.g. issynth).")
+    filled = {name: defaults.get(name) for name in GENERATION_PARAMETERS if getattr(p, name) is None}
+    out = dataclasses.replace(p, **filled)
+    object.__setattr__(out, "_from_method", tuple(filled))
+    return out
+
+
 def _check_consistency(p: Params) -> None:
-    from datadream_lib import datasets, synthesis  # registries; imported late to keep this module light
+    from datadream_lib import datasets  # a registry; imported late to keep this module light
 
     if p.dataset not in datasets.DATASETS:
         raise DataDreamError(f"parameter 'dataset': {p.dataset!r} is unknown; valid datasets: {sorted(datasets.DATASETS)}."
                              f"{_nearest(p.dataset, datasets.DATASETS)}")
-    if p.synth_method not in synthesis.METHODS:
-        raise DataDreamError(f"parameter 'synth_method': {p.synth_method!r} is unknown; valid methods: {sorted(synthesis.METHODS)}."
-                             f"{_nearest(p.synth_method, synthesis.METHODS)}")
     if p.scheduler not in SCHEDULERS and not _is_diffusers_scheduler(p.scheduler):
         raise DataDreamError(f"parameter 'scheduler': {p.scheduler!r} is neither one of {list(SCHEDULERS)} nor a diffusers "
                              f"scheduler class.{_nearest(p.scheduler, SCHEDULERS)}")

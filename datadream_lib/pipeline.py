@@ -23,23 +23,15 @@ from pathlib import Path
 
 import yaml
 
-from datadream_lib import data, locks, models, params, runs
+from datadream_lib import locks, methods, models, params, runs, splits, stages
 from datadream_lib.errors import DataDreamError
-
-NOTEBOOKS = (
-    ("adaptation", "01_adaptation.ipynb"),
-    ("synthesis", "02_synthesis.ipynb"),
-    ("classification", "03_classification.ipynb"),
-    ("fid", "04_fid_analysis.ipynb"),
-    ("ablations", "05_ablations.ipynb"),
-)
 
 
 def setup(namespace: dict):
     """The first cell of every notebook: parameters, run folder, split. Returns (P, run, split)."""
     p = params.from_namespace(namespace)
     models.check_device(p)
-    run, split = data.start_run(p)
+    run, split = splits.start_run(p)
     print(f"run folder: {run.dir}\ndataset: {split.dataset} ({len(split.classnames)} classes, {p.shots} shots; "
           f"splits: {split.source})\nmodels: {p.models}")
     return p, run, split
@@ -54,12 +46,14 @@ def finish(run, stage: str) -> bool:
 
 
 def preflight(p) -> None:
-    """Everything that can fail cheaply, before any training."""
+    """Everything that can fail cheaply, before any training: the device, runs_root, and the
+    weights of the method, the classifier and the FID features."""
     from datadream_lib import fid
 
     models.check_device(p)
     check_writable(runs.project_path(p.runs_root))
-    models.check_sd_reachable(p)
+    for check in methods.METHODS[p.synth_method].weights(p):
+        check()
     models.check_clip_reachable(p)
     if p.fid_features == "inception" and "fid" in p.stages:
         fid.InceptionFeatures.state_dict_from(p.inception_weights)  # a local file, the torch hub cache, or a download
@@ -75,39 +69,29 @@ def check_writable(runs_root: Path) -> None:
                              f"folder you can write, or fix its permissions.")
 
 
-def _needs(p) -> dict[str, list[str]]:
-    """For each stage, the stages whose outputs it reads."""
-    from datadream_lib.classification import SYNTHETIC_SETTINGS
-    from datadream_lib.synthesis import METHODS
-
-    reads_images = lambda settings: ["synthesis"] if any(s in SYNTHETIC_SETTINGS for s in settings) else []  # noqa: E731
-    return {"adaptation": [], "synthesis": ["adaptation"] if METHODS[p.synth_method].uses_adapters else [],
-            "classification": reads_images(p.clf_settings), "fid": ["synthesis"],
-            "ablations": reads_images(p.ablation_settings)}
-
-
 def check_plan(p, folder: Path) -> None:
     """Every stage in `stages` finds what it reads: a stage before it in the plan, or already done."""
-    done = {stage for stage in runs.STAGES if (folder / "stages" / f"{stage}.json").exists()}
-    for stage in (s for s in runs.STAGES if s in p.stages):
-        missing = [need for need in _needs(p)[stage] if need not in p.stages and need not in done]
+    done = {stage for stage in stages.NAMES if (folder / "stages" / f"{stage}.json").exists()}
+    for stage in (s for s in stages.NAMES if s in p.stages):
+        missing = [need for need in stages.reads(p, stage) if need not in p.stages and need not in done]
         if missing:
             raise DataDreamError(f"stages {p.stages}: {stage} reads the outputs of {missing[0]}, which is neither in "
                                  f"the plan nor done in {folder}. Add '{missing[0]}' to stages (they run in the "
-                                 f"order {list(runs.STAGES)}).")
-    if p.num_shards > 1 and "adaptation" not in done and _needs(p)["synthesis"]:
-        raise DataDreamError(f"num_shards {p.num_shards}: shards share the run's adapters, so train them first with "
-                             f"num_shards: 1 (notebooks/01_adaptation.ipynb, or the pipeline), then start the shards.")
+                                 f"order {list(stages.NAMES)}).")
+    if p.num_shards > 1 and "adaptation" not in done and stages.reads(p, "synthesis"):
+        raise DataDreamError(f"num_shards {p.num_shards}: shards share the run's prepared inputs ({p.synth_method}), so "
+                             f"prepare them first with num_shards: 1 (notebooks/01_adaptation.ipynb, or the pipeline), "
+                             f"then start the shards.")
 
 
 def damaged_outputs(p, run, split, stage: str) -> list[str]:
     """Outputs of a finished stage that a later stage would trip over (cheap checks)."""
-    from datadream_lib import adaptation, synthesis
+    from datadream_lib import catalog
 
     if stage == "adaptation":
-        return adaptation.damaged_adapters(p, run, split)
+        return methods.get(p, run, split).preparation_damage()
     if stage == "synthesis":
-        return synthesis.damaged_images(p, run)
+        return catalog.damaged_images(catalog.folder(run, p.synth_method))
     return []
 
 
@@ -138,10 +122,10 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
         locks.lock_run(folder, p.shard_index, p.num_shards)
     check_plan(p, folder)             # then a plan whose stages lack their inputs,
     preflight(p)                      # then an unwritable runs_root and unreachable weights,
-    run, split = data.start_run(p)    # then bad data; only then is the run folder created (and locked)
+    run, split = splits.start_run(p)    # then bad data; only then is the run folder created (and locked)
     root = runs.project_root()
     timings = {}
-    for stage, notebook in NOTEBOOKS:
+    for stage, notebook in ((s.name, s.notebook) for s in stages.STAGES):
         if stage not in p.stages:
             continue
         if run.stage_done(stage):
@@ -157,7 +141,7 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
         _keep_previous(out)
         started = time.time()
         print(f"[pipeline] {stage}: executing {notebook} -> {out}", flush=True)
-        papermill.execute_notebook(str(root / "notebooks" / notebook), str(out), parameters={"base": "paper", **p.to_dict()},
+        papermill.execute_notebook(str(root / "notebooks" / notebook), str(out), parameters={"base": "paper", **p.given()},
                                    cwd=str(root), progress_bar=False, log_output=log_output)
         timings[stage] = round(time.time() - started, 1)
         print(f"[pipeline] {stage}: done in {timings[stage]:.1f} s", flush=True)

@@ -25,7 +25,6 @@ import yaml
 from datadream_lib.datasets import BENCHMARKS, DATASETS
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import PARAMS_FILE, project_path
-from datadream_lib.synthesis import source_label
 
 SETTING_LABELS = {
     "zero_shot": "CLIP zero-shot",
@@ -47,6 +46,11 @@ _PAPER_ROWS = {
     "Real-finetune": (73.4, 96.8, 78.3, 93.5, 59.3, 94.0, 87.5, 77.1, 87.6, 98.7, 84.6),
     "DataDream-dset, synthetic + real": (74.1, 96.9, 81.6, 93.4, 72.3, 94.8, 92.4, 77.5, 87.6, 99.4, 87.0),
     "DataDream-cls, synthetic + real": (73.8, 97.6, 81.6, 93.8, None, 94.5, 91.2, 77.5, 87.5, 99.4, 86.5),
+    # the paper's re-runs of the baselines on SD 2.1 (../shared/reference/baselines.md)
+    "IsSynth, synthetic only": (70.0, 95.7, 67.6, 71.3, 34.5, 92.1, 65.9, 72.2, 85.4, 90.0, 74.5),
+    "DISEF, synthetic only": (67.1, 93.4, 66.1, 69.2, 26.8, 91.0, 63.2, 73.5, 85.1, 85.4, 72.1),
+    "IsSynth, synthetic + real": (73.9, 97.4, 81.6, 93.9, 64.8, 92.1, 88.5, 77.7, 86.0, 99.0, 85.5),
+    "DISEF, synthetic + real": (73.8, 97.0, 81.5, 94.0, 64.3, 92.6, 87.9, 77.6, 86.2, 99.0, 85.4),
 }
 
 
@@ -66,11 +70,12 @@ def _paper_table(rows: dict) -> tuple[dict[str, dict[str, float]], set[tuple[str
 PAPER_TABLE1, PAPER_DERIVED = _paper_table(_PAPER_ROWS)
 
 
-def method_label(setting: str, synth_method: Optional[str] = None, variant: Optional[str] = None) -> str:
-    """The Table 1 row of a classifier: its setting, and for synthetic data the source of the images."""
+def method_label(setting: str, source: Optional[str] = None) -> str:
+    """The Table 1 row of a classifier: its setting, and for synthetic data the source of the images
+    ("DataDream-dset, synthetic + real")."""
     if setting in ("zero_shot", "real_finetune"):
         return SETTING_LABELS[setting]
-    return f"{source_label(synth_method or '?', variant or '?')}, {SETTING_LABELS[setting]}"
+    return f"{source or '?'}, {SETTING_LABELS[setting]}"
 
 
 # --- finding and reading runs -------------------------------------------------------------------
@@ -96,16 +101,16 @@ def collect(run_dirs: Iterable[Path]) -> dict[str, pd.DataFrame]:
     metrics, fid, ablations = [], [], []
     for run_dir in run_dirs:
         p = _run_params(run_dir)
-        common = {"run": run_dir.name, "dataset": p["dataset"], "seed": p["seed"], "variant": p["variant"]}
+        common = {"run": run_dir.name, "dataset": p["dataset"], "seed": p["seed"], "synth_method": p["synth_method"]}
         for path in sorted(run_dir.glob("classification/*/metrics.json")):
             m = json.loads(path.read_text())
-            metrics.append({**common, "setting": m["setting"], "method": method_label(m["setting"], m.get("synth_method"), m.get("variant")),
+            metrics.append({**common, "setting": m["setting"], "method": method_label(m["setting"], m.get("source")),
                             "top1": m["top1"], "file": str(path)})
         if (run_dir / "fid" / "per_class.csv").exists():
             fid.append(pd.read_csv(run_dir / "fid" / "per_class.csv").assign(**common))
         if (run_dir / "ablations" / "results.csv").exists():
             ablations.append(pd.read_csv(run_dir / "ablations" / "results.csv").assign(**common))
-    return {"metrics": pd.DataFrame(metrics, columns=["run", "dataset", "seed", "variant", "setting", "method", "top1", "file"]),
+    return {"metrics": pd.DataFrame(metrics, columns=["run", "dataset", "seed", "synth_method", "setting", "method", "top1", "file"]),
             "fid": pd.concat(fid, ignore_index=True) if fid else pd.DataFrame(),
             "ablations": pd.concat(ablations, ignore_index=True) if ablations else pd.DataFrame()}
 
@@ -194,8 +199,29 @@ def write_table1(metrics: pd.DataFrame, out_stem: Path) -> pd.DataFrame:
 
 NOTEBOOK_PARAMETERS = {"run_roots": ["runs"], "out_dir": "figures"}  # notebooks/06_paper_results.ipynb
 
+
+def fig3_sources(run_dirs: Iterable[Path]) -> dict[str, tuple[Path, dict[str, Path]]]:
+    """Per dataset, Fig. 3's images: the split of one seed (the lowest) and, for each source of
+    synthetic images among that seed's runs (DataDream-dset, IsSynth, DISEF, ...), its folder.
+    Runs of one dataset and seed draw the same shots (their split parameters are the same)."""
+    from datadream_lib import catalog
+    from datadream_lib.runs import Run
+
+    by_dataset: dict[str, dict[int, list[Path]]] = {}
+    for run_dir in run_dirs:
+        p = _run_params(run_dir)
+        by_dataset.setdefault(p["dataset"], {}).setdefault(p["seed"], []).append(run_dir)
+    out = {}
+    for dataset, seeds in sorted(by_dataset.items()):
+        chosen = seeds[min(seeds)]
+        sources = {label: folder for run_dir in chosen for label, folder in catalog.sources(Run(run_dir)).items()}
+        if sources:
+            out[dataset] = (chosen[0] / "split.json", sources)
+    return out
+
+
 def rebuild(roots: Iterable[str | Path], out_dir: str | Path = "figures") -> dict:
-    """Table 1 (CSV, Markdown, LaTeX), Fig. 4 per dataset and Fig. 5 per dataset with ablations,
+    """Table 1 (CSV, Markdown, LaTeX), Fig. 3 and Fig. 4 per dataset, Fig. 5 per dataset with ablations,
     from every run under `roots`, into `out_dir`. Returns what it wrote and the tables it read."""
     from datadream_lib import figures
 
@@ -216,6 +242,10 @@ def rebuild(roots: Iterable[str | Path], out_dir: str | Path = "figures") -> dic
         path = out / f"fig4_fid_{dataset}.png"
         figures.fig4_fid_histogram(per_class, path=path, title=f"{dataset}: per-class FID, mean over seeds")
         written[f"fig4_{dataset}"] = path
+    for dataset, (split_file, sources) in fig3_sources(run_dirs).items():
+        path = out / f"fig3_{dataset}.png"
+        figures.fig3_real_vs_synthetic(split_file, sources, path=path)
+        written[f"fig3_{dataset}"] = path
     ablation = tables["ablations"]
     for dataset in sorted(set(ablation.get("dataset", []))):
         metrics = tables["metrics"]

@@ -28,7 +28,6 @@ from datadream_lib import locks
 from datadream_lib.errors import DataDreamError
 
 PARAMS_FILE = "params.yaml"
-STAGES = ("adaptation", "synthesis", "classification", "fid", "ablations")
 
 
 def project_root() -> Path:

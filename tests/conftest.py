@@ -7,7 +7,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from datadream_lib import data, datasets, params  # noqa: E402
+from datadream_lib import datasets, params, splits  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +31,7 @@ def demo_run(make_params):
     """(params, run, split) of a fresh demo run."""
     def make(**overrides):
         p = make_params(**overrides)
-        run, split = data.start_run(p)
+        run, split = splits.start_run(p)
         return p, run, split
     return make
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from datadream_lib import adaptation, models, synthesis
+from datadream_lib import adaptation, methods, models, synthesis
 
 
 def _noise_prediction(pipe, prompt_ids, seed=0):
@@ -51,13 +51,14 @@ def test_cls_adapter_below_eight_shots_trains_every_epoch(k, steps):
 
 def test_cls_variant_trains_one_adapter_per_class_for_epochs_over_its_shots(demo_run):
     p, run, split = demo_run(variant="cls", adapt_epochs=2, shots=1)
-    summary = adaptation.run(p, run, split, progress=False)
+    summary = adaptation.train_adapters(p, run, split, progress=False)
     assert len(summary) == len(split.classnames)
     assert {info["steps"] for info in summary.values()} == {p.adapt_epochs}  # K = 1: one step per epoch
     assert all(len(info["losses"]) == p.adapt_epochs for info in summary.values())
     assert all(info["images"] == 1 and info["batch_size"] == 1 for info in summary.values())
     for c in range(4):
         assert (adaptation.adapter_folder(p, run, c, split) / adaptation.LORA_FILE).exists()
+    assert len(methods.prepare(p, run, split, progress=False)) == 4  # the stage keeps the saved adapters
     assert run.finish_stage("adaptation")
 
 
@@ -85,16 +86,16 @@ def test_saved_adapter_loads_with_load_lora_weights_and_reproduces_images(demo_r
 
 def test_adaptation_loss_falls_on_the_toy_data(demo_run):
     p, run, split = demo_run(adapt_epochs=30, adapt_lr=3e-3, adapt_batch_size=8, adapt_warmup_steps=5)
-    losses = adaptation.run(p, run, split, progress=False)["dset"]["losses"]
+    losses = adaptation.train_adapters(p, run, split, progress=False)["dset"]["losses"]
     quarter = len(losses) // 4
     assert np.mean(losses[-quarter:]) < 0.9 * np.mean(losses[:quarter])
 
 
 def test_adaptation_is_seeded(demo_run, tmp_path):
     p, run, split = demo_run(adapt_epochs=1)
-    a = adaptation.run(p, run, split, progress=False)["dset"]["losses"]
+    a = adaptation.train_adapters(p, run, split, progress=False)["dset"]["losses"]
     from datadream_lib import runs
     other = runs.open_run(p, tmp_path / "again")
-    b = adaptation.run(p, other, split, progress=False)["dset"]["losses"]
+    b = adaptation.train_adapters(p, other, split, progress=False)["dset"]["losses"]
     assert a == b
     assert synthesis.image_seed(0, 1, 2) != synthesis.image_seed(0, 2, 1)

@@ -215,3 +215,28 @@ def test_logits_are_fp32_under_bf16_autocast(make_params, demo_run):
     assert logits.dtype == torch.float32
     want = clip.logit_scale.exp() * F.normalize(image.float(), dim=-1) @ F.normalize(text.float(), dim=-1).t()
     torch.testing.assert_close(logits, want, rtol=1e-6, atol=1e-6)  # the product itself is never rounded to bf16
+
+
+def test_teacher_loss_pulls_the_student_towards_the_zero_shot_teacher():
+    torch.manual_seed(0)
+    teacher = torch.randn(6, 5)
+    student = teacher.clone().requires_grad_(True)
+    synthetic = torch.tensor([True, True, False, True, False, True])
+    classification.teacher_loss(student, teacher, synthetic, 2.0).backward()
+    assert student.grad.abs().max() < 1e-7  # a student equal to its teacher is at the optimum
+    other = torch.randn(6, 5, requires_grad=True)
+    loss = classification.teacher_loss(other, teacher, synthetic, 2.0)
+    target = F.softmax(teacher[synthetic] / 2, -1)
+    assert loss.item() == pytest.approx(-(target * F.log_softmax(other[synthetic] / 2, -1)).sum(-1).mean().item())
+    loss.backward()
+    assert (other.grad[~synthetic] == 0).all()  # only the synthetic samples have a teacher
+    assert classification.teacher_loss(other, teacher, torch.zeros(6, dtype=torch.bool), 2.0).item() == 0
+
+
+def test_the_teacher_option_is_off_by_default_and_changes_training_when_on(demo_run):
+    p, run, split = demo_run(clf_epochs=1)
+    fake_synthetic = split.shots(p.shots)  # any labelled images will do for the loss
+    off = classification.train_and_evaluate(p, "synthetic", split, fake_synthetic, progress=False)
+    on = classification.train_and_evaluate(p.replace(clf_teacher_weight=0.5), "synthetic", split, fake_synthetic, progress=False)
+    assert p.clf_teacher_weight == 0 and off["teacher_weight"] == 0 and on["teacher_weight"] == 0.5
+    assert on["history"][0]["losses"][0] > off["history"][0]["losses"][0]  # the same first batch, a term added

@@ -3,7 +3,7 @@ class names, split reading (official and CoOp), few-shot sampling and the prompt
 
 import pytest
 
-from datadream_lib import data, datasets, params
+from datadream_lib import datasets, params, splits
 from datadream_lib.errors import DataDreamError
 from tests import fake_datasets as fake
 
@@ -32,7 +32,7 @@ def test_the_registry_holds_the_ten_benchmarks_in_the_papers_order():
 def test_benchmark_loads_from_its_fake_tree(tmp_path, name):
     expected = fake.MAKERS[name](tmp_path / "data")  # CoOp's names
     p = _params(tmp_path, name, class_names="coop")
-    split = data.build_split(p)
+    split = splits.build_split(p)
     assert split.classnames == expected
     assert not any("_" in c for c in split.classnames)
     dirs = split.class_dirs()
@@ -79,16 +79,16 @@ def test_the_default_class_names_are_the_authors(tmp_path, name, with_coop_file)
                   "val": [(paths[1], c) for c, paths in by_label.items()]}
         chosen["train"] = [it for it in official.train + official.val + official.test if it not in chosen["test"] + chosen["val"]]
         fake.write_coop_split(base / on_disk.coop_file, base / on_disk.coop_images, chosen, expected)
-    split = data.build_split(p)
+    split = splits.build_split(p)
     assert split.prompts() == split.classifier_prompts() == AUTHORS_PROMPTS[name]
     assert split.class_names == "authors"
-    assert data.class_dirname(1, split.classnames[1]) != ""  # "Ram C/V" makes no sub-folder
+    assert splits.class_dirname(1, split.classnames[1]) != ""  # "Ram C/V" makes no sub-folder
     assert all("/" not in d for d in split.class_dirs())
 
 
 def test_the_class_name_choice_is_recorded_in_split_json(demo_run):
     p, run, split = demo_run(class_names="coop")
-    assert data.FewShotSplit.load(run.path(data.SPLIT_FILE)).class_names == "coop"
+    assert splits.FewShotSplit.load(run.path(splits.SPLIT_FILE)).class_names == "coop"
 
 
 @pytest.mark.parametrize("name", [n for n in datasets.BENCHMARKS if datasets.DATASETS[n].load.coop_file])
@@ -113,7 +113,7 @@ def test_a_coop_split_file_gives_the_splits_and_the_same_class_names(tmp_path, n
 def test_a_missing_dataset_stops_with_where_to_put_it(tmp_path, name):
     spec = datasets.DATASETS[name]
     with pytest.raises(DataDreamError) as err:
-        data.build_split(_params(tmp_path, name))
+        splits.build_split(_params(tmp_path, name))
     message = str(err.value)
     assert str(tmp_path / "data" / spec.load.folder) in message
     if name in ("imagenet", "stanford_cars"):
@@ -132,7 +132,7 @@ def test_download_true_fetches_with_torchvision(tmp_path, monkeypatch):
         fake.eurosat(tmp_path / "data")
 
     monkeypatch.setattr(torchvision.datasets, "EuroSAT", fake_eurosat)
-    split = data.build_split(_params(tmp_path, "eurosat", download=True))
+    split = splits.build_split(_params(tmp_path, "eurosat", download=True))
     assert calls == [(str(tmp_path / "data"), True)] and len(split.classnames) == 3
 
 
@@ -140,31 +140,31 @@ def test_an_incomplete_tree_names_the_missing_file(tmp_path):
     fake.dtd(tmp_path / "data")
     (tmp_path / "data" / "dtd" / "dtd" / "labels" / "val1.txt").unlink()
     with pytest.raises(DataDreamError, match="incomplete.*val1.txt"):
-        data.build_split(_params(tmp_path, "dtd"))
+        splits.build_split(_params(tmp_path, "dtd"))
 
 
 def test_imagenet_reads_coops_layout_and_needs_its_class_names(tmp_path):
     expected = fake.imagenet(tmp_path / "data", coop_layout=True)  # imagenet/images/{train,val}
-    split = data.build_split(_params(tmp_path, "imagenet"))
+    split = splits.build_split(_params(tmp_path, "imagenet"))
     assert split.classnames == expected and "images" in split.source
     other = tmp_path / "other"
     fake.imagenet(other / "data", classnames=False)
     with pytest.raises(DataDreamError, match="classnames.txt"):
-        data.build_split(_params(other, "imagenet"))
+        splits.build_split(_params(other, "imagenet"))
 
 
 def test_sun397_uses_its_official_partition_when_present(tmp_path):
     fake.sun397(tmp_path / "data", partitions=True)
-    split = data.build_split(_params(tmp_path, "sun397"))
+    split = splits.build_split(_params(tmp_path, "sun397"))
     assert "official partition 01" in split.source and "test: seeded" not in split.source
     assert len(split.test) == 3 * fake.N_TEST
 
 
 def test_carved_test_split_is_the_same_for_every_run_seed(tmp_path):
     fake.eurosat(tmp_path / "data")
-    a = data.build_split(_params(tmp_path, "eurosat", seed=0))
-    b = data.build_split(_params(tmp_path, "eurosat", seed=1))
+    a = splits.build_split(_params(tmp_path, "eurosat", seed=0))
+    b = splits.build_split(_params(tmp_path, "eurosat", seed=1))
     assert a.test == b.test and a.val == b.val
     assert a.shot_order != b.shot_order
-    c = data.build_split(_params(tmp_path, "eurosat", split_seed=1))
+    c = splits.build_split(_params(tmp_path, "eurosat", split_seed=1))
     assert c.test != a.test

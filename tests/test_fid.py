@@ -59,9 +59,9 @@ def test_fid_inception_architecture_gives_2048_features_and_refuses_a_missing_fi
 
 def test_per_class_table_names_the_real_set(demo_run):
     p, run, split = demo_run(adapt_epochs=1, images_per_class=4, num_inference_steps=2, ablation_images_per_class=[4])
-    adaptation.run(p, run, split, progress=False)
-    synthesis.run(p, run, split, progress=False)
-    table = fid.run(p, run, split, progress=False)
+    adaptation.train_adapters(p, run, split, progress=False)
+    synthesis.generate(p, run, split, progress=False)
+    table = fid.analyse(p, run, split, progress=False)
     assert set(table["method"]) == {"DataDream-dset", "real val (reference)"}
     assert len(table) == 2 * len(split.classnames)
     assert set(table["real_set"]) == {"train"} and (table["n_real"] == 20).all()

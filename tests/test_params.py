@@ -3,6 +3,7 @@
 import pytest
 
 from datadream_lib import params
+from datadream_lib.methods import stable_diffusion
 from datadream_lib.errors import DataDreamError
 
 
@@ -48,14 +49,14 @@ def test_bad_values_name_the_problem(values, needle):
 
 
 def test_any_diffusers_scheduler_is_selectable():
-    from datadream_lib import models, synthesis
+    from datadream_lib import models
 
     p = params.from_dict({"base": "demo", "scheduler": "KDPM2DiscreteScheduler"})
     pipe = models.load_sd_pipeline(p)
-    scheduler = synthesis.make_scheduler(p.scheduler, pipe.scheduler.config)
+    scheduler = stable_diffusion.make_scheduler(p.scheduler, pipe.scheduler.config)
     assert type(scheduler).__name__ == "KDPM2DiscreteScheduler"
     assert scheduler.config.beta_schedule == "scaled_linear"  # the model's noise schedule is kept
-    assert type(synthesis.make_scheduler("dpmsolver++", pipe.scheduler.config)).__name__ == "DPMSolverMultistepScheduler"
+    assert type(stable_diffusion.make_scheduler("dpmsolver++", pipe.scheduler.config)).__name__ == "DPMSolverMultistepScheduler"
 
 
 def test_missing_parameter_file_and_bad_yaml(tmp_path):

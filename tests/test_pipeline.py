@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from datadream_lib import pipeline, runs, synthesis
+from datadream_lib import catalog, pipeline, runs, stages
 from tests.conftest import run_pipeline_cli
 
 ROOT = runs.project_root()
@@ -22,11 +22,11 @@ def demo_run_dir(tiny_runs):
 
 def test_pipeline_writes_every_stage_output(demo_run_dir):
     root, run_dir, _ = demo_run_dir
-    for stage, notebook in pipeline.NOTEBOOKS:
+    for stage, notebook in ((s.name, s.notebook) for s in stages.STAGES):
         executed = json.loads((run_dir / "notebooks" / notebook).read_text())
         assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
         assert (run_dir / "stages" / f"{stage}.json").exists()
-    rows = synthesis.read_manifest(run_dir / "synthetic" / "datadream")
+    rows = catalog.read_manifest(run_dir / "synthetic" / "datadream")
     assert len(rows) == 4 * 8 and len({(r["class_index"], r["index"]) for r in rows}) == 32
     assert all((run_dir / "synthetic" / "datadream" / r["path"]).exists() for r in rows)
     for setting in ("zero_shot", "real_finetune", "synthetic", "synthetic_real"):
@@ -92,7 +92,7 @@ def test_missing_dataset_root_stops_before_the_first_notebook(tmp_path):
 
 def test_shards_wait_for_the_adapters(tmp_path):
     result = _pipeline("params/demo.yaml", "--set", f"runs_root={tmp_path / 'runs'}", "--set", "num_shards=2")
-    assert result.returncode == 2 and "train them first" in result.stderr
+    assert result.returncode == 2 and "prepare them first" in result.stderr
 
 
 def _papermill(notebook, out, *args):

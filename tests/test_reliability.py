@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 
-from datadream_lib import adaptation, classification, data, locks, params, pipeline, runs, synthesis
+from datadream_lib import adaptation, catalog, classification, locks, methods, params, pipeline, runs, splits, stages
 from datadream_lib.errors import DataDreamError
 from tests.conftest import run_pipeline_cli
 
@@ -97,7 +97,7 @@ def test_a_notebook_holds_its_run_from_its_first_cell_to_its_last(demo_run):
     p, run, split = demo_run()  # what a notebook's first cell does (pipeline.setup)
     refused = _try_lock(run.dir)
     assert refused.returncode == 2 and f"process {os.getpid()}" in refused.stdout
-    adaptation.run(p, run, split, progress=False)
+    methods.prepare(p, run, split, progress=False)
     assert pipeline.finish(run, "adaptation")  # the last cell
     assert _try_lock(run.dir).returncode == 0
 
@@ -121,14 +121,14 @@ def test_a_manifest_never_counts_an_image_twice(tmp_path):
     rows = [{"class_index": 0, "index": i, "path": f"c/{i}.png"} for i in (0, 1)]
     (tmp_path / "manifest-000-of-001.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + rows))
     (tmp_path / "manifest-000-of-002.jsonl").write_text(json.dumps(rows[0]) + "\n")
-    assert sorted((r["class_index"], r["index"]) for r in synthesis.read_manifest(tmp_path)) == [(0, 0), (0, 1)]
+    assert sorted((r["class_index"], r["index"]) for r in catalog.read_manifest(tmp_path)) == [(0, 0), (0, 1)]
     # listed twice with different sizes (regenerated under another shard layout): the row matching the file wins
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "0.png").write_bytes(b"x" * 7)
     (tmp_path / "manifest-000-of-001.jsonl").write_text(json.dumps({**rows[0], "bytes": 7}) + "\n")
     (tmp_path / "manifest-001-of-002.jsonl").write_text(json.dumps({**rows[0], "bytes": 9}) + "\n")
     (tmp_path / "manifest-000-of-002.jsonl").unlink()
-    assert [r["bytes"] for r in synthesis.read_manifest(tmp_path)] == [7]
+    assert [r["bytes"] for r in catalog.read_manifest(tmp_path)] == [7]
 
 
 # --- nothing outside runs_root -------------------------------------------------------------------
@@ -183,7 +183,7 @@ def killed_run(tmp_path_factory, toy_root):
     hook.mkdir()
     flags.mkdir()
     (hook / "sitecustomize.py").write_text(KILLER)
-    for stage in runs.STAGES:
+    for stage in stages.NAMES:
         (flags / stage).touch()
     env = {**{k: v for k, v in os.environ.items() if k != locks.ENV}, "DATADREAM_TEST_KILL_FLAGS": str(flags),
            "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -191,7 +191,7 @@ def killed_run(tmp_path_factory, toy_root):
             "--set", f"data_root={toy_root}", "--set", "images_per_class=4", "--set", "ablation_images_per_class=[2, 4]",
             "--set", "ablation_shots=[4]", "--set", "clf_settings=[real_finetune, synthetic_real]"]
     attempts = []
-    for _ in range(len(runs.STAGES) + 1):
+    for _ in range(len(stages.NAMES) + 1):
         attempts.append(subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900))
         if attempts[-1].returncode == 0:
             break
@@ -200,10 +200,10 @@ def killed_run(tmp_path_factory, toy_root):
 
 def test_a_kill_right_after_each_stage_marker_still_ends_with_every_figure(killed_run):
     folder, _, _, attempts, flags = killed_run
-    assert [a.returncode for a in attempts[:-1]] == [1] * len(runs.STAGES)  # killed once in each stage
+    assert [a.returncode for a in attempts[:-1]] == [1] * len(stages.NAMES)  # killed once in each stage
     assert attempts[-1].returncode == 0, attempts[-1].stderr[-2000:]
     assert not list(flags.iterdir())
-    for stage in runs.STAGES:
+    for stage in stages.NAMES:
         assert (folder / "stages" / f"{stage}.json").exists()
         assert not (folder / "stages" / f"{stage}.pending.json").exists()
     for figure in FIGURES:
@@ -213,7 +213,7 @@ def test_a_kill_right_after_each_stage_marker_still_ends_with_every_figure(kille
 def test_a_deleted_or_truncated_image_and_a_zero_byte_adapter_are_repaired_bit_for_bit(killed_run):
     folder, args, env, _, _ = killed_run
     images = folder / "synthetic" / "datadream"
-    rows = sorted(synthesis.read_manifest(images), key=lambda r: (r["class_index"], r["index"]))
+    rows = sorted(catalog.read_manifest(images), key=lambda r: (r["class_index"], r["index"]))
     reference = {r["path"]: (images / r["path"]).read_bytes() for r in rows}
     weights = folder / "adaptation" / "dset" / adaptation.LORA_FILE
     reference_adapter = weights.read_bytes()
@@ -222,15 +222,15 @@ def test_a_deleted_or_truncated_image_and_a_zero_byte_adapter_are_repaired_bit_f
     damaged.write_bytes(damaged.read_bytes()[:100])
     weights.write_bytes(b"")
     with pytest.raises(DataDreamError, match="missing or damaged"):  # a reader names the problem and the fix
-        synthesis.synthetic_items(runs.Run(folder), "datadream")
+        catalog.synthetic_items(runs.Run(folder), "datadream")
     rerun = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "adaptation: 1 output(s) missing or damaged" in rerun.stdout
     assert "synthesis: 2 output(s) missing or damaged" in rerun.stdout
     # the adapter is trained again in another process: the same bytes (seeded, canonical header)
     assert weights.read_bytes() == reference_adapter
-    assert {r["path"]: (images / r["path"]).read_bytes() for r in synthesis.read_manifest(images)} == reference
-    assert len(synthesis.read_manifest(images)) == len(rows)
+    assert {r["path"]: (images / r["path"]).read_bytes() for r in catalog.read_manifest(images)} == reference
+    assert len(catalog.read_manifest(images)) == len(rows)
 
 
 def test_non_finite_parameters_are_refused_before_anything_is_written(tmp_path, toy_root, capsys):
@@ -243,22 +243,22 @@ def test_non_finite_parameters_are_refused_before_anything_is_written(tmp_path, 
 def test_training_stops_on_a_non_finite_loss_and_writes_nothing(demo_run):
     p, run, split = demo_run(adapt_lr=1e30, adapt_epochs=3, adapt_warmup_steps=0)
     with pytest.raises(DataDreamError, match="loss became"):
-        adaptation.run(p, run, split, progress=False)
+        adaptation.train_adapters(p, run, split, progress=False)
     assert not run.path("adaptation", "dset").exists()
     p, run, split = demo_run(run_name="classifier", clf_lr=1e30, clf_warmup_epochs=0)
     with pytest.raises(DataDreamError, match="loss became"):
-        classification.run(p, run, split, progress=False, settings=["real_finetune"])
+        classification.classify(p, run, split, progress=False, settings=["real_finetune"])
     assert not run.path("classification", "real_finetune", "metrics.json").exists()
 
 
 def test_a_damaged_adapter_is_retrained_on_resume(demo_run):
     p, run, split = demo_run(adapt_epochs=1)
-    adaptation.run(p, run, split, progress=False)
+    adaptation.train_adapters(p, run, split, progress=False)
     weights = run.path("adaptation", "dset", adaptation.LORA_FILE)
     good = weights.read_bytes()
     weights.write_bytes(good[:-10])
     assert adaptation.damaged_adapters(p, run, split)
-    adaptation.run(p, run, split, progress=False)
+    adaptation.train_adapters(p, run, split, progress=False)
     assert weights.read_bytes() == good and not adaptation.damaged_adapters(p, run, split)
 
 
@@ -292,7 +292,7 @@ def test_class_folders_colliding_after_cleaning_are_refused_and_hidden_ones_are_
     p = params.from_dict({"base": "demo", "dataset": "imagefolder", "data_root": str(root), "shots": 1,
                           "ablation_shots": [1], "runs_root": str(tmp_path / "runs")})
     with pytest.raises(DataDreamError, match="'a b' and 'a_b' both become 'a b'"):
-        data.build_split(p)
+        splits.build_split(p)
     out = capsys.readouterr().out
     assert "skipping hidden folder" in out and f"{root / '...'}" in out and f"{root / '..x'}" in out
 
@@ -356,5 +356,5 @@ def test_duplicate_keys_are_refused(tmp_path):
 
 def test_a_refused_shard_leaves_nothing_behind(tmp_path, toy_root, capsys):
     code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), "--set", "num_shards=2")
-    assert code == 2 and "train them first" in err
+    assert code == 2 and "prepare them first" in err
     assert not (tmp_path / "runs").exists()

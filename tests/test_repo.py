@@ -6,7 +6,8 @@ import tomllib
 import nbformat
 import yaml
 
-from datadream_lib import params, pipeline, results, runs
+from datadream_lib import params, results, runs
+from datadream_lib import stages as stage_table
 
 ROOT = runs.project_root()
 
@@ -26,7 +27,7 @@ def test_environment_yml_and_pyproject_list_the_same_packages():
 
 
 def test_notebooks_are_committed_clean_with_one_parameters_cell():
-    stages = {name for _, name in pipeline.NOTEBOOKS}
+    stages = {stage.notebook for stage in stage_table.STAGES}
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
     assert stages < {path.name for path in notebooks}
     for path in notebooks:

@@ -7,20 +7,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datadream_lib import adaptation, runs, synthesis
+from datadream_lib import adaptation, catalog, runs, synthesis
 from datadream_lib.errors import DataDreamError
 
 
 def _images(run, method="datadream"):
     folder = run.path("synthetic", method)
-    return {(r["class_index"], r["index"]): (folder / r["path"]).read_bytes() for r in synthesis.read_manifest(folder)}
+    return {(r["class_index"], r["index"]): (folder / r["path"]).read_bytes() for r in catalog.read_manifest(folder)}
 
 
 @pytest.fixture
 def adapted(demo_run):
     """A demo run with its dset adapter trained (few steps), and a factory for sibling runs sharing it."""
     p, run, split = demo_run(adapt_epochs=1, images_per_class=3, num_inference_steps=3, ablation_images_per_class=[3])
-    adaptation.run(p, run, split, progress=False)
+    adaptation.train_adapters(p, run, split, progress=False)
 
     def sibling(name, **changes):
         q = p.replace(**changes)
@@ -40,14 +40,14 @@ def _pixels(png: bytes):
 def test_same_images_whatever_the_sharding_bit_for_bit(adapted, scheduler):
     p, run, split, sibling = adapted
     q, single = sibling("single", synth_batch_size=2, scheduler=scheduler)
-    state = synthesis.run(q, single, split, progress=False)
+    state = synthesis.generate(q, single, split, progress=False)
     assert state == {"total": 12, "done": 12} and single.finish_stage("synthesis")
     reference = _images(single)
 
     q, sharded = sibling("sharded", synth_batch_size=2, scheduler=scheduler)
     for shard in (2, 0, 1):
         assert not sharded.finish_stage("synthesis")  # done only when every shard is
-        synthesis.run(q.replace(shard_index=shard, num_shards=3), sharded, split, progress=False)
+        synthesis.generate(q.replace(shard_index=shard, num_shards=3), sharded, split, progress=False)
     assert sharded.finish_stage("synthesis")
     assert len(list(sharded.path("synthetic", "datadream").glob("manifest-*-of-003.jsonl"))) == 3
     assert _images(sharded) == reference
@@ -55,10 +55,10 @@ def test_same_images_whatever_the_sharding_bit_for_bit(adapted, scheduler):
 
 def test_batch_size_changes_images_by_roundoff_at_most(adapted):
     p, run, split, sibling = adapted
-    synthesis.run(p.replace(synth_batch_size=1), run, split, progress=False)
+    synthesis.generate(p.replace(synth_batch_size=1), run, split, progress=False)
     reference = _images(run)
     q, batched = sibling("batched", synth_batch_size=5)
-    synthesis.run(q, batched, split, progress=False)
+    synthesis.generate(q, batched, split, progress=False)
     ours = _images(batched)
     assert ours.keys() == reference.keys()
     for key in reference:
@@ -74,8 +74,8 @@ def test_classes_never_share_a_noise_sequence(adapted):
 
 def test_manifest_rows_describe_each_image(adapted):
     p, run, split, _ = adapted
-    synthesis.run(p, run, split, progress=False)
-    rows = synthesis.read_manifest(run.path("synthetic", "datadream"))
+    synthesis.generate(p, run, split, progress=False)
+    rows = catalog.read_manifest(run.path("synthetic", "datadream"))
     assert len(rows) == 12
     row = rows[0]
     for key in ("class_index", "class_name", "index", "seed", "prompt", "model", "adapter", "sampler", "steps", "guidance"):
@@ -86,7 +86,7 @@ def test_manifest_rows_describe_each_image(adapted):
 
 def test_resumed_run_equals_uninterrupted_and_lists_no_half_written_image(adapted, monkeypatch):
     p, run, split, sibling = adapted
-    synthesis.run(p.replace(synth_batch_size=2), run, split, progress=False)
+    synthesis.generate(p.replace(synth_batch_size=2), run, split, progress=False)
     reference = _images(run)
 
     q, interrupted = sibling("interrupted", synth_batch_size=2)
@@ -101,33 +101,33 @@ def test_resumed_run_equals_uninterrupted_and_lists_no_half_written_image(adapte
 
     monkeypatch.setattr(synthesis, "atomic_write_bytes", crash_on_fifth)
     with pytest.raises(KeyboardInterrupt):
-        synthesis.run(q, interrupted, split, progress=False)
-    partial = synthesis.read_manifest(interrupted.path("synthetic", "datadream"))
+        synthesis.generate(q, interrupted, split, progress=False)
+    partial = catalog.read_manifest(interrupted.path("synthetic", "datadream"))
     assert len(partial) == 4 and not interrupted.finish_stage("synthesis")
     for row in partial:  # every listed image is complete
         assert (interrupted.path("synthetic", "datadream") / row["path"]).read_bytes() == reference[(row["class_index"], row["index"])]
 
     monkeypatch.setattr(synthesis, "atomic_write_bytes", real_write)
-    state = synthesis.run(q, interrupted, split, progress=False)
+    state = synthesis.generate(q, interrupted, split, progress=False)
     assert state == {"total": 12, "done": 12}
     assert _images(interrupted) == reference
     assert not list(interrupted.path("synthetic").rglob("*.tmp"))
-    keys = [(r["class_index"], r["index"]) for r in synthesis.read_manifest(interrupted.path("synthetic", "datadream"))]
+    keys = [(r["class_index"], r["index"]) for r in catalog.read_manifest(interrupted.path("synthetic", "datadream"))]
     assert len(keys) == len(set(keys)) == 12
 
 
 def test_torn_manifest_line_is_ignored_and_repaired(tmp_path):
     path = tmp_path / "manifest-000-of-001.jsonl"
     path.write_text(json.dumps({"class_index": 0, "index": 0}) + "\n" + '{"class_index": 0, "ind')
-    assert len(synthesis.read_manifest(tmp_path)) == 1
-    writer = synthesis.ManifestWriter(path)
+    assert len(catalog.read_manifest(tmp_path)) == 1
+    writer = catalog.JsonlWriter(path)
     writer.append({"class_index": 0, "index": 1})
     writer.close()
-    assert [r["index"] for r in synthesis.read_manifest(tmp_path)] == [0, 1]
+    assert [r["index"] for r in catalog.read_manifest(tmp_path)] == [0, 1]
 
 
 def test_missing_adapter_stops_before_generating(demo_run):
     p, run, split = demo_run(images_per_class=2, ablation_images_per_class=[1])
     with pytest.raises(DataDreamError, match="adapter.*missing.*01_adaptation"):
-        synthesis.run(p, run, split, progress=False)
-    assert synthesis.read_manifest(run.path("synthetic", "datadream")) == []
+        synthesis.generate(p, run, split, progress=False)
+    assert catalog.read_manifest(run.path("synthetic", "datadream")) == []

@@ -1,0 +1,138 @@
+"""The catalog of generated images: what the synthesis stage has written, read without the engine.
+
+A method's images live in `synthetic/<synth_method>/<class folder>/<index>.png`, each listed by one
+row of a shard's manifest (`manifest-SSS-of-NNN.jsonl`) once it is complete on disk: class, index,
+seed, the image's own plan (prompt, source shot, strength, ...), how it was made (method, model,
+sampler, steps, guidance, batch) and its size in bytes. The classifier, the FID analysis and the
+figures read images through this module only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+from datadream_lib.errors import DataDreamError
+
+MANIFEST_GLOB = "manifest-*.jsonl"
+
+
+def folder(run, method: str) -> Path:
+    """Where a method's images of a run are."""
+    return run.path("synthetic", method)
+
+
+def manifest_name(shard_index: int, num_shards: int) -> str:
+    return f"manifest-{shard_index:03d}-of-{num_shards:03d}.jsonl"
+
+
+def read_manifest(folder: Path) -> list[dict]:
+    """One row per image (class, index), from every complete row of every shard's manifest: a torn
+    last line is ignored, and an image listed twice (regenerated after damage, perhaps by another
+    shard layout) counts once, by the row that matches the file on disk."""
+    rows: dict[tuple[int, int], list[dict]] = {}
+    for path in sorted(Path(folder).glob(MANIFEST_GLOB)):
+        for row in read_jsonl(path):
+            rows.setdefault((row["class_index"], row["index"]), []).append(row)
+    return [listed[-1] if len(listed) == 1 else
+            ([r for r in listed if image_damage(folder, r) is None] or listed)[-1] for listed in rows.values()]
+
+
+def image_damage(folder: Path, row: dict) -> Optional[str]:
+    """Why a listed image cannot be used (None if it can): a cheap check, its size against the row's."""
+    path = Path(folder) / row["path"]
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size != row.get("bytes", size) or size == 0:
+        return f"{size} bytes, not the {row.get('bytes')} written"
+    return None
+
+
+def damaged_images(folder: Path) -> list[str]:
+    """The listed images that are missing or damaged (for the pipeline's resume check)."""
+    return [f"{folder / row['path']}: {why}" for row in read_manifest(folder) if (why := image_damage(folder, row))]
+
+
+def intact_keys(folder: Path) -> set[tuple[int, int]]:
+    """(class, index) of every listed image that is intact."""
+    return {(r["class_index"], r["index"]) for r in read_manifest(folder) if image_damage(folder, r) is None}
+
+
+def accepted(folder: Path, limit_per_class: Optional[int] = None) -> list[dict]:
+    """The listed images, class-major in index order; with a limit, the first n listed of each class
+    (not "indices below n": a method may leave gaps)."""
+    rows = sorted(read_manifest(folder), key=lambda r: (r["class_index"], r["index"]))
+    if limit_per_class is None:
+        return rows
+    taken: dict[int, int] = {}
+    out = []
+    for row in rows:
+        if taken.get(row["class_index"], 0) < limit_per_class:
+            taken[row["class_index"]] = taken.get(row["class_index"], 0) + 1
+            out.append(row)
+    return out
+
+
+def synthetic_items(run, method: str, limit_per_class: Optional[int] = None) -> list[tuple[str, int]]:
+    """(path, label) of a method's images for training, the first n listed per class. A listed image
+    that is missing or damaged stops here, with the fix."""
+    where = folder(run, method)
+    rows = accepted(where, limit_per_class)
+    bad = [f"{where / r['path']} ({why})" for r in rows if (why := image_damage(where, r))]
+    if bad:
+        raise DataDreamError(f"{len(bad)} synthetic image(s) listed in the manifest are missing or damaged, e.g. "
+                             f"{bad[0]}. Run the synthesis stage again (the pipeline, or notebooks/02_synthesis.ipynb): "
+                             f"it regenerates exactly those images.")
+    return [(str(where / r["path"]), r["class_index"]) for r in rows]
+
+
+def source_label(folder: Path) -> Optional[str]:
+    """How tables and figures name these images ("DataDream-dset", "IsSynth", ...): the label their
+    manifest rows carry (None where nothing is listed)."""
+    rows = read_manifest(folder)
+    return rows[0].get("source", Path(folder).name) if rows else None
+
+
+def sources(run) -> dict[str, Path]:
+    """{label: folder} of every method with images in the run."""
+    return {label: method_folder for method_folder in sorted(run.path("synthetic").glob("*"))
+            if (label := source_label(method_folder))}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The complete rows of a JSON-lines file (a torn last line is ignored); none if it is missing."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+class JsonlWriter:
+    """Appends rows to a JSON-lines file (a shard's manifest, the captions), each flushed and synced
+    before the next is made; a torn last line left by a crash is dropped on opening."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():  # drop a torn last line left by a crash mid-write
+            text = self.path.read_text()
+            if text and not text.endswith("\n"):
+                self.path.write_text(text[: text.rfind("\n") + 1])
+        self.handle = open(self.path, "a")
+
+    def append(self, row: dict) -> None:
+        self.handle.write(json.dumps(row) + "\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()

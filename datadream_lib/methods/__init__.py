@@ -1,0 +1,39 @@
+"""Generation methods: how a run makes its synthetic images, one module each behind one interface
+(`base.Method`).
+
+    datadream         DataDream (the paper): LoRA-adapted Stable Diffusion, text-to-image
+    stable_diffusion  the same without adaptation
+    issynth           IsSynth "Real Guidance": img2img from a real shot, strength by K
+    disef             DISEF: img2img prompted with another shot's LLaVA caption, CLIP-filtered
+
+A new method is a module with a `Method` subclass, added to `METHODS`; nothing else in the library
+names a method. `prepare` is the adaptation stage (notebook 01): the method's resumable preparation.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from datadream_lib.methods.base import GENERATION_PARAMETERS, Method, seed_of
+from datadream_lib.methods.datadream import DataDream
+from datadream_lib.methods.disef import DISEF
+from datadream_lib.methods.issynth import IsSynth
+from datadream_lib.methods.stable_diffusion import StableDiffusion
+
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (DataDream, StableDiffusion, IsSynth, DISEF)}
+
+__all__ = ["GENERATION_PARAMETERS", "METHODS", "Method", "get", "prepare", "seed_of"]
+
+
+def get(p, run, split) -> Method:
+    """The run's method, made for this run (no model is loaded yet)."""
+    return METHODS[p.synth_method](p, run, split)
+
+
+def prepare(p, run, split, progress: bool = True) -> pd.DataFrame:
+    """The adaptation stage: the method's preparation (DataDream: its adapters; DISEF: captions),
+    resumed where it stopped; a method without one has nothing to do. One row per prepared item."""
+    method = get(p, run, split)
+    table = method.prepare(progress)
+    run.outputs_complete("adaptation", method=p.synth_method, prepared=len(table))
+    return table

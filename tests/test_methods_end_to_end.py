@@ -1,0 +1,65 @@
+"""Every generation method through the whole pipeline (the demo parameters, smaller), as a user runs
+it with `--set synth_method=...`, and Table 1 / Fig. 3 / Fig. 4 rebuilt with their rows."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from datadream_lib import catalog, results, runs, stages
+from tests.conftest import run_pipeline_cli
+
+OTHER_METHODS = {"stable_diffusion": "Stable Diffusion", "issynth": "IsSynth", "disef": "DISEF"}
+
+
+@pytest.fixture(scope="module")
+def method_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("method_runs")
+    outputs = {}
+    for method in OTHER_METHODS:
+        result = run_pipeline_cli("params/demo.yaml", "--set", f"runs_root={root}", "--set", f"data_root={root / 'data'}",
+                                  "--set", f"run_name=demo_{method}", "--set", f"synth_method={method}",
+                                  "--set", "images_per_class=4", "--set", "ablation_images_per_class=[2, 4]",
+                                  "--set", "ablation_shots=[1]", "--set", "clf_epochs=2", "--set", "num_inference_steps=8",
+                                  "--set", "filter_attempts=2")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        outputs[method] = result.stdout
+    return root
+
+
+@pytest.mark.parametrize("method", OTHER_METHODS)
+def test_every_method_runs_every_stage(method_runs, method):
+    run = runs.Run(method_runs / f"demo_{method}")
+    assert all(run.stage_done(stage) for stage in stages.NAMES)
+    rows = catalog.read_manifest(catalog.folder(run, method))
+    assert len(rows) == 4 * 4 and {r["source"] for r in rows} == {OTHER_METHODS[method]}
+    metrics = json.loads(run.path("classification", "synthetic_real", "metrics.json").read_text())
+    assert (metrics["synth_method"], metrics["source"]) == (method, OTHER_METHODS[method])
+    assert set(pd.read_csv(run.path("fid", "per_class.csv"))["method"]) == {OTHER_METHODS[method], "real val (reference)"}
+    shots = pd.read_csv(run.path("ablations", "results.csv"))
+    assert f"{OTHER_METHODS[method]}, synthetic + real" in set(shots["method"])
+    recorded = runs.read_json(run.path("stages", "adaptation.json"))
+    assert recorded["method"] == method
+
+
+def test_the_shots_ablation_redoes_the_methods_own_preparation_and_strength(method_runs):
+    sub = runs.Run(method_runs / "demo_issynth" / "ablations" / "shots" / "k1")
+    rows = catalog.read_manifest(catalog.folder(sub, "issynth"))
+    assert {r["strength"] for r in rows} == {0.5} and {r["source_shot"] for r in rows} == {0}  # K = 1
+    captions = catalog.read_jsonl(method_runs / "demo_disef" / "ablations" / "shots" / "k1" / "adaptation" / "captions.jsonl")
+    assert sorted(r["shot"] for r in captions) == [0] * 4
+
+
+def test_table1_and_figures_carry_every_methods_rows(method_runs, tmp_path):
+    written = results.rebuild([method_runs], tmp_path)
+    table = pd.read_csv(tmp_path / "table1.csv")
+    methods_in_table = set(table["method"])
+    for label in ("IsSynth", "DISEF"):
+        for setting in ("synthetic only", "synthetic + real"):
+            row = table[(table["method"] == f"{label}, {setting}") & (table["dataset"] == "toy")]
+            assert len(row) == 1 and pd.isna(row["paper"]).all()  # the toy dataset has no paper number
+    assert "Stable Diffusion, synthetic + real" in methods_in_table
+    assert "IsSynth, synthetic only" in results.PAPER_TABLE1 and results.PAPER_TABLE1["DISEF, synthetic + real"]["Avg"] == 85.4
+    assert written["fig3_toy"].stat().st_size > 0 and written["fig4_toy"].stat().st_size > 0
+    split_file, sources = results.fig3_sources(results.find_runs([method_runs]))["toy"]
+    assert set(sources) == set(OTHER_METHODS.values())
