@@ -24,21 +24,6 @@ import torch
 from datadream_lib import adaptation, classification, methods, models, params, runs, splits, synthesis
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _peak_gib(device):
-    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
-
-
-def _reset(device):
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="full_random", choices=["full_random", "tiny"])
@@ -64,18 +49,18 @@ def main(argv=None) -> dict:
     run, split = splits.start_run(p)
 
     # Adaptation: a few steps of eq. 3 on the full model (batch 8).
-    _reset(device)
+    models.peak_memory_gib(device, reset=True)
     pipe = models.load_sd_pipeline(p)
     job = adaptation.AdapterJob("dset", split.shots(p.shots), args.adapt_steps, p.adapt_batch_size, p.seed)
     started = time.time()
     losses, _ = adaptation.train_adapter(pipe, p, job, split.prompts(), device, progress=False)
-    _sync(device)
+    models.synchronize(device)
     report["adaptation"] = {"steps": args.adapt_steps, "batch": p.adapt_batch_size, "seconds": round(time.time() - started, 2),
                             "seconds_per_step": round((time.time() - started) / args.adapt_steps, 3),
-                            "loss_first": losses[0], "loss_last": losses[-1], "peak_gib": _peak_gib(device)}
+                            "loss_first": losses[0], "loss_last": losses[-1], "peak_gib": models.peak_memory_gib(device)}
     adaptation.save_adapter(pipe, p, run.path("adaptation", "dset"))
     del pipe
-    _reset(device)
+    models.peak_memory_gib(device, reset=True)
 
     # Synthesis: one batch with the adapter loaded, through the registered DataDream method.
     method = methods.get(p, run, split)
@@ -85,16 +70,16 @@ def main(argv=None) -> dict:
     batch = [dataclasses.replace(job, plan=method.plan(job))
              for job in synthesis.all_jobs(p, split) if job.class_index == 0][: args.synth_batch]
     method.generate(batch[:1])  # warm-up (kernels, allocator)
-    _sync(device)
+    models.synchronize(device)
     started = time.time()
     images = [image for image, _ in method.generate(batch)]
-    _sync(device)
+    models.synchronize(device)
     seconds = time.time() - started
     report["synthesis"] = {"images": len(images), "steps": args.steps, "guidance": p.guidance_scale, "seconds": round(seconds, 2),
                            "images_per_second": round(len(images) / seconds, 3), "size": list(images[0].size),
-                           "peak_gib": _peak_gib(device)}
+                           "peak_gib": models.peak_memory_gib(device)}
     del method
-    _reset(device)
+    models.peak_memory_gib(device, reset=True)
 
     # Classifier: one step on a batch of the synthetic + real pool (eq. 4), CLIP + LoRA on Q and V.
     model, trainable, size = classification.build_classifier(p, split)
@@ -106,7 +91,7 @@ def main(argv=None) -> dict:
     is_real = torch.arange(args.clf_batch, device=device) % 2 == 0
     timings = []
     for _ in range(3):  # the first step warms up
-        _sync(device)
+        models.synchronize(device)
         started = time.time()
         with models.autocast(device, amp):
             logits = model(x)
@@ -114,10 +99,10 @@ def main(argv=None) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        _sync(device)
+        models.synchronize(device)
         timings.append(time.time() - started)
     report["classifier"] = {"batch": args.clf_batch, "image_size": size, "seconds_per_step": round(min(timings[1:]), 4),
-                            "peak_gib": _peak_gib(device)}
+                            "peak_gib": models.peak_memory_gib(device)}
     if args.keep:
         report["work_dir"] = str(work)
     else:

@@ -163,14 +163,25 @@ def damaged_adapters(p, run: Run, split: FewShotSplit) -> list[str]:
             if (why := adapter_damage(job.folder(run, p.variant), full=False))]
 
 
-def image_transform(resolution: int):
-    """The authors' adaptation transform: Resize (bilinear), RandomCrop, no flip, to [-1, 1]."""
-    return transforms.Compose([
-        transforms.Resize(resolution, interpolation=transforms.InterpolationMode.BILINEAR),
-        transforms.RandomCrop(resolution),
-        transforms.ToTensor(),
-        transforms.Normalize([0.5], [0.5]),
-    ])
+CHECK_EVERY = 25  # steps between reads of the loss from the device (a NaN stops the run at the next one)
+
+
+def prepared_images(paths: list[str], resolution: int) -> list[torch.Tensor]:
+    """The authors' adaptation transform (Resize bilinear, RandomCrop, no flip, to [-1, 1]) up to the
+    crop, once per image. The per-step RandomCrop of these tensors draws the same offsets, and gives
+    the same pixels, as on the resized PIL image."""
+    resize = transforms.Compose([transforms.Resize(resolution, interpolation=transforms.InterpolationMode.BILINEAR),
+                                 transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
+    return [resize(load_rgb(path)) for path in paths]
+
+
+def _check_finite(job, p, step_losses: list) -> None:
+    values = torch.stack(step_losses)
+    bad = (~torch.isfinite(values)).nonzero()
+    if len(bad):
+        step = int(bad[0])
+        raise DataDreamError(f"adapter {job.name}: the loss became {values[step].item()} at step {step + 1}; nothing was "
+                             f"saved. Lower adapt_lr (now {p.adapt_lr}) or check the images of this class.")
 
 
 def batches(n_items: int, batch_size: int, steps: int, generator: torch.Generator):
@@ -203,17 +214,17 @@ def train_adapter(pipe, p, job: AdapterJob, prompts: list[str], device: torch.de
     optimizer = torch.optim.AdamW(trainable, lr=p.adapt_lr, betas=(0.9, 0.999), weight_decay=p.adapt_weight_decay, eps=1e-8)
     lr_schedule = get_scheduler("cosine", optimizer, num_warmup_steps=min(p.adapt_warmup_steps, job.steps),
                                 num_training_steps=job.steps)
-    transform = image_transform(p.resolution)
-    images = [load_rgb(path) for path, _ in job.items]
+    pixels_all = prepared_images([path for path, _ in job.items], p.resolution)  # decoded and resized once
+    crop = transforms.RandomCrop(p.resolution)
     token_ids = pipe.tokenizer([prompts[label] for _, label in job.items], padding="max_length",
                                max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
     gen = torch.Generator().manual_seed(job.seed)
     pipe.unet.train()
     pipe.text_encoder.train(p.adapt_train_text_encoder)
-    losses = []
+    step_losses = []  # on the device: read back every CHECK_EVERY steps, not at every step
     bar = tqdm(total=job.steps, desc=f"adapt {job.name}", disable=not progress, leave=False)
-    for index in batches(len(images), job.batch_size, job.steps, gen):
-        pixels = torch.stack([transform(images[i]) for i in index]).to(device, frozen_dtype)
+    for index in batches(len(pixels_all), job.batch_size, job.steps, gen):
+        pixels = torch.stack([crop(pixels_all[i]) for i in index]).to(device, frozen_dtype)
         with torch.no_grad():
             latents = pipe.vae.encode(pixels).latent_dist.sample(generator=gen)
             latents = latents * pipe.vae.config.scaling_factor
@@ -233,12 +244,12 @@ def train_adapter(pipe, p, job: AdapterJob, prompts: list[str], device: torch.de
         optimizer.step()
         lr_schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if not math.isfinite(losses[-1]):
-            raise DataDreamError(f"adapter {job.name}: the loss became {losses[-1]} at step {len(losses)}; nothing was "
-                                 f"saved. Lower adapt_lr (now {p.adapt_lr}) or check the images of this class.")
+        step_losses.append(loss.detach())
         bar.update()
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if len(step_losses) % CHECK_EVERY == 0 or len(step_losses) == job.steps:
+            _check_finite(job, p, step_losses)
+            bar.set_postfix(loss=f"{step_losses[-1].item():.4f}")
+    losses = torch.stack(step_losses).tolist()
     bar.close()
     pipe.unet.eval()
     pipe.text_encoder.eval()

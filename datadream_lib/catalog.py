@@ -117,11 +117,13 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 class JsonlWriter:
-    """Appends rows to a JSON-lines file (a shard's manifest, the captions), each flushed and synced
-    before the next is made; a torn last line left by a crash is dropped on opening."""
+    """Appends rows to a JSON-lines file (a shard's manifest, the captions). Each row is flushed at
+    once, so a killed process loses no listed row; with `sync`, each is also synced to disk (else at
+    closing: a power cut may lose recent rows, whose images are then made again). A torn last line
+    left by a crash is dropped on opening."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self, path: Path, sync: bool = True):
+        self.path, self.sync = Path(path), sync
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():  # drop a torn last line left by a crash mid-write
             text = self.path.read_text()
@@ -132,7 +134,10 @@ class JsonlWriter:
     def append(self, row: dict) -> None:
         self.handle.write(json.dumps(row) + "\n")
         self.handle.flush()
-        os.fsync(self.handle.fileno())
+        if self.sync:
+            os.fsync(self.handle.fileno())
 
     def close(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
         self.handle.close()

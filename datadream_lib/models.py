@@ -112,6 +112,23 @@ def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
         module.to(dtype=dtype)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (for timings); nothing to wait for on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_gib(device: torch.device, reset: bool = False) -> Optional[float]:
+    """The peak GPU memory allocated since the last reset, in GiB (None on a CPU)."""
+    if device.type != "cuda":
+        return None
+    peak = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    if reset:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    return peak
+
+
 def autocast(device: torch.device, dtype: Optional[torch.dtype]):
     if dtype is None:
         return contextlib.nullcontext()

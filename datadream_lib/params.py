@@ -109,6 +109,7 @@ class Params:
     filter_model: str = _field("ViT-H-14", "DISEF: the open_clip architecture of the CLIP filter")
     filter_pretrained: str = _field("laion2b_s32b_b79k", "DISEF: the filter's open_clip pretrained tag, or a local checkpoint file (models: pretrained)")
     synth_batch_size: int = _field(10, "images per UNet batch: shards and resumes are bit-identical at a fixed batch size; another size changes pixels by roundoff only", min=1, identity=False)
+    synth_fuse_lora: bool = _field(True, "DataDream: fuse the adapter into the attention weights while generating (faster; pixels change by roundoff only, recorded per image)", identity=False)
     shard_index: int = _field(0, "this process's shard of the synthesis jobs", min=0, identity=False)
     num_shards: int = _field(1, "number of synthesis shards", min=1, identity=False)
 

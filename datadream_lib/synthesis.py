@@ -9,17 +9,22 @@ seed alone. Jobs run in fixed blocks of `synth_batch_size` consecutive indices o
 and resuming never change a single bit of an image. A different batch size gives the same images up
 to floating-point roundoff of batched kernels (at most a level or two of a few pixels).
 
-Each image is written atomically (temporary file + rename) and then listed by one row of the
-shard's manifest (`catalog.py`): its plan, how it was made, and its size in bytes. A job is done
-when its row exists and its image is intact, so an interrupted run resumes exactly where it
-stopped, nothing half-written is ever listed, and an image deleted or damaged later is generated
-again, bit for bit.
+Each image is encoded and written atomically (temporary file + rename) on background threads, off
+the generation loop, and then listed by one row of the shard's manifest (`catalog.py`), in the
+order the images were made: its plan, how it was made, and its size in bytes. A job is done when
+its row exists and its image is intact, so an interrupted run resumes exactly where it stopped,
+nothing half-written is ever listed (a kill -9 loses only images not yet listed), and an image
+deleted or damaged later is generated again, bit for bit.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -68,6 +73,52 @@ def blocks(p, jobs: list[ImageJob]) -> list[list[ImageJob]]:
     return out + ([current] if current else [])
 
 
+class ImageWriter:
+    """PNG encoding and atomic writes on background threads (PIL releases the GIL while encoding);
+    each image is listed in the manifest, in the order submitted, once its file is in place. After a
+    failed write nothing more is listed."""
+
+    def __init__(self, folder: Path, manifest: catalog.JsonlWriter, workers: int = min(4, os.cpu_count() or 1)):
+        self.folder, self.manifest = Path(folder), manifest
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-writer")
+        self.pending: collections.deque = collections.deque()
+        self.in_flight = 4 * workers + 16  # images held in memory at most
+        self.failed = False
+
+    def submit(self, image, relpath: str, row: dict) -> int:
+        """Queue one image; returns how many images were listed meanwhile."""
+        self.pending.append((self.pool.submit(self._write, image, relpath), row))
+        return self.list_finished(keep=self.in_flight)
+
+    def _write(self, image, relpath: str) -> int:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        atomic_write_bytes(self.folder / relpath, buffer.getvalue())
+        return buffer.tell()
+
+    def list_finished(self, keep: int) -> int:
+        """List the finished images at the head of the queue, waiting while more than `keep` are queued."""
+        listed = 0
+        while self.pending and (len(self.pending) > keep or self.pending[0][0].done()):
+            future, row = self.pending.popleft()
+            try:
+                size = future.result()
+            except BaseException:
+                self.failed = True
+                raise
+            self.manifest.append({**row, "bytes": size})
+            listed += 1
+        return listed
+
+    def close(self) -> int:
+        """Wait for every image queued and list it (none after a failed write)."""
+        try:
+            return 0 if self.failed else self.list_finished(keep=0)
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.manifest.close()
+
+
 def status(p, run: Run, split: FewShotSplit) -> dict:
     done = catalog.intact_keys(catalog.folder(run, p.synth_method))
     jobs = all_jobs(p, split)
@@ -91,7 +142,8 @@ def generate(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
         method.check_prepared()
         method.load()
         source = type(method).label(p)
-        writer = catalog.JsonlWriter(folder / catalog.manifest_name(p.shard_index, p.num_shards))
+        writer = ImageWriter(folder, catalog.JsonlWriter(folder / catalog.manifest_name(p.shard_index, p.num_shards),
+                                                         sync=False))
         missing = sum(job.key not in done for block in todo for job in block)
         bar = tqdm(total=missing, desc=f"synthesis shard {p.shard_index}/{p.num_shards}", disable=not progress)
         try:
@@ -104,16 +156,12 @@ def generate(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
                 for job, (image, made) in zip(planned, method.generate(planned), strict=True):
                     if job.key in done:  # generated again only to keep the block's batch intact
                         continue
-                    buffer = io.BytesIO()
-                    image.save(buffer, format="PNG")
-                    atomic_write_bytes(folder / job.relpath, buffer.getvalue())
-                    writer.append({"class_index": job.class_index, "class_name": job.class_name, "index": job.index,
-                                   "seed": job.seed, "path": job.relpath, "bytes": buffer.tell(), **job.plan, **made,
-                                   **shared})
-                    bar.update()
+                    bar.update(writer.submit(image, job.relpath, {
+                        "class_index": job.class_index, "class_name": job.class_name, "index": job.index,
+                        "seed": job.seed, "path": job.relpath, **job.plan, **made, **shared}))
         finally:
+            bar.update(writer.close())
             bar.close()
-            writer.close()
     state = status(p, run, split)
     if state["done"] == state["total"]:
         run.outputs_complete("synthesis", method=p.synth_method, images=state["total"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from datadream_lib import adaptation, methods, models, synthesis
+from datadream_lib import adaptation, methods, models, splits, synthesis
 
 
 def _noise_prediction(pipe, prompt_ids, seed=0):
@@ -99,3 +99,25 @@ def test_adaptation_is_seeded(demo_run, tmp_path):
     b = adaptation.train_adapters(p, other, split, progress=False)["dset"]["losses"]
     assert a == b
     assert synthesis.image_seed(0, 1, 2) != synthesis.image_seed(0, 2, 1)
+
+
+def test_images_resized_once_give_the_crops_of_the_authors_per_step_transform(demo_run, tmp_path):
+    """The loop decodes and resizes each shot once and crops per step: the same pixels, from the same
+    random draws, as the authors' per-step Resize + RandomCrop + ToTensor + Normalize."""
+    from torchvision import transforms
+
+    p, run, split = demo_run()
+    paths = []
+    for i, (path, _) in enumerate(split.shots(p.shots)[:5]):  # not square, so the crop has room to move
+        paths.append(tmp_path / f"{i}.png")
+        splits.load_rgb(path).resize((40 + 7 * i, 30)).save(paths[-1])
+    authors = transforms.Compose([transforms.Resize(24, interpolation=transforms.InterpolationMode.BILINEAR),
+                                  transforms.RandomCrop(24), transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
+    torch.manual_seed(3)
+    expected = [authors(splits.load_rgb(path)) for path in paths for _ in range(4)]
+    prepared = adaptation.prepared_images([str(path) for path in paths], 24)
+    crop = transforms.RandomCrop(24)
+    torch.manual_seed(3)
+    ours = [crop(tensor) for tensor in prepared for _ in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(expected, ours, strict=True))
+    assert not torch.equal(ours[0], ours[1]) or not torch.equal(ours[1], ours[2])  # the crops do move

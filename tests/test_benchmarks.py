@@ -40,3 +40,17 @@ def test_cost_estimate_counts_the_unet_passes_of_the_presets():
     assert module.estimate(tflops=200.0, disef_attempts=1.0)["datasets"][3]["unet_passes"]["DISEF"] == 10 * 500 * 15 * 2
     assert result["table1_gpu_hours"] == pytest.approx(sum(r["total_gpu_hours"] for r in rows.values()))
     assert module.markdown(result).count("\n| ") == len(datasets.BENCHMARKS) + 1
+
+
+def test_throughput_runs_every_stage_both_ways_on_the_tiny_preset():
+    spec = importlib.util.spec_from_file_location("throughput", runs.project_root() / "benchmarks" / "throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = module.main(["--models", "tiny", "--images", "1", "2", "--steps", "2", "--adapt-steps", "1", "2",
+                          "--workers", "0", "--clf-batches", "2"])
+    synth = report["synthesis"]
+    assert (synth["authors"]["fused"], synth["authors"]["batch"], synth["library"]["fused"]) == (False, 10, True)
+    assert report["adaptation"]["authors"]["precision"] == "no" and report["device"] == "cpu"
+    assert set(report["ratios"]) == {"synthesis", "adaptation", "classifier_input_over_step"}
+    assert report["classifier"]["input_images_per_second"] > 0 and report["classifier"]["step_images_per_second"] > 0
+    assert {"torch", "diffusers"} <= set(report["versions"])

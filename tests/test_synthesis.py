@@ -2,6 +2,7 @@
 
 import io
 import json
+import time
 
 import numpy as np
 import pytest
@@ -90,11 +91,10 @@ def test_resumed_run_equals_uninterrupted_and_lists_no_half_written_image(adapte
     reference = _images(run)
 
     q, interrupted = sibling("interrupted", synth_batch_size=2)
-    real_write, calls = runs.atomic_write_bytes, {"n": 0}
+    real_write = runs.atomic_write_bytes
 
-    def crash_on_fifth(path, payload):
-        calls["n"] += 1
-        if calls["n"] == 5:  # die mid-write: a temporary file is left behind, nothing renamed
+    def crash_on_fifth(path, payload):  # on the writer's threads; class 1, index 1 is the 5th image made
+        if path.parent.name.startswith("0001_") and path.name == "00001.png":  # die mid-write
             (path.parent / f".{path.name}.crash.tmp").write_bytes(payload[: len(payload) // 2])
             raise KeyboardInterrupt
         real_write(path, payload)
@@ -114,6 +114,64 @@ def test_resumed_run_equals_uninterrupted_and_lists_no_half_written_image(adapte
     assert not list(interrupted.path("synthetic").rglob("*.tmp"))
     keys = [(r["class_index"], r["index"]) for r in catalog.read_manifest(interrupted.path("synthetic", "datadream"))]
     assert len(keys) == len(set(keys)) == 12
+
+
+def test_images_are_listed_in_the_order_made_and_only_once_on_disk(tmp_path, monkeypatch):
+    real_write = synthesis.atomic_write_bytes
+
+    def slow_first(path, payload):  # the first image takes longest: the later ones are on disk first
+        if path.name == "00000.png":
+            time.sleep(0.5)
+        real_write(path, payload)
+
+    monkeypatch.setattr(synthesis, "atomic_write_bytes", slow_first)
+    manifest = catalog.JsonlWriter(tmp_path / "manifest-000-of-001.jsonl", sync=False)
+    listed = []
+    append = manifest.append
+
+    def checked_append(row):
+        assert (tmp_path / row["path"]).stat().st_size == row["bytes"]  # listed only once complete on disk
+        listed.append(row["index"])
+        append(row)
+
+    manifest.append = checked_append
+    writer = synthesis.ImageWriter(tmp_path, manifest, workers=3)
+    for i in range(6):
+        writer.submit(Image.new("RGB", (8, 8), (40 * i, 0, 0)), f"c/{i:05d}.png", {"class_index": 0, "index": i,
+                                                                                  "path": f"c/{i:05d}.png"})
+    assert listed == []  # the first is still being written: nothing after it is listed
+    assert writer.close() == 6 and listed == list(range(6))
+    assert [r["index"] for r in catalog.read_manifest(tmp_path)] == list(range(6))
+
+
+def test_fused_adapters_change_images_by_roundoff_at_most(adapted):
+    p, run, split, sibling = adapted
+    synthesis.generate(p, run, split, progress=False)
+    fused = _images(run)
+    assert {r["fused"] for r in catalog.read_manifest(run.path("synthetic", "datadream"))} == {True}
+    q, unfused = sibling("unfused", synth_fuse_lora=False)
+    synthesis.generate(q, unfused, split, progress=False)
+    assert {r["fused"] for r in catalog.read_manifest(unfused.path("synthetic", "datadream"))} == {False}
+    reference = _images(unfused)
+    assert reference.keys() == fused.keys()
+    for key in reference:
+        diff = np.abs(_pixels(fused[key]) - _pixels(reference[key]))
+        assert diff.max() <= 2 and (diff > 0).mean() < 0.01, key
+
+
+def test_cls_adapters_fused_class_by_class_give_the_same_images_whatever_the_sharding(demo_run):
+    """Each class's adapter is fused into an exact copy of the base weights, so a shard that makes
+    classes 0 and 3 gives class 3 the bits a single process gives it after classes 1 and 2."""
+    p, run, split = demo_run(variant="cls", adapt_epochs=1, images_per_class=2, num_inference_steps=3, synth_batch_size=2,
+                             ablation_images_per_class=[2])
+    adaptation.train_adapters(p, run, split, progress=False)
+    synthesis.generate(p, run, split, progress=False)
+    reference = _images(run)
+    sharded = runs.open_run(p, run.dir.parent / "sharded")
+    sharded.path("adaptation").symlink_to(run.path("adaptation"), target_is_directory=True)
+    for shard in (1, 0, 2):
+        synthesis.generate(p.replace(shard_index=shard, num_shards=3), sharded, split, progress=False)
+    assert _images(sharded) == reference and len(reference) == 8
 
 
 def test_torn_manifest_line_is_ignored_and_repaired(tmp_path):

@@ -2,12 +2,17 @@
 
 Preparation: the adapters (`adaptation.py`: one for the dataset, `dset`, or one per class, `cls`).
 Generation: PNDM, 50 steps, guidance 2.0 (hyperparameters.md section 2); the dset adapter is
-loaded once, a cls run loads each class's own before its images.
+loaded once, a cls run loads each class's own before its images. With `synth_fuse_lora` (the
+default) the adapter is fused into the attention weights (no LoRA branch left to run); the next
+class's adapter starts from an exact copy of the base weights, so fusing never makes an image
+depend on the classes generated before it. Fused and unfused images differ by floating-point
+roundoff only; each manifest row says which (`fused`).
 """
 
 from __future__ import annotations
 
 import pandas as pd
+import torch
 
 from datadream_lib import adaptation
 from datadream_lib.errors import DataDreamError
@@ -34,11 +39,27 @@ class DataDream(StableDiffusion):
         return adaptation.adapter_folder(self.p, self.run, class_index, self.split)
 
     def describe(self, class_index: int) -> dict:
-        return {**super().describe(class_index), "adapter": str(self._folder(class_index).relative_to(self.run.dir))}
+        return {**super().describe(class_index), "adapter": str(self._folder(class_index).relative_to(self.run.dir)),
+                "fused": self.p.synth_fuse_lora}
 
     def load(self) -> None:
         super().load()
         self._loaded = None
+        self._base = {}  # the attention weights an adapter is fused into, as the model has them
+
+    def _targets(self):
+        """(module, parameter name, parameter) of every weight and bias the adapters touch."""
+        for module, targets in ((self.pipe.unet, adaptation.UNET_TARGETS), (self.pipe.text_encoder, adaptation.TEXT_TARGETS)):
+            for name, param in module.named_parameters():
+                if any(f".{target}." in f".{name}" for target in targets):
+                    yield module, name, param
+
+    def _unload(self) -> None:
+        self.pipe.unload_lora_weights()  # removes the LoRA layers; a fused delta stays in the weights...
+        if self._base:
+            with torch.no_grad():
+                for module, name, param in self._targets():  # ...so the base weights are put back, bit for bit
+                    param.copy_(self._base[(id(module), name)])
 
     def begin_class(self, class_index: int) -> None:
         folder = self._folder(class_index)
@@ -48,6 +69,10 @@ class DataDream(StableDiffusion):
         if damage:
             raise DataDreamError(f"adapter {folder} is damaged ({damage}); run the adaptation stage again: it retrains it.")
         if self._loaded is not None:
-            self.pipe.unload_lora_weights()
+            self._unload()
+        if self.p.synth_fuse_lora and not self._base:
+            self._base = {(id(module), name): param.detach().clone() for module, name, param in self._targets()}
         self.pipe.load_lora_weights(str(folder))
+        if self.p.synth_fuse_lora:
+            self.pipe.fuse_lora()
         self._loaded = folder
