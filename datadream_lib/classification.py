@@ -42,6 +42,7 @@ from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import Run, read_json, write_json
 
 BICUBIC = transforms.InterpolationMode.BICUBIC
+EVAL_BATCH = 256  # val and test images per forward pass (no gradients: large batches keep the GPU busy)
 SYNTHETIC_SETTINGS = ("synthetic", "synthetic_real")  # the settings that train on synthetic images
 
 
@@ -335,7 +336,7 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
     model, trainable, image_size = build_classifier(p, split)
     model.to(device)
     evaluation = test_transform(image_size)
-    val_loader = _loader(ImageList(split.val, evaluation), p, False, 0, p.clf_batch_size * 2, device)
+    val_loader = _loader(ImageList(split.val, evaluation), p, False, 0, max(EVAL_BATCH, p.clf_batch_size), device)
     real = split.shots(p.shots) if setting in ("real_finetune", "synthetic_real") else []
     synth = synth_items if setting in SYNTHETIC_SETTINGS else []
     if setting in SYNTHETIC_SETTINGS and not synth:
@@ -349,7 +350,7 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
             teacher = CLIPClassifier(clip, tokenizer, split.classifier_prompts()).to(device).eval().requires_grad_(False)
         history, best_epoch = fit(model, trainable, p, real, synth, val_loader, device, image_size, progress, teacher)
     val_top1 = history[best_epoch - 1]["val_top1"] if history else accuracy(*predict(model, val_loader, device, amp))
-    test_loader = _loader(ImageList(split.test, evaluation), p, False, 0, p.clf_batch_size * 2, device)
+    test_loader = _loader(ImageList(split.test, evaluation), p, False, 0, max(EVAL_BATCH, p.clf_batch_size), device)
     preds, labels = predict(model, test_loader, device, amp)  # the one read of the test split
     return {
         "setting": setting, "dataset": split.dataset, "seed": p.seed, "shots": p.shots,

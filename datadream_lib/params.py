@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import string
 import types
@@ -59,7 +60,9 @@ class Params:
     seed: int = _field(0, "seeds the few-shot draw, LoRA init, training order and every synthetic image", min=0)
     device: str = _field("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", identity=False)
     mixed_precision: str = _field("auto", "'auto' = bf16 autocast on GPU (fp32 LoRA weights), fp32 on CPU", choices=PRECISIONS)
-    num_workers: int = _field(8, "data-loader worker processes for the classifier", min=0, identity=False)
+    num_workers: int = _field(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+                              "data-loader worker processes for the classifier (default: the CPU cores this process may use)",
+                              min=0, identity=False)
     stages: list = _field(list(STAGES), "the stages the pipeline runs, in order (Table 1 runs leave out 'ablations')", choices=STAGES, identity=False)
 
     # --- data (hyperparameters.md section 4) ---------------------------------------------------
