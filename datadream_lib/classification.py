@@ -373,15 +373,15 @@ def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: 
     out_root = out_root or run.path("classification")
     settings = settings or p.clf_settings
     results = {}
-    synth = None
+    synth, source = None, None
     for setting in settings:
         path = out_root / setting / "metrics.json"
         if path.exists():
             results[setting] = read_json(path)
             continue
-        if setting in SYNTHETIC_SETTINGS and synth is None:
+        if setting in SYNTHETIC_SETTINGS and synth is None:  # the manifest is read once, for every setting
             synth = catalog.synthetic_items(run, p.synth_method, images_per_class)
-        source = catalog.source_label(catalog.folder(run, p.synth_method)) if synth else None
+            source = catalog.source_label(catalog.folder(run, p.synth_method))
         results[setting] = train_and_evaluate(p, setting, split, synth or [], progress, source)
         write_json(path, results[setting])
     if the_stage:

@@ -157,7 +157,8 @@ class DISEF(IsSynth):
         return [f"{self.captions_path}: no caption of class {c} shot {k}" for c, k in self._shot_keys() if (c, k) not in have]
 
     def prepare(self, progress: bool = True) -> pd.DataFrame:
-        todo = [key for key in self._shot_keys() if key not in self.captions()]
+        have = self.captions()  # read once: the file has a row per shot (16,000 for ImageNet)
+        todo = [key for key in self._shot_keys() if key not in have]
         if todo:
             self._caption(todo, progress)
         return pd.DataFrame(sorted(self.captions().values(), key=lambda r: (r["class_index"], r["shot"])))
