@@ -95,6 +95,7 @@ def test_resumed_run_equals_uninterrupted_and_lists_no_half_written_image(adapte
 
     def crash_on_fifth(path, payload):  # on the writer's threads; class 1, index 1 is the 5th image made
         if path.parent.name.startswith("0001_") and path.name == "00001.png":  # die mid-write
+            path.parent.mkdir(parents=True, exist_ok=True)  # the class's first image may still be on another thread
             (path.parent / f".{path.name}.crash.tmp").write_bytes(payload[: len(payload) // 2])
             raise KeyboardInterrupt
         real_write(path, payload)
