@@ -1,18 +1,28 @@
-"""An estimate, not a measurement: the GPU-hours of reproducing Table 1 (and Fig. 5), dataset by
-dataset, from the number of UNet forward passes each run makes.
+"""The GPU-hours of reproducing Table 1 (and Fig. 5), dataset by dataset: from the rates a
+benchmark run measured, or, without one, from FLOPs at an assumed rate.
 
-    python benchmarks/cost_estimate.py                   # Markdown table for the README
-    python benchmarks/cost_estimate.py --tflops 300 --json
+    python benchmarks/throughput.py --out rates.json        # on the GPU to cost (full-size models)
+    python benchmarks/cost_estimate.py --rates rates.json   # Markdown table for the README
+    python benchmarks/cost_estimate.py                      # no measurement: FLOPs at --tflops (an estimate)
+    python benchmarks/cost_estimate.py --json
 
 Counts come from the shipped presets (params/paper/<dataset>_{dset,cls,issynth,disef}.yaml,
-fig5_*.yaml) and the library's own step rules (img2img runs int(steps * strength) of the steps); the FLOPs of one forward pass of each full-size network (SD 2.1-base
-UNet at 512 px, its VAE and text encoder, CLIP ViT-B/16, Inception-v3) are counted by
-torch.utils.flop_counter on the architectures built on the meta device (no weights, no compute).
-Training a LoRA costs about two forward passes per sample (activation gradients through the
-frozen weights, no weight gradients). FLOPs become hours at an *assumed* sustained rate
-(--tflops, default 200 TFLOP/s: about 20 % of an H100's dense bf16 peak, or 250 UNet passes a
-second); measure yours with benchmarks/full_size_check.py and pass it. Data loading, image
-decoding and checkpoint I/O are not counted.
+fig5_*.yaml) and the library's own step rules (img2img runs int(steps * strength) of the steps).
+
+With `--rates` (throughput.py's JSON, library column): adaptation costs its LoRA training samples at
+the measured seconds per step of batch 8; synthesis its UNet passes at the measured images per
+second times the passes per image of the measurement (50 steps x 2 for guidance; the VAE's share is
+taken as in that measurement); the classifier its training images at the slower of the measured
+input pipeline and training step, and its evaluation images at LORA_TRAIN times the step's rate.
+What no benchmark measures (DISEF's captions and filter, FID's Inception) is counted in FLOPs at
+--tflops; the table says so.
+
+Without `--rates`, everything is FLOPs at --tflops: the FLOPs of one forward pass of each full-size
+network (SD 2.1-base UNet at 512 px, its VAE and text encoder, CLIP ViT-B/16, Inception-v3) are
+counted by torch.utils.flop_counter on the architectures built on the meta device (no weights, no
+compute); training a LoRA costs about two forward passes per sample (activation gradients through
+the frozen weights, no weight gradients); default 200 TFLOP/s, about 20 % of an H100's dense bf16
+peak. Data loading, image decoding and checkpoint I/O are not counted.
 
 DISEF adds its captions (LLaVA-1.5-7B, approximated as 2 x 7.06e9 FLOPs per token over the 576
 image tokens, the query and `caption_max_tokens`) and, per attempt, an img2img generation and a
@@ -25,6 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
+from typing import Optional
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -80,13 +92,17 @@ def run_cost(p, n_classes: int, sizes: tuple[int, int, int], f: dict, settings=N
     """FLOPs and UNet passes of one run (one seed) with parameters p."""
     train, val, test = sizes
     images = images_per_class or p.images_per_class
-    out = {"unet_passes": 0.0, "flops": 0.0}
+    out = {"unet_passes": 0.0, "flops": 0.0, "adapt_samples": 0.0, "synth_passes": 0.0, "clf_train_images": 0.0,
+           "clf_eval_images": 0.0, "unmeasured_flops": 0.0}  # the last: what no benchmark rate covers
     attempts = min(disef_attempts, p.filter_attempts) if p.synth_method == "disef" else 1.0
     if adapt and p.synth_method == "disef":  # the captions of the shots
-        out["flops"] += n_classes * p.shots * 2 * LLAVA_PARAMS * (LLAVA_PROMPT_TOKENS + p.caption_max_tokens)
+        captions = n_classes * p.shots * 2 * LLAVA_PARAMS * (LLAVA_PROMPT_TOKENS + p.caption_max_tokens)
+        out["flops"] += captions
+        out["unmeasured_flops"] += captions
     if adapt and p.synth_method == "datadream":
         samples = p.adapt_epochs * n_classes * p.shots  # dset and cls alike: every shot once per epoch
         out["unet_passes"] += LORA_TRAIN * samples
+        out["adapt_samples"] += samples
         out["flops"] += samples * (LORA_TRAIN * f["unet"] + f["vae_encode"]
                                    + (LORA_TRAIN if p.adapt_train_text_encoder else 1) * f["sd_text"])
     if synthesize:
@@ -94,12 +110,15 @@ def run_cost(p, n_classes: int, sizes: tuple[int, int, int], f: dict, settings=N
         steps = int(p.num_inference_steps * p.strength) if p.strength is not None else p.num_inference_steps
         passes = made * steps * (2 if p.guidance_scale > 1 else 1)
         out["unet_passes"] += passes
+        out["synth_passes"] += passes
         out["flops"] += passes * f["unet"] + made * (f["vae_decode"] + (f["vae_encode"] if p.strength is not None else 0))
         if p.synth_method == "disef":
             out["flops"] += made * f["filter_image"]
+            out["unmeasured_flops"] += made * f["filter_image"]
     evaluate = lambda n: n * f["clip_image"] + n_classes * f["clip_text"]  # noqa: E731
     for setting in settings or p.clf_settings:
         flops = evaluate(test)
+        out["clf_eval_images"] += test
         if setting != "zero_shot":
             real = n_classes * p.shots * max(1, images // p.shots)
             synth = n_classes * images
@@ -107,16 +126,36 @@ def run_cost(p, n_classes: int, sizes: tuple[int, int, int], f: dict, settings=N
             steps = math.ceil(per_epoch / p.clf_batch_size)  # one pooled dataset, as the authors do
             flops += p.clf_epochs * (LORA_TRAIN * (per_epoch * f["clip_image"] + steps * n_classes * f["clip_text"])
                                      + evaluate(val))
+            out["clf_train_images"] += p.clf_epochs * per_epoch
+            out["clf_eval_images"] += p.clf_epochs * val
         out["flops"] += flops
     if fid:
         real_set = train if p.fid_real_set == "train" else n_classes * p.shots
-        out["flops"] += (n_classes * images + real_set + val) * f["inception"]
+        fid_flops = (n_classes * images + real_set + val) * f["inception"]
+        out["flops"] += fid_flops
+        out["unmeasured_flops"] += fid_flops
     return out
 
 
-def estimate(tflops: float, disef_attempts: float = 2.0) -> dict:
+def measured_hours(cost: dict, rates: dict, tflops: float) -> float:
+    """A run's GPU-hours at the library's rates measured by throughput.py (see the module text)."""
+    synth, adapt, clf = rates["synthesis"]["library"], rates["adaptation"]["library"], rates["classifier"]
+    passes_per_image = rates["steps"] * (2 if rates["guidance"] > 1 else 1)
+    clf_rate = min(clf["input_images_per_second"]["library"], clf["step_images_per_second"])
+    seconds = (cost["adapt_samples"] / adapt["batch"] * adapt["seconds_per_step"]
+               + cost["synth_passes"] / (synth["images_per_second"] * passes_per_image)
+               + cost["clf_train_images"] / clf_rate
+               + cost["clf_eval_images"] / (LORA_TRAIN * clf["step_images_per_second"])
+               + cost["unmeasured_flops"] / (tflops * 1e12))
+    return seconds / 3600
+
+
+def estimate(tflops: float, disef_attempts: float = 2.0, rates: Optional[dict] = None) -> dict:
+    """Table 1's GPU-hours per dataset and method: at the measured `rates` (throughput.py's JSON) or,
+    without them, from FLOPs at `tflops`."""
     f = forward_flops()
     hours = lambda flops: flops / (tflops * 1e12) / 3600  # noqa: E731
+    cost_hours = (lambda cost: measured_hours(cost, rates, tflops)) if rates else (lambda cost: hours(cost["flops"]))  # noqa: E731
     root = runs.project_root() / "params" / "paper"
     rows = []
     for name in datasets.BENCHMARKS:
@@ -126,7 +165,7 @@ def estimate(tflops: float, disef_attempts: float = 2.0) -> dict:
             todo = params.load_runs(root / f"{name}_{suffix}.yaml")
             cost = run_cost(todo[0], spec.num_classes, sizes, f, disef_attempts=disef_attempts)
             row["unet_passes"][label] = cost["unet_passes"]
-            row["gpu_hours"][label] = hours(cost["flops"])
+            row["gpu_hours"][label] = cost_hours(cost)
             row["seeds"] = len(todo)
         row["total_gpu_hours"] = row["seeds"] * sum(row["gpu_hours"].values())
         rows.append(row)
@@ -135,12 +174,20 @@ def estimate(tflops: float, disef_attempts: float = 2.0) -> dict:
     for variant in ("dset", "cls"):
         todo = params.load_runs(root / f"fig5_fgvc_aircraft_{variant}.yaml")
         p, n, sizes = todo[0], datasets.DATASETS["fgvc_aircraft"].num_classes, SPLIT_SIZES["fgvc_aircraft"]
-        flops = sum(run_cost(p, n, sizes, f, p.ablation_settings, images_per_class=m, adapt=False, synthesize=False,
-                             fid=False)["flops"] for m in p.ablation_images_per_class if m != p.images_per_class)
-        flops += sum(run_cost(p.replace(shots=k, run_name=f"{p.run_name}_k{k}"), n, sizes, f, p.ablation_settings,
-                              fid=False)["flops"] for k in p.ablation_shots if k != p.shots)
-        fig5[variant] = len(todo) * hours(flops)
-    return {"tflops_assumed": tflops, "disef_attempts_assumed": disef_attempts,
+        fig5[variant] = len(todo) * (
+            sum(cost_hours(run_cost(p, n, sizes, f, p.ablation_settings, images_per_class=m, adapt=False,
+                                    synthesize=False, fid=False))
+                for m in p.ablation_images_per_class if m != p.images_per_class)
+            + sum(cost_hours(run_cost(p.replace(shots=k, run_name=f"{p.run_name}_k{k}"), n, sizes, f,
+                                      p.ablation_settings, fid=False))
+                  for k in p.ablation_shots if k != p.shots))
+    source = (f"rates measured by benchmarks/throughput.py on {rates['device']} ({rates.get('date', 'date not recorded')}, "
+              f"models: {rates['models']})" if rates else f"FLOPs at an assumed {tflops:.0f} TFLOP/s (no measurement)")
+    return {"source": source, "tflops_assumed": tflops, "disef_attempts_assumed": disef_attempts,
+            "rates": rates and {"synthesis_images_per_second": rates["synthesis"]["library"]["images_per_second"],
+                                "adaptation_seconds_per_step": rates["adaptation"]["library"]["seconds_per_step"],
+                                "classifier_input_images_per_second": rates["classifier"]["input_images_per_second"]["library"],
+                                "classifier_step_images_per_second": rates["classifier"]["step_images_per_second"]},
             "forward_gflops": {k: round(v / 1e9, 2) for k, v in f.items()},
             "datasets": rows, "fig5_fgvc_aircraft_gpu_hours": fig5,
             "table1_gpu_hours": sum(r["total_gpu_hours"] for r in rows)}
@@ -156,10 +203,12 @@ def markdown(result: dict) -> str:
     totals = " | ".join(f"{sum(r['gpu_hours'][m] * r['seeds'] for r in result['datasets']):.0f}" for m in labels)
     lines.append(f"| **Table 1, all seeds** | | {totals} | **{result['table1_gpu_hours']:.0f}** |")
     fig5 = result["fig5_fgvc_aircraft_gpu_hours"]
-    lines.append(f"\nFig. 5 on FGVC Aircraft adds {fig5['dset']:.0f} (dset) + {fig5['cls']:.0f} (cls) GPU-hours over three seeds. "
-                 f"Assumed sustained rate: {result['tflops_assumed']:.0f} TFLOP/s; one UNet pass at 512 px = "
-                 f"{result['forward_gflops']['unet']:.0f} GFLOPs; DISEF: {result['disef_attempts_assumed']:g} attempts per "
-                 f"image assumed.")
+    measured = result["rates"] is not None
+    lines.append(f"\nSource: {result['source']}" + (f"; DISEF's captions and filter and FID's Inception in FLOPs at an "
+                                                      f"assumed {result['tflops_assumed']:.0f} TFLOP/s" if measured else "")
+                 + f". Fig. 5 on FGVC Aircraft adds {fig5['dset']:.0f} (dset) + {fig5['cls']:.0f} (cls) GPU-hours over "
+                 f"three seeds. One UNet pass at 512 px = {result['forward_gflops']['unet']:.0f} GFLOPs; DISEF: "
+                 f"{result['disef_attempts_assumed']:g} attempts per image assumed.")
     return "\n".join(lines)
 
 
@@ -167,9 +216,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tflops", type=float, default=200.0, help="assumed sustained TFLOP/s of one GPU")
     parser.add_argument("--disef-attempts", type=float, default=2.0, help="assumed mean DISEF attempts per image")
+    parser.add_argument("--rates", type=Path, help="the JSON of a benchmarks/throughput.py run (full-size models, on a GPU)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = parser.parse_args(argv)
-    result = estimate(args.tflops, args.disef_attempts)
+    rates = json.loads(args.rates.read_text()) if args.rates else None
+    if rates and rates.get("models") != "full_random":
+        parser.error(f"{args.rates} was measured on the {rates.get('models')} models; cost a GPU run of the full-size ones.")
+    result = estimate(args.tflops, args.disef_attempts, rates)
     print(json.dumps(result, indent=1) if args.json else markdown(result))
     return 0
 

@@ -1,18 +1,24 @@
 """Throughput of each stage, with the authors' settings and with the library's defaults, in one process.
 
-    python benchmarks/throughput.py                   # full-size SD 2.1-base / ViT-B/16 from config, on a GPU
+    python benchmarks/throughput.py --out rates.json  # full-size SD 2.1-base / ViT-B/16 from config, on a GPU
     python benchmarks/throughput.py --models tiny     # the tiny preset on a CPU (checks the script, not speed)
+    python benchmarks/cost_estimate.py --rates rates.json   # Table 1's GPU-hours at these rates
 
     synthesis     images per second through the whole engine (generation, PNG encoding, writing,
-                  manifest): authors = fp16, LoRA unfused, batch 10, each PNG written before the
-                  next image; library = the defaults (bf16, LoRA fused, `synth_batch_size`, images
-                  written on background threads)
-    adaptation    seconds per DataDream step at batch 8: authors = fp32; library = the defaults
-    classifier    images per second of the training input pipeline (decode + the authors'
-                  augmentation) with `--workers` loader processes, and of one training step on the GPU
+                  manifest): authors = fp16, LoRA unfused, batch 10, no fused q/k/v, NCHW, eager,
+                  each PNG written before the next image; library = the defaults (bf16, LoRA fused,
+                  fused q/k/v, channels_last, batch from free memory, images written on background
+                  threads), compiled on a GPU as a full-length run compiles
+    adaptation    seconds per DataDream step at batch 8: authors = fp32, NCHW, eager; library = the
+                  defaults (bf16, channels_last, fused AdamW), compiled on a GPU as a full run compiles
+    classifier    images per second of the training input pipeline with `--workers` loader processes:
+                  authors = decode + the authors' augmentation on PIL in the workers; library =
+                  decode in the workers, the same augmentation on the device (`augmentation.py`);
+                  and of one training step
 
-Each rate is a difference of two runs of different length, so model building and warm-up cancel
-out. Random weights cost the same FLOPs as the real ones. Prints one JSON object (--out writes it).
+Each rate is a difference of two runs of different length, so model building, compilation and
+warm-up cancel out. Random weights cost the same FLOPs as the real ones. Prints one JSON object
+(--out writes it; cost_estimate.py --rates reads it).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import argparse
 import importlib.metadata
 import json
 import os
+import platform
 import shutil
 import sys
 import tempfile
@@ -29,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from datadream_lib import adaptation, classification, methods, models, params, runs, splits, synthesis
+from datadream_lib import adaptation, augmentation, catalog, classification, methods, models, params, runs, splits, synthesis
 
 
 class WriteEachImageFirst(synthesis.ImageWriter):
@@ -64,9 +71,11 @@ def synthesis_rate(p, run, split, sizes: tuple[int, int], writer=synthesis.Image
     finally:
         synthesis.ImageWriter = original
     images = (sizes[1] - sizes[0]) * len(split.classnames)
+    row = catalog.read_manifest(catalog.folder(other, p.synth_method))[-1]  # how the images were made
     return {"images_per_second": round(images / max(seconds[1] - seconds[0], 1e-9), 3),
-            "batch": p.synth_batch_size, "fused": p.synth_fuse_lora, "precision": p.mixed_precision,
-            "peak_gib": models.peak_memory_gib(models.resolve_device(p))}
+            "seconds": [round(t, 2) for t in seconds], "batch": models.synth_batch_size(p, models.resolve_device(p)),
+            **{key: row[key] for key in ("fused", "fused_qkv", "channels_last", "compiled")},
+            "precision": p.mixed_precision, "peak_gib": models.peak_memory_gib(models.resolve_device(p), reset=True)}
 
 
 def adaptation_rate(p, split, steps: tuple[int, int]) -> dict:
@@ -78,22 +87,98 @@ def adaptation_rate(p, split, steps: tuple[int, int]) -> dict:
         seconds.append(_timed(device, lambda pipe=pipe, job=job: adaptation.train_adapter(pipe, p, job, split.prompts(), device,
                                                                                           progress=False)))
     return {"seconds_per_step": round((seconds[1] - seconds[0]) / (steps[1] - steps[0]), 4), "batch": p.adapt_batch_size,
-            "precision": p.mixed_precision, "peak_gib": models.peak_memory_gib(device)}
+            "seconds": [round(t, 2) for t in seconds], "precision": p.mixed_precision,
+            "channels_last": models.use_channels_last(p, device), "compiled": bool(p.compile),
+            "peak_gib": models.peak_memory_gib(device, reset=True)}
+
+
+class AuthorsPool(torch.utils.data.Dataset):
+    """The authors' loader: decode with PIL and augment in the worker."""
+
+    def __init__(self, items, size):
+        self.items, self.transform = items, augmentation.authors_transform(size)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.transform(splits.load_rgb(self.items[i][0])), 0, False
+
+
+def input_rate(loader, batches: int, prepare, device) -> float:
+    """Images per second out of a loader through `prepare` (on the device), after the first batch."""
+    it = iter(loader)
+    prepare(next(it)[0], 0)  # workers started, kernels warm
+    models.synchronize(device)
+    started = time.perf_counter()
+    n = 0
+    for step in range(1, batches + 1):
+        images = next(it)[0]
+        prepare(images, step)
+        n += len(images)
+    models.synchronize(device)
+    return n / (time.perf_counter() - started)
+
+
+def worker_milliseconds(items, size: int) -> dict:
+    """CPU milliseconds one loader worker spends per image: the authors' (PIL decode + augmentation)
+    and the library's (decode only); 16 cores feed at most 16,000 / ms images per second."""
+    out, threads = {}, torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    try:
+        for name, dataset in (("authors", AuthorsPool(items, size)), ("library", classification.TrainingPool([], items))):
+            dataset[0]
+            started = time.process_time()
+            for i in range(len(items)):
+                dataset[i]
+            out[name] = round((time.process_time() - started) * 1000 / len(items), 2)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def input_pipeline(n: int, resolution: int, size: int, batch: int, device) -> dict:
+    """The classifier's input pipeline alone on `n` smooth random `resolution`-px PNGs (no models)."""
+    import numpy as np
+    from PIL import Image
+
+    folder = Path(tempfile.mkdtemp(prefix="datadream-input-"))
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(n):
+        coarse = Image.fromarray((rng.random((resolution // 16, resolution // 16, 3)) * 255).astype(np.uint8))
+        path = folder / f"{i}.png"
+        coarse.resize((resolution, resolution), Image.BICUBIC).save(path)
+        items.append((str(path), 0))
+    augment = augmentation.DeviceAugment(size, device)
+    decoded = [augmentation.read_image(path) for path, _ in items[:batch]]
+    augment(decoded, seed=0)
+    models.synchronize(device)
+    started = time.perf_counter()
+    for step in range(1, 4):
+        augment(decoded, seed=step)
+    models.synchronize(device)
+    rate = 3 * len(decoded) / (time.perf_counter() - started)
+    out = {"images": n, "resolution": resolution, "png_kib": round(sum(Path(p).stat().st_size for p, _ in items) / n / 1024),
+           "worker_ms_per_image": worker_milliseconds(items, size), "device_augment_images_per_second": round(rate, 1),
+           "device": str(device)}
+    shutil.rmtree(folder, ignore_errors=True)
+    return out
 
 
 def classifier_rates(p, run, split, workers: int, batches: int) -> dict:
     device = models.resolve_device(p)
     _, _, size = models.load_clip(p)
     images = sorted(run.dir.parent.glob("*/synthetic/*/*/*.png"))  # the benchmark's own synthetic images
-    items = [(str(path), 0) for path in images] * max(1, 4 * p.clf_batch_size // max(1, len(images)))
-    pool = classification.TrainingPool([], items, classification.train_transform(size))
-    loader = torch.utils.data.DataLoader(pool, batch_size=p.clf_batch_size, shuffle=True, num_workers=workers,
-                                         persistent_workers=workers > 0)
-    it = iter(loader)
-    next(it)  # workers started
-    started = time.perf_counter()
-    n = sum(len(next(it)[0]) for _ in range(batches))
-    input_rate = n / (time.perf_counter() - started)
+    items = [(str(path), 0) for path in images] * max(1, (batches + 2) * p.clf_batch_size // max(1, len(images)) + 1)
+    common = {"batch_size": p.clf_batch_size, "shuffle": True, "num_workers": workers, "persistent_workers": workers > 0,
+              "pin_memory": device.type == "cuda"}
+    authors = torch.utils.data.DataLoader(AuthorsPool(items, size), **common)
+    authors_rate = input_rate(authors, batches, lambda x, step: x.to(device, non_blocking=True), device)
+    library = torch.utils.data.DataLoader(classification.TrainingPool([], items), collate_fn=classification.collate_pool,
+                                          **common)
+    augment = augmentation.DeviceAugment(size, device)
+    library_rate = input_rate(library, batches, lambda x, step: augment(x, seed=step), device)
     model, trainable, size = classification.build_classifier(p, split)
     model.to(device)
     optimizer = torch.optim.AdamW(trainable, lr=p.clf_lr)
@@ -112,8 +197,10 @@ def classifier_rates(p, run, split, workers: int, batches: int) -> dict:
 
     step()  # warm-up
     seconds = min(_timed(device, step) for _ in range(3))
-    return {"input_images_per_second": round(input_rate, 1), "workers": workers, "image_size": size,
-            "step_images_per_second": round(p.clf_batch_size / seconds, 1), "batch": p.clf_batch_size}
+    return {"input_images_per_second": {"authors": round(authors_rate, 1), "library": round(library_rate, 1)},
+            "worker_ms_per_image": worker_milliseconds(items[:len(images)], size),
+            "workers": workers, "image_size": size, "step_images_per_second": round(p.clf_batch_size / seconds, 1),
+            "batch": p.clf_batch_size}
 
 
 def main(argv=None) -> dict:
@@ -124,8 +211,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--adapt-steps", type=int, nargs=2, default=[3, 13], help="steps of the two adaptation runs")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="classifier loader processes")
     parser.add_argument("--clf-batches", type=int, default=10)
+    parser.add_argument("--input-only", type=int, metavar="N", help="only the classifier's input pipeline, on N "
+                        "generated 512-px PNGs (no models; runs on a CPU too)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.input_only:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        report = {"input_pipeline": input_pipeline(args.input_only, 512, 224, 128, device),
+                  "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                  "versions": {name: importlib.metadata.version(name) for name in ("torch", "torchvision", "pillow")},
+                  "date": time.strftime("%Y-%m-%d")}
+        print(json.dumps(report, indent=1))
+        if args.out:
+            runs.atomic_write_text(args.out, json.dumps(report, indent=1))
+        return report
 
     work = Path(tempfile.mkdtemp(prefix="datadream-throughput-"))
     full = args.models == "full_random"
@@ -137,7 +236,10 @@ def main(argv=None) -> dict:
         base["num_inference_steps"] = args.steps
     p = params.from_dict(base)
     device = models.resolve_device(p)
-    authors = {"mixed_precision": "fp16" if device.type == "cuda" else "no", "synth_fuse_lora": False, "synth_batch_size": 10}
+    gpu = device.type == "cuda"
+    authors = {"mixed_precision": "fp16" if gpu else "no", "synth_fuse_lora": False, "synth_fuse_qkv": False,
+               "synth_batch_size": 10, "channels_last": False, "compile": False}
+    library = {"compile": gpu}  # as a full-length run on a GPU compiles (the short benchmark would not by itself)
     report = {"models": args.models, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "versions": {name: importlib.metadata.version(name) for name in ("torch", "diffusers", "transformers", "peft")},
               "resolution": p.resolution, "steps": p.num_inference_steps, "guidance": p.guidance_scale}
@@ -145,16 +247,20 @@ def main(argv=None) -> dict:
     methods.prepare(p.replace(adapt_epochs=1), run, split, progress=False)  # an adapter to load (its values do not matter)
 
     report["synthesis"] = {"authors": synthesis_rate(p.replace(**authors), run, split, tuple(args.images), WriteEachImageFirst),
-                           "library": synthesis_rate(p, run, split, tuple(args.images))}
-    report["adaptation"] = {"authors": adaptation_rate(p.replace(mixed_precision="no"), split, tuple(args.adapt_steps)),
-                            "library": adaptation_rate(p, split, tuple(args.adapt_steps))}
+                           "library": synthesis_rate(p.replace(**library), run, split, tuple(args.images))}
+    report["adaptation"] = {"authors": adaptation_rate(p.replace(mixed_precision="no", channels_last=False, compile=False),
+                                                       split, tuple(args.adapt_steps)),
+                            "library": adaptation_rate(p.replace(**library), split, tuple(args.adapt_steps))}
     report["classifier"] = classifier_rates(p, run, split, args.workers, args.clf_batches)
     s, a = report["synthesis"], report["adaptation"]
     report["ratios"] = {
         "synthesis": round(s["library"]["images_per_second"] / s["authors"]["images_per_second"], 2),
         "adaptation": round(a["authors"]["seconds_per_step"] / a["library"]["seconds_per_step"], 2),
-        "classifier_input_over_step": round(report["classifier"]["input_images_per_second"]
+        "classifier_input": round(report["classifier"]["input_images_per_second"]["library"]
+                                  / report["classifier"]["input_images_per_second"]["authors"], 2),
+        "classifier_input_over_step": round(report["classifier"]["input_images_per_second"]["library"]
                                             / report["classifier"]["step_images_per_second"], 2)}
+    report["date"] = time.strftime("%Y-%m-%d")
     shutil.rmtree(work, ignore_errors=True)
     text = json.dumps(report, indent=1)
     print(text)

@@ -12,6 +12,7 @@ One module per concept of the paper:
     synthesis       the engine: N images per class, one seeded generator per image, resumable
     catalog         the generated images as the manifests list them (read by everything downstream)
     classification  CLIP + LoRA on real, synthetic, or both (lambda-weighted), selected on val
+    augmentation    the classifier's training augmentation (the authors' list), run on the device
     fid             per-class FID / KID between synthetic and real images
     ablations       Fig. 5: images per class and real shots
     figures         Fig. 3, Fig. 4, Fig. 5 and a Table-1-style table, from result files only

@@ -13,7 +13,10 @@ predicts v), uniform timesteps. AdamW, cosine schedule with warm-up, grad-norm c
 
 Adapters are saved in diffusers' LoRA format (`pytorch_lora_weights.safetensors`), so
 `StableDiffusionPipeline.load_lora_weights(folder)` loads them in any diffusers program.
-Training is seeded (LoRA init, batch order, noise, timesteps): the same seed gives the same adapter.
+Training is seeded (LoRA init, batch order, crops, noise, timesteps): the same seed gives the same
+adapter on the same device. One `Trainer` per process trains every adapter on one set of LoRA
+modules, reset from each adapter's seed (`init_lora`), with the host work out of the step; see its
+text for the GPU levers (channels_last, fused AdamW, `compile`).
 """
 
 from __future__ import annotations
@@ -89,14 +92,32 @@ def lora_config(rank: int, alpha: int, targets: list[str]):
 
 
 def add_lora(pipe, p) -> list[torch.nn.Parameter]:
-    """Attach fresh LoRA adapters; freeze everything else. Returns the trainable parameters."""
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
-        module.requires_grad_(False)
-    pipe.unet.add_adapter(lora_config(p.adapt_lora_rank, p.adapt_lora_alpha, UNET_TARGETS))
-    if p.adapt_train_text_encoder:
-        pipe.text_encoder.add_adapter(lora_config(p.adapt_lora_rank, p.adapt_lora_alpha, TEXT_TARGETS))
+    """Attach the LoRA adapters (once per pipeline; a later call finds them) and freeze everything
+    else. Returns the trainable parameters. Their values are set by `init_lora`."""
     modules = [pipe.unet] + ([pipe.text_encoder] if p.adapt_train_text_encoder else [])
+    if not getattr(pipe.unet, "peft_config", None):
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+            module.requires_grad_(False)
+        pipe.unet.add_adapter(lora_config(p.adapt_lora_rank, p.adapt_lora_alpha, UNET_TARGETS))
+        if p.adapt_train_text_encoder:
+            pipe.text_encoder.add_adapter(lora_config(p.adapt_lora_rank, p.adapt_lora_alpha, TEXT_TARGETS))
     return [q for m in modules for q in m.parameters() if q.requires_grad]
+
+
+def init_lora(pipe, seed: int) -> None:
+    """peft's 'gaussian' init, drawn from `seed` alone: A ~ N(0, 1/r), B = 0, so the adapter starts
+    at zero. Resetting the same modules for every class (rather than creating new ones) keeps a
+    compiled UNet valid across the hundreds of adapters of a cls run."""
+    from peft.tuners.lora import LoraLayer
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in (pipe.unet, pipe.text_encoder):
+            for layer in module.modules():
+                if isinstance(layer, LoraLayer):
+                    for name, a in layer.lora_A.items():
+                        a.weight.copy_(torch.randn(a.weight.shape, generator=generator) / layer.r[name])
+                        layer.lora_B[name].weight.zero_()
 
 
 def save_adapter(pipe, p, folder: Path, info: Optional[dict] = None) -> None:
@@ -164,15 +185,26 @@ def damaged_adapters(p, run: Run, split: FewShotSplit) -> list[str]:
 
 
 CHECK_EVERY = 25  # steps between reads of the loss from the device (a NaN stops the run at the next one)
+COMPILE_PAYS_BACK = 2000  # adaptation steps in one process from which `compile` (unset) compiles the UNet
 
 
 def prepared_images(paths: list[str], resolution: int) -> list[torch.Tensor]:
     """The authors' adaptation transform (Resize bilinear, RandomCrop, no flip, to [-1, 1]) up to the
-    crop, once per image. The per-step RandomCrop of these tensors draws the same offsets, and gives
-    the same pixels, as on the resized PIL image."""
-    resize = transforms.Compose([transforms.Resize(resolution, interpolation=transforms.InterpolationMode.BILINEAR),
-                                 transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
-    return [resize(load_rgb(path)) for path in paths]
+    crop, once per image, kept as uint8 (C, H, W): a quarter of the memory, and `to_unit_range` of
+    a crop gives the same floats as ToTensor + Normalize of the cropped PIL image."""
+    resize = transforms.Resize(resolution, interpolation=transforms.InterpolationMode.BILINEAR)
+    return [transforms.functional.pil_to_tensor(resize(load_rgb(path))) for path in paths]
+
+
+def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 -> [-1, 1] with the operations of ToTensor and Normalize(0.5, 0.5), bit for bit."""
+    return pixels.float().div(255).sub(0.5).div(0.5)
+
+
+def crop_offsets(image: torch.Tensor, size: int) -> tuple[int, int]:
+    """RandomCrop's offsets (the same draws from the global generator as transforms.RandomCrop)."""
+    top, left, _, _ = transforms.RandomCrop.get_params(image, (size, size))
+    return top, left
 
 
 def _check_finite(job, p, step_losses: list) -> None:
@@ -196,72 +228,103 @@ def batches(n_items: int, batch_size: int, steps: int, generator: torch.Generato
             done += 1
 
 
+class Trainer:
+    """The adaptation step on one pipeline, built once per process and reused for every adapter.
+
+    Host work is kept out of the step: the shots are decoded and resized once (uint8), a batch is a
+    crop of them copied to the device without a sync; latents, noise and timesteps are drawn on the
+    device from the adapter's seeded generator (on a CPU, the one generator of the batch order, as
+    before); the loss is read back every CHECK_EVERY steps. On a GPU: channels_last UNet and VAE,
+    fused AdamW, and (`compile`) a compiled UNet, which stays valid across adapters because
+    `init_lora` resets the same LoRA modules."""
+
+    def __init__(self, pipe, p, device: torch.device, total_steps: int = 0):
+        from diffusers import DDPMScheduler
+
+        self.pipe, self.p, self.device = pipe, p, device
+        self.amp = models.autocast_dtype(p, device)
+        self.dtype = self.amp if self.amp is not None else torch.float32
+        self.trainable = add_lora(pipe, p)
+        for module in (pipe.vae, pipe.unet, pipe.text_encoder):
+            models.place(module, device, self.dtype)
+        for q in self.trainable:  # LoRA weights train in fp32
+            q.data = q.data.float()
+        self.channels_last = models.use_channels_last(p, device)
+        if self.channels_last:
+            pipe.unet.to(memory_format=torch.channels_last)
+            pipe.vae.to(memory_format=torch.channels_last)
+        self.compiled = models.use_compile(p, device, total_steps, COMPILE_PAYS_BACK)
+        self.unet = torch.compile(pipe.unet) if self.compiled else pipe.unet  # pipe.unet keeps its state-dict names
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+
+    def train(self, job: AdapterJob, prompts: list[str], progress: bool = True) -> list[float]:
+        """Fit the adapter of `job` from its seed's init; returns the per-step losses."""
+        from diffusers.optimization import get_scheduler
+
+        pipe, p, device = self.pipe, self.p, self.device
+        init_lora(pipe, job.seed)
+        optimizer = torch.optim.AdamW(self.trainable, lr=p.adapt_lr, betas=(0.9, 0.999), weight_decay=p.adapt_weight_decay,
+                                      eps=1e-8, fused=device.type == "cuda")
+        lr_schedule = get_scheduler("cosine", optimizer, num_warmup_steps=min(p.adapt_warmup_steps, job.steps),
+                                    num_training_steps=job.steps)
+        torch.manual_seed(job.seed)  # the crop offsets (RandomCrop's draws)
+        shots = prepared_images([path for path, _ in job.items], p.resolution)
+        token_ids = pipe.tokenizer([prompts[label] for _, label in job.items], padding="max_length",
+                                   max_length=pipe.tokenizer.model_max_length, truncation=True,
+                                   return_tensors="pt").input_ids.to(device)
+        gen = torch.Generator().manual_seed(job.seed)
+        device_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(job.seed)
+        scheduler, size = self.noise_scheduler, p.resolution
+        pipe.unet.train()
+        pipe.text_encoder.train(p.adapt_train_text_encoder)
+        step_losses = []  # on the device: read back every CHECK_EVERY steps, not at every step
+        bar = tqdm(total=job.steps, desc=f"adapt {job.name}", disable=not progress, leave=False)
+        for index in batches(len(shots), job.batch_size, job.steps, gen):
+            crops = []
+            for i in index:
+                top, left = crop_offsets(shots[i], size)
+                crops.append(shots[i][:, top:top + size, left:left + size])
+            batch = torch.stack(crops)
+            if device.type == "cuda":
+                batch = batch.pin_memory().to(device, non_blocking=True)
+            pixels = to_unit_range(batch).to(self.dtype)
+            if self.channels_last:
+                pixels = pixels.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad():
+                latents = pipe.vae.encode(pixels).latent_dist.sample(generator=device_gen)
+                latents = latents * pipe.vae.config.scaling_factor
+            noise = torch.randn(latents.shape, generator=device_gen, device=device).to(latents.dtype)
+            timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=device_gen,
+                                      device=device)
+            noisy = scheduler.add_noise(latents, noise, timesteps)
+            target = (scheduler.get_velocity(latents, noise, timesteps)
+                      if scheduler.config.prediction_type == "v_prediction" else noise)
+            with models.autocast(device, self.amp):
+                hidden = pipe.text_encoder(token_ids[index])[0]
+                pred = self.unet(noisy, timesteps, hidden).sample
+            loss = F.mse_loss(pred.float(), target.float())
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.trainable, p.adapt_max_grad_norm)
+            optimizer.step()
+            lr_schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step_losses.append(loss.detach())
+            bar.update()
+            if len(step_losses) % CHECK_EVERY == 0 or len(step_losses) == job.steps:
+                _check_finite(job, p, step_losses)
+                bar.set_postfix(loss=f"{step_losses[-1].item():.4f}")
+        bar.close()
+        pipe.unet.eval()
+        pipe.text_encoder.eval()
+        return torch.stack(step_losses).tolist()
+
+
 def train_adapter(pipe, p, job: AdapterJob, prompts: list[str], device: torch.device,
                   progress: bool = True) -> tuple[list[float], list[torch.nn.Parameter]]:
-    """Fit one fresh LoRA adapter on job.items; returns the per-step losses. Leaves it attached."""
-    from diffusers import DDPMScheduler
-    from diffusers.optimization import get_scheduler
-
-    amp = models.autocast_dtype(p, device)
-    torch.manual_seed(job.seed)  # LoRA init (peft draws A from the global generator)
-    trainable = add_lora(pipe, p)
-    frozen_dtype = amp if amp is not None else torch.float32
-    for module in (pipe.vae, pipe.unet, pipe.text_encoder):
-        models.place(module, device, frozen_dtype)
-    for q in trainable:  # LoRA weights train in fp32
-        q.data = q.data.float()
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    optimizer = torch.optim.AdamW(trainable, lr=p.adapt_lr, betas=(0.9, 0.999), weight_decay=p.adapt_weight_decay, eps=1e-8)
-    lr_schedule = get_scheduler("cosine", optimizer, num_warmup_steps=min(p.adapt_warmup_steps, job.steps),
-                                num_training_steps=job.steps)
-    pixels_all = prepared_images([path for path, _ in job.items], p.resolution)  # decoded and resized once
-    crop = transforms.RandomCrop(p.resolution)
-    token_ids = pipe.tokenizer([prompts[label] for _, label in job.items], padding="max_length",
-                               max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-    gen = torch.Generator().manual_seed(job.seed)
-    pipe.unet.train()
-    pipe.text_encoder.train(p.adapt_train_text_encoder)
-    step_losses = []  # on the device: read back every CHECK_EVERY steps, not at every step
-    bar = tqdm(total=job.steps, desc=f"adapt {job.name}", disable=not progress, leave=False)
-    for index in batches(len(pixels_all), job.batch_size, job.steps, gen):
-        pixels = torch.stack([crop(pixels_all[i]) for i in index]).to(device, frozen_dtype)
-        with torch.no_grad():
-            latents = pipe.vae.encode(pixels).latent_dist.sample(generator=gen)
-            latents = latents * pipe.vae.config.scaling_factor
-        noise = torch.randn(latents.shape, generator=gen).to(device, latents.dtype)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(index),), generator=gen).to(device)
-        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-        if noise_scheduler.config.prediction_type == "v_prediction":
-            target = noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
-        with models.autocast(device, amp):
-            hidden = pipe.text_encoder(token_ids[index].to(device))[0]
-            pred = pipe.unet(noisy, timesteps, hidden).sample
-        loss = F.mse_loss(pred.float(), target.float())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, p.adapt_max_grad_norm)
-        optimizer.step()
-        lr_schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        step_losses.append(loss.detach())
-        bar.update()
-        if len(step_losses) % CHECK_EVERY == 0 or len(step_losses) == job.steps:
-            _check_finite(job, p, step_losses)
-            bar.set_postfix(loss=f"{step_losses[-1].item():.4f}")
-    losses = torch.stack(step_losses).tolist()
-    bar.close()
-    pipe.unet.eval()
-    pipe.text_encoder.eval()
-    return losses, trainable
-
-
-def remove_lora(pipe) -> None:
-    """Drop the attached adapters so the next class starts from the frozen model."""
-    for module in (pipe.unet, pipe.text_encoder):
-        if getattr(module, "peft_config", None):
-            names = list(module.peft_config)
-            module.delete_adapters(names) if hasattr(module, "delete_adapters") else module.delete_adapter(names)
+    """Fit one adapter on job.items (a one-off Trainer); returns the per-step losses and the trainable
+    parameters. Leaves it attached."""
+    trainer = Trainer(pipe, p, device, job.steps)
+    return trainer.train(job, prompts, progress), trainer.trainable
 
 
 def train_adapters(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
@@ -270,7 +333,7 @@ def train_adapters(p, run: Run, split: FewShotSplit, progress: bool = True) -> d
     device = models.resolve_device(p)
     jobs = adapter_jobs(p, split)
     prompts = split.prompts()
-    pipe = None
+    trainer = None  # built at the first adapter to train; its LoRA modules are reset for each one
     summary = {}
     for job in tqdm(jobs, desc="adapters", disable=not progress or len(jobs) == 1):
         folder = job.folder(run, p.variant)
@@ -280,16 +343,17 @@ def train_adapters(p, run: Run, split: FewShotSplit, progress: bool = True) -> d
                 summary[job.name] = read_json(folder / "adapter.json")
                 continue
             print(f"[adaptation] adapter {folder} is damaged ({damage}); training it again")
-        if pipe is None:
-            pipe = models.load_sd_pipeline(p)
+        if trainer is None:
+            steps = sum(j.steps for j in jobs if adapter_damage(j.folder(run, p.variant), full=False))
+            trainer = Trainer(models.load_sd_pipeline(p), p, device, steps)
         started = time.time()
-        losses, _ = train_adapter(pipe, p, job, prompts, device, progress)
+        losses = trainer.train(job, prompts, progress)
         info = {"adapter": job.name, "variant": p.variant, "steps": job.steps, "batch_size": job.batch_size,
-                "images": len(job.items), "seed": job.seed, "seconds": round(time.time() - started, 2),
-                "loss_first": losses[0], "loss_last": losses[-1], "losses": losses}
-        save_adapter(pipe, p, folder, info)
+                "images": len(job.items), "seed": job.seed, "compiled": trainer.compiled, "channels_last": trainer.channels_last,
+                "seconds": round(time.time() - started, 2), "loss_first": losses[0], "loss_last": losses[-1],
+                "losses": losses}
+        save_adapter(trainer.pipe, p, folder, info)
         summary[job.name] = info
-        remove_lora(pipe)
     return summary
 
 

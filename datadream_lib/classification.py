@@ -36,7 +36,7 @@ from torchvision import transforms
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from datadream_lib import catalog, models
+from datadream_lib import augmentation, catalog, models
 from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import Run, read_json, write_json
@@ -143,21 +143,6 @@ def build_classifier(p, split: FewShotSplit) -> tuple[CLIPClassifier, list[nn.Pa
 
 # --- data --------------------------------------------------------------------------------------
 
-def train_transform(size: int):
-    """The authors' training augmentation (hyperparameters.md section 3)."""
-    return transforms.Compose([
-        transforms.RandAugment(),
-        transforms.RandomResizedCrop(size, scale=(0.25, 1.0), interpolation=BICUBIC),
-        transforms.RandomHorizontalFlip(),
-        transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-        transforms.RandomGrayscale(p=0.2),
-        transforms.RandomApply([transforms.GaussianBlur(kernel_size=max(3, (size // 20) | 1))], p=0.2),
-        transforms.RandomSolarize(threshold=128, p=0.2),
-        transforms.ToTensor(),
-        transforms.Normalize(models.CLIP_MEAN, models.CLIP_STD),
-    ])
-
-
 def test_transform(size: int):
     return transforms.Compose([
         transforms.Resize(size, interpolation=BICUBIC), transforms.CenterCrop(size), transforms.ToTensor(),
@@ -179,25 +164,31 @@ class ImageList(Dataset):
 
 class TrainingPool(Dataset):
     """The authors' training set: the synthetic images and the real shots repeated `repeat` times,
-    pooled into one dataset; each sample says whether it is real (for eq. 4's per-sample mask)."""
+    pooled into one dataset; each sample says whether it is real (for eq. 4's per-sample mask).
+    A sample is the decoded image as uint8 (the augmentation runs on the device, `augmentation.py`)."""
 
-    def __init__(self, real_items, synth_items, transform, repeat: int = 1):
+    def __init__(self, real_items, synth_items, repeat: int = 1):
         self.items = [(path, label, False) for path, label in synth_items] + \
                      [(path, label, True) for path, label in real_items] * repeat
-        self.transform = transform
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
         path, label, is_real = self.items[i]
-        return self.transform(load_rgb(path)), label, is_real
+        return augmentation.read_image(path), label, is_real
 
 
-def _loader(dataset, p, shuffle: bool, seed: int, batch_size: int, device) -> DataLoader:
+def collate_pool(samples):
+    """Images stay a list (their sizes differ until the augmentation's crop)."""
+    images, labels, is_real = zip(*samples)
+    return list(images), torch.tensor(labels), torch.tensor(is_real)
+
+
+def _loader(dataset, p, shuffle: bool, seed: int, batch_size: int, device, collate_fn=None) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=p.num_workers,
                       generator=torch.Generator().manual_seed(seed), pin_memory=device.type == "cuda",
-                      persistent_workers=False, drop_last=False)
+                      persistent_workers=False, drop_last=False, collate_fn=collate_fn)
 
 
 # --- loss, schedule ----------------------------------------------------------------------------
@@ -288,8 +279,9 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
     amp = models.autocast_dtype(p, device)
     n_classes = model.prompt_tokens.shape[0]
     repeat = max(1, p.images_per_class // p.shots)
-    pool = TrainingPool(real_items, synth_items, train_transform(image_size), repeat)
-    loader = _loader(pool, p, True, p.seed + 1, p.clf_batch_size, device)
+    pool = TrainingPool(real_items, synth_items, repeat)
+    loader = _loader(pool, p, True, p.seed + 1, p.clf_batch_size, device, collate_pool)
+    augment = augmentation.DeviceAugment(image_size, device)
     real_weight = p.real_loss_weight if real_items and synth_items else float(bool(real_items))
     total = len(loader) * p.clf_epochs
     optimizer = torch.optim.AdamW(trainable, lr=p.clf_lr, weight_decay=p.clf_weight_decay)
@@ -300,15 +292,18 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
     for epoch in range(1, p.clf_epochs + 1):
         model.train()
         losses = []
-        for images, labels, is_real in tqdm(loader, desc=f"epoch {epoch}/{p.clf_epochs}", disable=not progress, leave=False):
+        batches = tqdm(loader, desc=f"epoch {epoch}/{p.clf_epochs}", disable=not progress, leave=False)
+        for step, (images, labels, is_real) in enumerate(batches):
+            images = augment(images, seed=augmentation.batch_seed(p.seed, epoch, step))
+            labels, is_real = labels.to(device, non_blocking=True), is_real.to(device, non_blocking=True)
             images, targets = mixer(images, labels, is_real)
             with models.autocast(device, amp):
-                logits = model(images.to(device, non_blocking=True))
-            loss = pooled_loss(logits, targets.to(device), is_real.to(device), real_weight)
+                logits = model(images)
+            loss = pooled_loss(logits, targets, is_real, real_weight)
             if teacher is not None:
                 with torch.no_grad(), models.autocast(device, amp):
-                    teacher_logits = teacher(images.to(device, non_blocking=True))
-                loss = loss + p.clf_teacher_weight * teacher_loss(logits, teacher_logits, ~is_real.to(device),
+                    teacher_logits = teacher(images)
+                loss = loss + p.clf_teacher_weight * teacher_loss(logits, teacher_logits, ~is_real,
                                                                    p.clf_teacher_temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

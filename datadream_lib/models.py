@@ -112,6 +112,35 @@ def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
         module.to(dtype=dtype)
 
 
+def use_compile(p, device: torch.device, work: int, pays_back: int) -> bool:
+    """Whether a stage compiles its models: `compile` if set; unset, on a CUDA GPU when this process's
+    work (steps, images) reaches the amount that pays the compile back."""
+    if p.compile is not None:
+        return p.compile
+    return device.type == "cuda" and work >= pays_back
+
+
+def use_channels_last(p, device: torch.device) -> bool:
+    """`channels_last` if set; unset: on a CUDA GPU (cuDNN's convolutions run NHWC without conversions)."""
+    return p.channels_last if p.channels_last is not None else device.type == "cuda"
+
+
+GIB_PER_IMAGE_512 = 1.0  # GPU memory a 512-px image takes in a generation batch (UNet with CFG, VAE decode), with margin
+SYNTH_BATCH_CPU, SYNTH_BATCH_MAX = 10, 64
+
+
+def synth_batch_size(p, device: torch.device, reserve_gib: float = 8.0) -> int:
+    """`synth_batch_size` if set; unset: 10 on a CPU, or on a GPU as many images as its free memory
+    holds after `reserve_gib` for the weights (a multiple of 8, at most 64)."""
+    if p.synth_batch_size is not None:
+        return p.synth_batch_size
+    if device.type != "cuda":
+        return SYNTH_BATCH_CPU
+    free, _ = torch.cuda.mem_get_info(device)
+    fits = int((free / 2**30 - reserve_gib) / (GIB_PER_IMAGE_512 * (p.resolution / 512) ** 2))
+    return max(1, min(SYNTH_BATCH_MAX, fits // 8 * 8 or fits))
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (for timings); nothing to wait for on a CPU."""
     if device.type == "cuda":

@@ -4,10 +4,12 @@
 Every image is a job (class, index) with its own seed, hashed from (run seed, class, index), so no
 two classes share a noise sequence (the authors' code restarts the same noise for every class).
 The method derives the image's plan (prompt, source shot, strength, caption shot, ...) from that
-seed alone. Jobs run in fixed blocks of `synth_batch_size` consecutive indices of one class; shards
-(`shard_index` / `num_shards`) own whole blocks and a resume regenerates a whole block, so sharding
-and resuming never change a single bit of an image. A different batch size gives the same images up
-to floating-point roundoff of batched kernels (at most a level or two of a few pixels).
+seed alone. Jobs run in fixed blocks of `synth_batch_size` consecutive indices of one class (unset:
+as many as the GPU's free memory holds, at most 64); shards (`shard_index` / `num_shards`) own whole
+blocks and a resume regenerates a whole block, so sharding and resuming never change a single bit
+of an image at a fixed configuration. What changes pixels by floating-point roundoff only (at most a
+level or two of a few pixels) is recorded in each manifest row: the batch size, a fused LoRA, fused
+q/k/v projections, channels_last, a compiled UNet and VAE decoder (`methods/stable_diffusion.py`).
 
 Each image is encoded and written atomically (temporary file + rename) on background threads, off
 the generation loop, and then listed by one row of the shard's manifest (`catalog.py`), in the
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from datadream_lib import catalog, methods
+from datadream_lib import catalog, methods, models
 from datadream_lib.runs import Run, atomic_write_bytes
 from datadream_lib.splits import FewShotSplit
 
@@ -62,11 +64,11 @@ def all_jobs(p, split: FewShotSplit) -> list[ImageJob]:
             for c, name in enumerate(split.classnames) for i in range(p.images_per_class)]
 
 
-def blocks(p, jobs: list[ImageJob]) -> list[list[ImageJob]]:
-    """Fixed batches: `synth_batch_size` consecutive indices of one class (the last may be short)."""
+def blocks(jobs: list[ImageJob], batch_size: int) -> list[list[ImageJob]]:
+    """Fixed batches: `batch_size` consecutive indices of one class (the last may be short)."""
     out, current = [], []
     for job in jobs:
-        if current and (job.class_index != current[0].class_index or len(current) == p.synth_batch_size):
+        if current and (job.class_index != current[0].class_index or len(current) == batch_size):
             out.append(current)
             current = []
         current.append(job)
@@ -135,12 +137,14 @@ def generate(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
     done = catalog.intact_keys(folder)
     if len(done) < len(rows):
         print(f"[synthesis] {len(rows) - len(done)} listed image(s) are missing or damaged; generating them again")
-    mine = [block for number, block in enumerate(blocks(p, all_jobs(p, split))) if number % p.num_shards == p.shard_index]
+    batch_size = models.synth_batch_size(p, models.resolve_device(p))
+    mine = [block for number, block in enumerate(blocks(all_jobs(p, split), batch_size))
+            if number % p.num_shards == p.shard_index]
     todo = [block for block in mine if any(job.key not in done for job in block)]
     if todo:
         method = methods.get(p, run, split)
         method.check_prepared()
-        method.load()
+        method.load(images=sum(len(block) for block in todo))
         source = type(method).label(p)
         writer = ImageWriter(folder, catalog.JsonlWriter(folder / catalog.manifest_name(p.shard_index, p.num_shards),
                                                          sync=False))

@@ -67,3 +67,21 @@ def test_clip_uses_quick_gelu_as_the_openai_weights_need():
         assert isinstance(model.transformer.resblocks[0].mlp.gelu, QuickGELU), preset
     model, _, _ = models.load_clip(params.from_dict({"base": "demo", "clip_quick_gelu": False}))
     assert not isinstance(model.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
+
+
+def test_batch_size_and_compile_follow_the_machine_unless_set(monkeypatch):
+    import torch
+
+    from datadream_lib import params
+
+    p = params.from_dict({"base": "demo", "synth_batch_size": None, "resolution": 512})
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert models.synth_batch_size(p, cpu) == models.SYNTH_BATCH_CPU
+    for free_gib, batch in [(79, 64), (39, 24), (20, 8), (11, 3), (7, 1)]:
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, f=free_gib: (f * 2**30, 80 * 2**30))
+        assert models.synth_batch_size(p, gpu) == batch, free_gib
+    assert models.synth_batch_size(p.replace(synth_batch_size=5), gpu) == 5
+    assert not models.use_compile(p, cpu, 10**6, 2000)
+    assert not models.use_compile(p, gpu, 1999, 2000) and models.use_compile(p, gpu, 2000, 2000)
+    assert models.use_compile(p.replace(compile=True), cpu, 1, 2000)
+    assert not models.use_compile(p.replace(compile=False), gpu, 10**6, 2000)

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from datadream_lib import adaptation, catalog, runs, synthesis
@@ -190,3 +191,57 @@ def test_missing_adapter_stops_before_generating(demo_run):
     with pytest.raises(DataDreamError, match="adapter.*missing.*01_adaptation"):
         synthesis.generate(p, run, split, progress=False)
     assert catalog.read_manifest(run.path("synthetic", "datadream")) == []
+
+
+def test_cls_fast_path_gives_each_class_the_weights_it_would_have_alone(demo_run):
+    """Fused LoRA + fused q/k/v, class after class: class 3's attention weights, fused projections
+    included, are bit for bit those of a process that loads class 3 first (the base is restored and
+    the fused projections refreshed at every class), and differ from class 0's."""
+    from diffusers.models.attention_processor import Attention
+
+    from datadream_lib import methods
+
+    p, run, split = demo_run(variant="cls", adapt_epochs=2, adapt_lr=5e-2, shots=1, images_per_class=2,
+                             ablation_images_per_class=[2])
+    adaptation.train_adapters(p, run, split, progress=False)
+
+    def attention_weights(classes):
+        method = methods.get(p, run, split)
+        method.load()
+        assert method.speed["fused_qkv"] and not method.speed["compiled"]
+        for c in classes:
+            method.begin_class(c)
+        unet = method.pipe.unet
+        assert not any("lora" in name for name, _ in unet.named_parameters())  # fused, then the LoRA layers removed
+        weights = {}
+        for name, attn in unet.named_modules():
+            if isinstance(attn, Attention):
+                fused = attn.to_qkv.weight if hasattr(attn, "to_qkv") else attn.to_kv.weight
+                parts = [attn.to_q, attn.to_k, attn.to_v] if hasattr(attn, "to_qkv") else [attn.to_k, attn.to_v]
+                assert torch.equal(fused, torch.cat([layer.weight for layer in parts]))
+                weights[name] = fused.detach().clone()
+        return weights
+
+    after_others, alone, first = attention_weights([0, 1, 2, 3]), attention_weights([3]), attention_weights([0])
+    assert all(torch.equal(after_others[k], alone[k]) for k in alone)
+    assert any(not torch.equal(first[k], alone[k]) for k in alone)
+
+
+def test_manifest_rows_say_how_each_image_was_made(adapted):
+    p, run, split, sibling = adapted
+    q, plain = sibling("plain", synth_fuse_qkv=False, synth_batch_size=None)
+    synthesis.generate(q, plain, split, progress=False)
+    rows = catalog.read_manifest(plain.path("synthetic", "datadream"))
+    assert {(r["fused"], r["fused_qkv"], r["channels_last"], r["compiled"]) for r in rows} == {(True, False, False, False)}
+    assert {r["batch_size"] for r in rows} == {3}  # unset on a CPU: blocks of 10, cut at the class's 3 images
+    synthesis.generate(p, run, split, progress=False)
+    fast = catalog.read_manifest(run.path("synthetic", "datadream"))
+    assert {r["fused_qkv"] for r in fast} == {True}
+    q, nhwc = sibling("nhwc", channels_last=True)
+    synthesis.generate(q, nhwc, split, progress=False)
+    assert {r["channels_last"] for r in catalog.read_manifest(nhwc.path("synthetic", "datadream"))} == {True}
+    reference = _images(plain)
+    for other in (_images(run), _images(nhwc)):  # one matmul for q, k, v; NHWC convolutions: roundoff at most
+        for key in reference:
+            diff = np.abs(_pixels(other[key]) - _pixels(reference[key]))
+            assert diff.max() <= 2 and (diff > 0).mean() < 0.01, key

@@ -81,7 +81,8 @@ class Method:
     def plan(self, job) -> dict:
         raise NotImplementedError
 
-    def load(self) -> None:
+    def load(self, images: int = 0) -> None:
+        """Build the models; `images`: how many this process will make (a long run may compile)."""
         raise NotImplementedError
 
     def begin_class(self, class_index: int) -> None:

@@ -16,7 +16,7 @@ import torch
 
 from datadream_lib import adaptation
 from datadream_lib.errors import DataDreamError
-from datadream_lib.methods.stable_diffusion import StableDiffusion
+from datadream_lib.methods.stable_diffusion import StableDiffusion, refresh_fused_qkv
 
 
 class DataDream(StableDiffusion):
@@ -42,8 +42,11 @@ class DataDream(StableDiffusion):
         return {**super().describe(class_index), "adapter": str(self._folder(class_index).relative_to(self.run.dir)),
                 "fused": self.p.synth_fuse_lora}
 
-    def load(self) -> None:
-        super().load()
+    def fuses_qkv(self) -> bool:
+        return self.p.synth_fuse_qkv and self.p.synth_fuse_lora  # an unfused LoRA runs on q, k, v apart
+
+    def load(self, images: int = 0) -> None:
+        super().load(images if self.p.synth_fuse_lora else 0)  # unfused, each class's LoRA layers would recompile
         self._loaded = None
         self._base = {}  # the attention weights an adapter is fused into, as the model has them
 
@@ -54,13 +57,6 @@ class DataDream(StableDiffusion):
                 if any(f".{target}." in f".{name}" for target in targets):
                     yield module, name, param
 
-    def _unload(self) -> None:
-        self.pipe.unload_lora_weights()  # removes the LoRA layers; a fused delta stays in the weights...
-        if self._base:
-            with torch.no_grad():
-                for module, name, param in self._targets():  # ...so the base weights are put back, bit for bit
-                    param.copy_(self._base[(id(module), name)])
-
     def begin_class(self, class_index: int) -> None:
         folder = self._folder(class_index)
         if self._loaded == folder:
@@ -68,11 +64,19 @@ class DataDream(StableDiffusion):
         damage = adaptation.adapter_damage(folder)  # the full checksum, once per adapter loaded
         if damage:
             raise DataDreamError(f"adapter {folder} is damaged ({damage}); run the adaptation stage again: it retrains it.")
-        if self._loaded is not None:
-            self._unload()
-        if self.p.synth_fuse_lora and not self._base:
-            self._base = {(id(module), name): param.detach().clone() for module, name, param in self._targets()}
+        fuse = self.p.synth_fuse_lora
+        if self._loaded is not None and not fuse:
+            self.pipe.unload_lora_weights()
+        if fuse:
+            with torch.no_grad():
+                if self._base:  # the previous class's delta is in the weights: put the base back, bit for bit
+                    for module, name, param in self._targets():
+                        param.copy_(self._base[(id(module), name)])
+                else:
+                    self._base = {(id(module), name): param.detach().clone() for module, name, param in self._targets()}
         self.pipe.load_lora_weights(str(folder))
-        if self.p.synth_fuse_lora:
+        if fuse:
             self.pipe.fuse_lora()
+            self.pipe.unload_lora_weights()  # the LoRA layers go, the fused delta stays: the modules are the base ones
+            refresh_fused_qkv(self.pipe.unet)
         self._loaded = folder

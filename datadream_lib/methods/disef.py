@@ -198,8 +198,8 @@ class DISEF(IsSynth):
         return {"prompt": self._captions[(job.class_index, caption_shot)]["prompt"], "source_shot": k,
                 "source_image": path, "caption_shot": caption_shot, "strength": self.p.strength}
 
-    def load(self) -> None:
-        super().load()
+    def load(self, images: int = 0) -> None:
+        super().load(images * 2)  # with its retries, DISEF makes about twice the images it keeps
         self._captions = self.captions()
         device = models.resolve_device(self.p)
         clip, tokenizer, self.filter_size = load_filter(self.p)

@@ -48,8 +48,8 @@ class IsSynth(StableDiffusion):
         return {"prompt": self.split.prompts()[job.class_index], "source_shot": k, "source_image": path,
                 "strength": self.p.strength}
 
-    def load(self) -> None:
-        self.pipe = load_pipeline(self.p, img2img=True)
+    def load(self, images: int = 0) -> None:
+        self._load(images, img2img=True)
         self.start = first_timestep(self.pipe, self.p.num_inference_steps, self.p.strength)
 
     def describe(self, class_index: int) -> dict:
