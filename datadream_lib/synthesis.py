@@ -5,9 +5,10 @@ Every image is a job (class, index) with its own seed, hashed from (run seed, cl
 two classes share a noise sequence (the authors' code restarts the same noise for every class).
 The method derives the image's plan (prompt, source shot, strength, caption shot, ...) from that
 seed alone. Jobs run in fixed blocks of `synth_batch_size` consecutive indices of one class (unset:
-as many as the GPU's free memory holds, at most 64); shards (`shard_index` / `num_shards`) own whole
-blocks and a resume regenerates a whole block, so sharding and resuming never change a single bit
-of an image at a fixed configuration. What changes pixels by floating-point roundoff only (at most a
+as many as the GPU's free memory holds, at most 64), within chunks of 64 indices; shards
+(`shard_index` / `num_shards`) own whole chunks, so shards on different GPUs, with different batch
+sizes, still split the images exactly. A resume regenerates a whole block, so sharding and resuming
+never change a single bit of an image at a fixed configuration. What changes pixels by floating-point roundoff only (at most a
 level or two of a few pixels) is recorded in each manifest row: the batch size, a fused LoRA, fused
 q/k/v projections, channels_last, a compiled UNet and VAE decoder (`methods/stable_diffusion.py`).
 
@@ -64,15 +65,26 @@ def all_jobs(p, split: FewShotSplit) -> list[ImageJob]:
             for c, name in enumerate(split.classnames) for i in range(p.images_per_class)]
 
 
+SHARD_CHUNK = 64  # consecutive images of one class that one shard owns, whatever batch size each shard runs
+
+
 def blocks(jobs: list[ImageJob], batch_size: int) -> list[list[ImageJob]]:
-    """Fixed batches: `batch_size` consecutive indices of one class (the last may be short)."""
+    """Fixed batches: up to `batch_size` consecutive indices of one class, never across a chunk of
+    SHARD_CHUNK indices (so shards with different batch sizes still own whole, disjoint chunks)."""
     out, current = [], []
     for job in jobs:
-        if current and (job.class_index != current[0].class_index or len(current) == batch_size):
+        if current and (job.class_index != current[0].class_index or len(current) == batch_size
+                        or job.index // SHARD_CHUNK != current[0].index // SHARD_CHUNK):
             out.append(current)
             current = []
         current.append(job)
     return out + ([current] if current else [])
+
+
+def shard_of(block: list[ImageJob], images_per_class: int, num_shards: int) -> int:
+    """The shard that owns a block: chunks of SHARD_CHUNK images are dealt out in turn."""
+    chunks_per_class = -(-images_per_class // SHARD_CHUNK)
+    return (block[0].class_index * chunks_per_class + block[0].index // SHARD_CHUNK) % num_shards
 
 
 class ImageWriter:
@@ -138,8 +150,8 @@ def generate(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
     if len(done) < len(rows):
         print(f"[synthesis] {len(rows) - len(done)} listed image(s) are missing or damaged; generating them again")
     batch_size = models.synth_batch_size(p, models.resolve_device(p))
-    mine = [block for number, block in enumerate(blocks(all_jobs(p, split), batch_size))
-            if number % p.num_shards == p.shard_index]
+    mine = [block for block in blocks(all_jobs(p, split), batch_size)
+            if shard_of(block, p.images_per_class, p.num_shards) == p.shard_index]
     todo = [block for block in mine if any(job.key not in done for job in block)]
     if todo:
         method = methods.get(p, run, split)

@@ -245,3 +245,18 @@ def test_manifest_rows_say_how_each_image_was_made(adapted):
         for key in reference:
             diff = np.abs(_pixels(other[key]) - _pixels(reference[key]))
             assert diff.max() <= 2 and (diff > 0).mean() < 0.01, key
+
+
+@pytest.mark.parametrize("images_per_class, num_shards", [(500, 3), (70, 2), (5, 4)])
+def test_shards_with_different_batch_sizes_split_the_images_exactly(images_per_class, num_shards):
+    """Each shard may pick its batch from its own GPU's memory: shards own chunks of 64 images, not
+    batches, so together they make every image exactly once whatever batch sizes they run."""
+    jobs = [synthesis.ImageJob(c, f"c{c}", f"class {c}", i, synthesis.image_seed(0, c, i))
+            for c in range(3) for i in range(images_per_class)]
+    for sizes in ([10] * num_shards, [64, 7, 10, 1][:num_shards], [1, 64, 3, 10][:num_shards]):
+        made = []
+        for shard, size in enumerate(sizes):
+            batches = synthesis.blocks(jobs, size)
+            assert all(len(b) <= size and len({j.class_index for j in b}) == 1 for b in batches)
+            made += [job.key for b in batches if synthesis.shard_of(b, images_per_class, num_shards) == shard for job in b]
+        assert sorted(made) == sorted(job.key for job in jobs), sizes
