@@ -5,7 +5,8 @@
     python benchmarks/cost_estimate.py --rates rates.json   # Table 1's GPU-hours at these rates
 
     synthesis     images per second through the whole engine (generation, PNG encoding, writing,
-                  manifest): authors = fp16, LoRA unfused, batch 10, no fused q/k/v, NCHW, eager,
+                  manifest) of DataDream-dset, and (--all-methods, the default) of DataDream-cls and
+                  IsSynth: authors = fp16, LoRA unfused, batch 10, no fused q/k/v, NCHW, eager,
                   each PNG written before the next image; library = the defaults (bf16, LoRA fused,
                   fused q/k/v, channels_last, batch from free memory, images written on background
                   threads), compiled on a GPU as a full-length run compiles
@@ -74,7 +75,7 @@ def synthesis_rate(p, run, split, sizes: tuple[int, int], writer=synthesis.Image
     row = catalog.read_manifest(catalog.folder(other, p.synth_method))[-1]  # how the images were made
     return {"images_per_second": round(images / max(seconds[1] - seconds[0], 1e-9), 3),
             "seconds": [round(t, 2) for t in seconds], "batch": models.synth_batch_size(p, models.resolve_device(p)),
-            **{key: row[key] for key in ("fused", "fused_qkv", "channels_last", "compiled")},
+            **{key: row.get(key) for key in ("fused", "fused_qkv", "channels_last", "compiled")},
             "precision": p.mixed_precision, "peak_gib": models.peak_memory_gib(models.resolve_device(p), reset=True)}
 
 
@@ -211,6 +212,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--adapt-steps", type=int, nargs=2, default=[3, 13], help="steps of the two adaptation runs")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="classifier loader processes")
     parser.add_argument("--clf-batches", type=int, default=10)
+    parser.add_argument("--all-methods", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time DataDream-cls (an adapter per class) and IsSynth (img2img); DISEF generates as "
+                             "IsSynth does, plus its filter, and is not timed")
     parser.add_argument("--input-only", type=int, metavar="N", help="only the classifier's input pipeline, on N "
                         "generated 512-px PNGs (no models; runs on a CPU too)")
     parser.add_argument("--out", type=Path)
@@ -248,6 +252,18 @@ def main(argv=None) -> dict:
 
     report["synthesis"] = {"authors": synthesis_rate(p.replace(**authors), run, split, tuple(args.images), WriteEachImageFirst),
                            "library": synthesis_rate(p.replace(**library), run, split, tuple(args.images))}
+    if args.all_methods:  # the other generation paths: an adapter per class, and img2img from the shots
+        cls = p.replace(variant="cls", run_name="bench_cls")
+        cls_run, _ = splits.start_run(cls)
+        methods.prepare(cls.replace(adapt_epochs=1), cls_run, split, progress=False)
+        issynth = p.replace(synth_method="issynth", run_name="bench_issynth")
+        issynth_run, _ = splits.start_run(issynth)
+        report["synthesis_by_method"] = {}
+        for name, (q, q_run) in {"DataDream-cls": (cls, cls_run), "IsSynth": (issynth, issynth_run)}.items():
+            pair = {"authors": synthesis_rate(q.replace(**authors), q_run, split, tuple(args.images), WriteEachImageFirst),
+                    "library": synthesis_rate(q.replace(**library), q_run, split, tuple(args.images))}
+            pair["ratio"] = round(pair["library"]["images_per_second"] / pair["authors"]["images_per_second"], 2)
+            report["synthesis_by_method"][name] = pair
     report["adaptation"] = {"authors": adaptation_rate(p.replace(mixed_precision="no", channels_last=False, compile=False),
                                                        split, tuple(args.adapt_steps)),
                             "library": adaptation_rate(p.replace(**library), split, tuple(args.adapt_steps))}

@@ -134,16 +134,18 @@ def _recorded_losses():
     return json.loads((Path(__file__).parent / "data" / "adaptation_losses.json").read_text())
 
 
-@pytest.mark.parametrize("variant", ["dset", "cls"])
-def test_adaptation_losses_match_the_recorded_implementation(demo_run, variant):
+@pytest.mark.parametrize("variant, extra", [("dset", {}), ("cls", {}), ("dset", {"channels_last": True})])
+def test_adaptation_losses_match_the_recorded_implementation(demo_run, variant, extra):
     """tests/data/adaptation_losses.json holds the per-step losses of the loop before issue 10 (new
     LoRA modules per adapter, peft's init, host-side batches). Today's loop (one set of LoRA modules
     reset per adapter, uint8 shots, draws on the device) gives the same first loss exactly (B = 0: the
     init cannot matter) and the later ones within tolerance: same data, noise, timesteps and recipe;
-    only A's random draw differs. A recipe change (another noise, lr, schedule, batch) breaks it."""
+    only A's random draw differs (and, with channels_last, the convolutions' summation order). A
+    recipe change (another noise, lr, schedule, batch) breaks it."""
     recorded = _recorded_losses()
-    p, run, split = demo_run(run_name=variant, **recorded["settings"][variant])
+    p, run, split = demo_run(run_name=variant, **recorded["settings"][variant], **extra)
     summary = adaptation.train_adapters(p, run, split, progress=False)
+    assert all(info["channels_last"] == bool(extra) and not info["compiled"] for info in summary.values())
     expected = recorded["losses"][variant]
     assert list(summary) == list(expected)  # every adapter, in order (cls: one per class, one process)
     for name, losses in expected.items():

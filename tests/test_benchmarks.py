@@ -55,6 +55,10 @@ def test_throughput_runs_every_stage_both_ways_on_the_tiny_preset():
     assert min(report["classifier"]["input_images_per_second"].values()) > 0
     assert report["classifier"]["step_images_per_second"] > 0
     assert {"torch", "diffusers"} <= set(report["versions"])
+    by_method = report["synthesis_by_method"]
+    assert set(by_method) == {"DataDream-cls", "IsSynth"}
+    assert all(pair["library"]["images_per_second"] > 0 and pair["ratio"] > 0 for pair in by_method.values())
+    assert by_method["IsSynth"]["library"]["fused"] is None and by_method["DataDream-cls"]["library"]["fused"] is True
 
 
 def test_cost_estimate_from_measured_rates_is_checked_by_hand():
