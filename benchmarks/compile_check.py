@@ -14,7 +14,6 @@ fusing. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -80,11 +79,7 @@ def main(argv=None) -> dict:
         datasets.make_toy_dataset(root / "data")
         report = {"device": "cpu", "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
                   "adaptation": adaptation_check(root), "synthesis": synthesis_check(root)}
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        runs.atomic_write_text(args.out, text)
-    return report
+    return runs.report_json(report, args.out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shutil
 import sys
 import tempfile
@@ -107,11 +106,7 @@ def main(argv=None) -> dict:
         report["work_dir"] = str(work)
     else:
         shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        runs.atomic_write_text(args.out, text)
-    return report
+    return runs.report_json(report, args.out)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import os
 import platform
 import shutil
@@ -56,14 +55,28 @@ def _timed(device, fn):
     return time.perf_counter() - started
 
 
+def _rate(amount: float, seconds: list) -> float | None:
+    """amount / (t2 - t1); None when the longer run was not the slower one (noise swamped the
+    difference: run longer)."""
+    if seconds[1] <= seconds[0]:
+        print(f"[throughput] runs of {seconds} s: the longer run was not slower; rate not measured", file=sys.stderr)
+        return None
+    return round(amount / (seconds[1] - seconds[0]), 3)
+
+
+def _ratio(a, b):
+    return None if a is None or b is None else round(a / b, 2)
+
+
 def synthesis_rate(p, run, split, sizes: tuple[int, int], writer=synthesis.ImageWriter) -> dict:
     """Images per second of the engine: (n2 - n1) images over the difference of two runs' times."""
     original = synthesis.ImageWriter
     synthesis.ImageWriter = writer
     try:
         seconds = []
-        for n in sizes:
-            q = p.replace(images_per_class=n, ablation_images_per_class=[n], run_name=f"{p.run_name}_{writer.__name__}_{n}")
+        for n in (1, *sizes):  # a first, untimed run: one-off costs (caches, first loads) out of the difference
+            q = p.replace(images_per_class=n, ablation_images_per_class=[n],
+                          run_name=f"{p.run_name}_{writer.__name__}_{n}_{len(seconds)}")
             other = runs.open_run(q, run.dir.parent / q.run_name)
             if not other.path("adaptation").exists():
                 other.path("adaptation").symlink_to(run.path("adaptation"), target_is_directory=True)
@@ -71,9 +84,10 @@ def synthesis_rate(p, run, split, sizes: tuple[int, int], writer=synthesis.Image
             seconds.append(_timed(device, lambda: synthesis.generate(q, other, split, progress=False)))
     finally:
         synthesis.ImageWriter = original
+    seconds = seconds[1:]
     images = (sizes[1] - sizes[0]) * len(split.classnames)
     row = catalog.read_manifest(catalog.folder(other, p.synth_method))[-1]  # how the images were made
-    return {"images_per_second": round(images / max(seconds[1] - seconds[0], 1e-9), 3),
+    return {"images_per_second": _rate(images, seconds),
             "seconds": [round(t, 2) for t in seconds], "batch": models.synth_batch_size(p, models.resolve_device(p)),
             **{key: row.get(key) for key in ("fused", "fused_qkv", "channels_last", "compiled")},
             "precision": p.mixed_precision, "peak_gib": models.peak_memory_gib(models.resolve_device(p), reset=True)}
@@ -82,12 +96,14 @@ def synthesis_rate(p, run, split, sizes: tuple[int, int], writer=synthesis.Image
 def adaptation_rate(p, split, steps: tuple[int, int]) -> dict:
     device = models.resolve_device(p)
     seconds = []
-    for n in steps:
+    for n in (1, *steps):  # a first, untimed run: one-off costs out of the difference
         pipe = models.load_sd_pipeline(p)
         job = adaptation.AdapterJob("dset", split.shots(p.shots), n, p.adapt_batch_size, p.seed)
         seconds.append(_timed(device, lambda pipe=pipe, job=job: adaptation.train_adapter(pipe, p, job, split.prompts(), device,
                                                                                           progress=False)))
-    return {"seconds_per_step": round((seconds[1] - seconds[0]) / (steps[1] - steps[0]), 4), "batch": p.adapt_batch_size,
+    seconds = seconds[1:]
+    per_second = _rate(steps[1] - steps[0], seconds)
+    return {"seconds_per_step": per_second and round(1 / per_second, 4), "batch": p.adapt_batch_size,
             "seconds": [round(t, 2) for t in seconds], "precision": p.mixed_precision,
             "channels_last": models.use_channels_last(p, device), "compiled": bool(p.compile),
             "peak_gib": models.peak_memory_gib(device, reset=True)}
@@ -225,10 +241,7 @@ def main(argv=None) -> dict:
                   "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                   "versions": {name: importlib.metadata.version(name) for name in ("torch", "torchvision", "pillow")},
                   "date": time.strftime("%Y-%m-%d")}
-        print(json.dumps(report, indent=1))
-        if args.out:
-            runs.atomic_write_text(args.out, json.dumps(report, indent=1))
-        return report
+        return runs.report_json(report, args.out)
 
     work = Path(tempfile.mkdtemp(prefix="datadream-throughput-"))
     full = args.models == "full_random"
@@ -262,7 +275,7 @@ def main(argv=None) -> dict:
         for name, (q, q_run) in {"DataDream-cls": (cls, cls_run), "IsSynth": (issynth, issynth_run)}.items():
             pair = {"authors": synthesis_rate(q.replace(**authors), q_run, split, tuple(args.images), WriteEachImageFirst),
                     "library": synthesis_rate(q.replace(**library), q_run, split, tuple(args.images))}
-            pair["ratio"] = round(pair["library"]["images_per_second"] / pair["authors"]["images_per_second"], 2)
+            pair["ratio"] = _ratio(pair["library"]["images_per_second"], pair["authors"]["images_per_second"])
             report["synthesis_by_method"][name] = pair
     report["adaptation"] = {"authors": adaptation_rate(p.replace(mixed_precision="no", channels_last=False, compile=False),
                                                        split, tuple(args.adapt_steps)),
@@ -270,19 +283,15 @@ def main(argv=None) -> dict:
     report["classifier"] = classifier_rates(p, run, split, args.workers, args.clf_batches)
     s, a = report["synthesis"], report["adaptation"]
     report["ratios"] = {
-        "synthesis": round(s["library"]["images_per_second"] / s["authors"]["images_per_second"], 2),
-        "adaptation": round(a["authors"]["seconds_per_step"] / a["library"]["seconds_per_step"], 2),
-        "classifier_input": round(report["classifier"]["input_images_per_second"]["library"]
-                                  / report["classifier"]["input_images_per_second"]["authors"], 2),
-        "classifier_input_over_step": round(report["classifier"]["input_images_per_second"]["library"]
-                                            / report["classifier"]["step_images_per_second"], 2)}
+        "synthesis": _ratio(s["library"]["images_per_second"], s["authors"]["images_per_second"]),
+        "adaptation": _ratio(a["authors"]["seconds_per_step"], a["library"]["seconds_per_step"]),
+        "classifier_input": _ratio(report["classifier"]["input_images_per_second"]["library"],
+                                   report["classifier"]["input_images_per_second"]["authors"]),
+        "classifier_input_over_step": _ratio(report["classifier"]["input_images_per_second"]["library"],
+                                             report["classifier"]["step_images_per_second"])}
     report["date"] = time.strftime("%Y-%m-%d")
     shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        runs.atomic_write_text(args.out, text)
-    return report
+    return runs.report_json(report, args.out)
 
 
 if __name__ == "__main__":

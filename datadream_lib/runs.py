@@ -21,6 +21,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -81,6 +82,15 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, default=str))
+
+
+def report_json(report: dict, out: Optional[Path] = None) -> dict:
+    """Print a benchmark's JSON report; with `out`, also write it there (atomically)."""
+    text = json.dumps(report, indent=1)
+    print(text)
+    if out:
+        atomic_write_text(out, text)
+    return report
 
 
 def read_json(path: Path):

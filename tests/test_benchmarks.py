@@ -46,7 +46,7 @@ def test_throughput_runs_every_stage_both_ways_on_the_tiny_preset():
     spec = importlib.util.spec_from_file_location("throughput", runs.project_root() / "benchmarks" / "throughput.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    report = module.main(["--models", "tiny", "--images", "1", "2", "--steps", "2", "--adapt-steps", "1", "2",
+    report = module.main(["--models", "tiny", "--images", "2", "16", "--steps", "2", "--adapt-steps", "1", "8",
                           "--workers", "0", "--clf-batches", "2"])
     synth = report["synthesis"]
     assert (synth["authors"]["fused"], synth["authors"]["batch"], synth["library"]["fused"]) == (False, 10, True)
@@ -57,7 +57,7 @@ def test_throughput_runs_every_stage_both_ways_on_the_tiny_preset():
     assert {"torch", "diffusers"} <= set(report["versions"])
     by_method = report["synthesis_by_method"]
     assert set(by_method) == {"DataDream-cls", "IsSynth"}
-    assert all(pair["library"]["images_per_second"] > 0 and pair["ratio"] > 0 for pair in by_method.values())
+    assert all(pair["library"]["images_per_second"] > 0 and pair["ratio"] > 0 for pair in by_method.values()), by_method
     assert by_method["IsSynth"]["library"]["fused"] is None and by_method["DataDream-cls"]["library"]["fused"] is True
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from datadream_lib.methods.stable_diffusion import StableDiffusion, first_timestep, load_pipeline, source_image
+from datadream_lib.methods.stable_diffusion import StableDiffusion, first_timestep, source_image
 
 STRENGTH_BY_SHOTS = {16: 0.15, 8: 0.20, 4: 0.35, 2: 0.40, 1: 0.50}
 
