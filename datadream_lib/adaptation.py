@@ -184,7 +184,6 @@ def damaged_adapters(p, run: Run, split: FewShotSplit) -> list[str]:
             if (why := adapter_damage(job.folder(run, p.variant), full=False))]
 
 
-CHECK_EVERY = 25  # steps between reads of the loss from the device (a NaN stops the run at the next one)
 COMPILE_PAYS_BACK = 2000  # adaptation steps in one process from which `compile` (unset) compiles the UNet
 
 
@@ -208,11 +207,9 @@ def crop_offsets(image: torch.Tensor, size: int) -> tuple[int, int]:
 
 
 def _check_finite(job, p, step_losses: list) -> None:
-    values = torch.stack(step_losses)
-    bad = (~torch.isfinite(values)).nonzero()
-    if len(bad):
-        step = int(bad[0])
-        raise DataDreamError(f"adapter {job.name}: the loss became {values[step].item()} at step {step + 1}; nothing was "
+    bad = models.first_non_finite(step_losses)
+    if bad:
+        raise DataDreamError(f"adapter {job.name}: the loss became {bad[1]} at step {bad[0] + 1}; nothing was "
                              f"saved. Lower adapt_lr (now {p.adapt_lr}) or check the images of this class.")
 
 
@@ -234,7 +231,7 @@ class Trainer:
     Host work is kept out of the step: the shots are decoded and resized once (uint8), a batch is a
     crop of them copied to the device without a sync; latents, noise and timesteps are drawn on the
     device from the adapter's seeded generator (on a CPU, the one generator of the batch order, as
-    before); the loss is read back every CHECK_EVERY steps. On a GPU: channels_last UNet and VAE,
+    before); the loss is read back every LOSS_CHECK_EVERY steps. On a GPU: channels_last UNet and VAE,
     fused AdamW, and (`compile`) a compiled UNet, which stays valid across adapters because
     `init_lora` resets the same LoRA modules."""
 
@@ -277,7 +274,7 @@ class Trainer:
         scheduler, size = self.noise_scheduler, p.resolution
         pipe.unet.train()
         pipe.text_encoder.train(p.adapt_train_text_encoder)
-        step_losses = []  # on the device: read back every CHECK_EVERY steps, not at every step
+        step_losses = []  # on the device: read back every LOSS_CHECK_EVERY steps (a NaN stops the run there)
         bar = tqdm(total=job.steps, desc=f"adapt {job.name}", disable=not progress, leave=False)
         for index in batches(len(shots), job.batch_size, job.steps, gen):
             crops = []
@@ -310,7 +307,7 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             step_losses.append(loss.detach())
             bar.update()
-            if len(step_losses) % CHECK_EVERY == 0 or len(step_losses) == job.steps:
+            if len(step_losses) % models.LOSS_CHECK_EVERY == 0 or len(step_losses) == job.steps:
                 _check_finite(job, p, step_losses)
                 bar.set_postfix(loss=f"{step_losses[-1].item():.4f}")
         bar.close()

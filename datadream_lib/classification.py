@@ -309,10 +309,13 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
             loss.backward()
             optimizer.step()
             schedule.step()
-            losses.append(loss.item())
-            if not math.isfinite(losses[-1]):
-                raise DataDreamError(f"classifier: the loss became {losses[-1]} at step {len(losses)} of epoch {epoch}; "
-                                     f"no metrics were written. Lower clf_lr (now {p.clf_lr}).")
+            losses.append(loss.detach())  # read back every LOSS_CHECK_EVERY steps, not at every step
+            if len(losses) % models.LOSS_CHECK_EVERY == 0 or len(losses) == len(loader):
+                bad = models.first_non_finite(losses)
+                if bad:
+                    raise DataDreamError(f"classifier: the loss became {bad[1]} at step {bad[0] + 1} of epoch {epoch}; "
+                                         f"no metrics were written. Lower clf_lr (now {p.clf_lr}).")
+        losses = torch.stack(losses).tolist()
         val_top1 = accuracy(*predict(model, val_loader, device, amp))
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "losses": losses, "steps": len(losses),
                         "val_top1": val_top1, "lr": schedule.get_last_lr()[0]})

@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 
 from datadream_lib.errors import DataDreamError
+from datadream_lib.params import SYNTH_BATCH_MAX
 
 TINY_SEED = 1234  # the tiny and full_random presets are built under this seed: identical in every stage
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP normalisation
@@ -126,7 +127,7 @@ def use_channels_last(p, device: torch.device) -> bool:
 
 
 GIB_PER_IMAGE_512 = 1.0  # GPU memory a 512-px image takes in a generation batch (UNet with CFG, VAE decode), with margin
-SYNTH_BATCH_CPU, SYNTH_BATCH_MAX = 10, 64
+SYNTH_BATCH_CPU = 10
 
 
 def synth_batch_size(p, device: torch.device, reserve_gib: float = 8.0) -> int:
@@ -138,7 +139,18 @@ def synth_batch_size(p, device: torch.device, reserve_gib: float = 8.0) -> int:
         return SYNTH_BATCH_CPU
     free, _ = torch.cuda.mem_get_info(device)
     fits = int((free / 2**30 - reserve_gib) / (GIB_PER_IMAGE_512 * (p.resolution / 512) ** 2))
-    return max(1, min(SYNTH_BATCH_MAX, fits // 8 * 8 or fits))
+    return max(1, min(SYNTH_BATCH_MAX, fits // 8 * 8 or fits))  # a chunk of a shard holds whole batches
+
+
+LOSS_CHECK_EVERY = 25  # training steps between reads of the loss from the device (not one sync per step)
+
+
+def first_non_finite(losses: list) -> Optional[tuple[int, float]]:
+    """(index, value) of the first NaN or infinite loss of a list of 0-d device tensors, in one read
+    from the device; None if all are finite."""
+    values = torch.stack(losses)
+    bad = (~torch.isfinite(values)).nonzero()
+    return (int(bad[0]), values[int(bad[0])].item()) if len(bad) else None
 
 
 def synchronize(device: torch.device) -> None:

@@ -42,6 +42,7 @@ FID_FEATURES = ("inception", "tiny")
 FID_REAL_SETS = ("train", "shots")
 PRECISIONS = ("auto", "bf16", "fp16", "no")
 CLASS_NAMES = ("authors", "coop")
+SYNTH_BATCH_MAX = 64  # the largest generation batch, and the chunk of images a synthesis shard owns
 
 
 def _field(default, help: str, *, choices=None, min=None, max=None, identity: bool = True):
@@ -111,7 +112,7 @@ class Params:
     caption_max_tokens: int = _field(120, "DISEF: the longest caption LLaVA may write, in its tokens", min=1)
     filter_model: str = _field("ViT-H-14", "DISEF: the open_clip architecture of the CLIP filter")
     filter_pretrained: str = _field("laion2b_s32b_b79k", "DISEF: the filter's open_clip pretrained tag, or a local checkpoint file (models: pretrained)")
-    synth_batch_size: Optional[int] = _field(None, "images per UNet batch (unset: from the GPU's free memory, at most 64; 10 on a CPU): shards and resumes are bit-identical at a fixed batch size; another size changes pixels by roundoff only (recorded per image)", min=1, max=64, identity=False)
+    synth_batch_size: Optional[int] = _field(None, "images per UNet batch (unset: from the GPU's free memory, at most 64; 10 on a CPU): shards and resumes are bit-identical at a fixed batch size; another size changes pixels by roundoff only (recorded per image)", min=1, max=SYNTH_BATCH_MAX, identity=False)
     synth_fuse_lora: bool = _field(True, "DataDream: fuse the adapter into the attention weights while generating (faster; pixels change by roundoff only, recorded per image)", identity=False)
     synth_fuse_qkv: bool = _field(True, "one matmul for the UNet's q, k, v projections (k, v in cross-attention) while generating; with synth_fuse_lora off it is off (roundoff only, recorded per image)", identity=False)
     channels_last: Optional[bool] = _field(None, "the UNet and VAE in channels_last layout for cuDNN (adaptation, synthesis); unset: on a CUDA GPU (roundoff only, recorded)", identity=False)

@@ -8,9 +8,10 @@ seed alone. Jobs run in fixed blocks of `synth_batch_size` consecutive indices o
 as many as the GPU's free memory holds, at most 64), within chunks of 64 indices; shards
 (`shard_index` / `num_shards`) own whole chunks, so shards on different GPUs, with different batch
 sizes, still split the images exactly. A resume regenerates a whole block, so sharding and resuming
-never change a single bit of an image at a fixed configuration. What changes pixels by floating-point roundoff only (at most a
-level or two of a few pixels) is recorded in each manifest row: the batch size, a fused LoRA, fused
-q/k/v projections, channels_last, a compiled UNet and VAE decoder (`methods/stable_diffusion.py`).
+never change a single bit of an image at a fixed configuration. What changes pixels by
+floating-point roundoff only (at most a level or two of a few pixels) is recorded in each manifest
+row: the batch size, a fused LoRA, fused q/k/v projections, channels_last, a compiled UNet and VAE
+decoder (`methods/stable_diffusion.py`).
 
 Each image is encoded and written atomically (temporary file + rename) on background threads, off
 the generation loop, and then listed by one row of the shard's manifest (`catalog.py`), in the
@@ -32,6 +33,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from datadream_lib import catalog, methods, models
+from datadream_lib.params import SYNTH_BATCH_MAX
 from datadream_lib.runs import Run, atomic_write_bytes
 from datadream_lib.splits import FewShotSplit
 
@@ -65,7 +67,7 @@ def all_jobs(p, split: FewShotSplit) -> list[ImageJob]:
             for c, name in enumerate(split.classnames) for i in range(p.images_per_class)]
 
 
-SHARD_CHUNK = 64  # consecutive images of one class that one shard owns, whatever batch size each shard runs
+SHARD_CHUNK = SYNTH_BATCH_MAX  # consecutive images of one class a shard owns, whatever batch size each shard runs
 
 
 def blocks(jobs: list[ImageJob], batch_size: int) -> list[list[ImageJob]]:
