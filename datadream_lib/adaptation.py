@@ -268,7 +268,7 @@ class Trainer:
         shots = prepared_images([path for path, _ in job.items], p.resolution)
         token_ids = pipe.tokenizer([prompts[label] for _, label in job.items], padding="max_length",
                                    max_length=pipe.tokenizer.model_max_length, truncation=True,
-                                   return_tensors="pt").input_ids.to(device)
+                                   return_tensors="pt").input_ids  # a batch's rows go to the device without a sync
         gen = torch.Generator().manual_seed(job.seed)
         device_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(job.seed)
         scheduler, size = self.noise_scheduler, p.resolution
@@ -297,7 +297,7 @@ class Trainer:
             target = (scheduler.get_velocity(latents, noise, timesteps)
                       if scheduler.config.prediction_type == "v_prediction" else noise)
             with models.autocast(device, self.amp):
-                hidden = pipe.text_encoder(token_ids[index])[0]
+                hidden = pipe.text_encoder(token_ids[index].to(device, non_blocking=True))[0]
                 pred = self.unet(noisy, timesteps, hidden).sample
             loss = F.mse_loss(pred.float(), target.float())
             loss.backward()

@@ -79,10 +79,16 @@ def read_image(path: str) -> torch.Tensor:
         return transforms.functional.pil_to_tensor(load_rgb(path))
 
 
+def to_device(values, device: torch.device, dtype=None) -> torch.Tensor:
+    """A small host tensor on the device without waiting for the device's queued work (a blocking
+    copy would make the host wait for the previous training step)."""
+    return torch.as_tensor(values, dtype=dtype).to(device, non_blocking=True)
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> CLIP-normalised float: ToTensor's /255, then Normalize."""
-    mean = torch.tensor(models.CLIP_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(models.CLIP_STD, device=images.device).view(1, 3, 1, 1)
+    mean = to_device(models.CLIP_MEAN, images.device).view(1, 3, 1, 1)
+    std = to_device(models.CLIP_STD, images.device).view(1, 3, 1, 1)
     return (images.float() / 255 - mean) / std
 
 
@@ -139,12 +145,15 @@ JITTER_OPERATIONS = (adjust_brightness, adjust_contrast, adjust_saturation, adju
 
 
 def _apply(img: torch.Tensor, mask: torch.Tensor, operation, *args) -> torch.Tensor:
-    """img with `operation(img[mask], *per-image args[mask])` written back; the others untouched."""
+    """img with `operation(img[mask], *per-image args[mask])` written back; the others untouched.
+    `mask` and the per-image args are host tensors: choosing the rows never waits for the device."""
     rows = mask.nonzero().flatten()
     if len(rows) == 0:
         return img
+    index = to_device(rows, img.device)
     img = img.clone()
-    img[rows] = operation(img[rows], *(a[rows] if isinstance(a, torch.Tensor) else a for a in args))
+    img[index] = operation(img[index], *(to_device(a[rows], img.device) if isinstance(a, torch.Tensor) else a
+                                         for a in args))
     return img
 
 
@@ -183,7 +192,8 @@ class DeviceAugment:
         return normalize(self.colour(torch.stack(crops), draws))
 
     def colour(self, img: torch.Tensor, draws: list[tuple]) -> torch.Tensor:
-        """ColorJitter (each image's permutation), grayscale, blur, solarize: batched."""
+        """ColorJitter (each image's permutation), grayscale, blur, solarize: batched. (Inside
+        RandAugment, torchvision's Equalize and AutoContrast read the device; nothing here does.)"""
         n = len(draws)
         order = torch.full((n, 4), -1, dtype=torch.long)
         factors = torch.ones((n, 4), dtype=torch.float64)
@@ -191,14 +201,13 @@ class DeviceAugment:
             if jitter is not None:
                 order[i] = torch.tensor(jitter[0])
                 factors[i] = torch.tensor(jitter[1], dtype=torch.float64)
-        order, factors = order.to(img.device), factors.to(img.device)
         for position in range(4):  # the k-th operation of every jittered image, in its own order
             for op_id, operation in enumerate(JITTER_OPERATIONS):
                 img = _apply(img, order[:, position] == op_id, operation, factors[:, op_id])
-        gray = torch.tensor([d[1] for d in draws], device=img.device)
-        img = torch.where(gray.view(-1, 1, 1, 1), _grayscale(img).expand_as(img), img)
-        blur = torch.tensor([d[2] is not None for d in draws], device=img.device)
-        sigma = torch.tensor([d[2] or 1.0 for d in draws], dtype=torch.float64, device=img.device)
+        gray = to_device([d[1] for d in draws], img.device).view(-1, 1, 1, 1)
+        img = torch.where(gray, _grayscale(img).expand_as(img), img)
+        blur = torch.tensor([d[2] is not None for d in draws])
+        sigma = torch.tensor([d[2] or 1.0 for d in draws], dtype=torch.float64)
         img = _apply(img, blur, gaussian_blur, sigma, blur_kernel_size(self.size))
-        solarize = torch.tensor([d[3] for d in draws], device=img.device).view(-1, 1, 1, 1)
+        solarize = to_device([d[3] for d in draws], img.device).view(-1, 1, 1, 1)
         return torch.where(solarize & (img >= SOLARIZE_THRESHOLD), 255 - img, img)

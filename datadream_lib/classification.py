@@ -204,18 +204,22 @@ def pooled_loss(logits, targets, is_real, real_weight: float) -> torch.Tensor:
     per_sample = F.cross_entropy(logits, targets, reduction="none")
     loss = logits.new_zeros(())
     for mask, weight in ((is_real, real_weight), (~is_real, 1.0 - real_weight)):
-        if weight > 0 and mask.any():
-            loss = loss + weight * per_sample[mask].mean()
+        if weight > 0:
+            loss = loss + weight * masked_mean(per_sample, mask)
     return loss
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of values[mask], 0 for an empty mask, computed without reading the mask back to the
+    host (no GPU sync in the training step)."""
+    return torch.where(mask, values, 0).sum() / mask.sum().clamp(min=1)
 
 
 def teacher_loss(logits, teacher_logits, mask, temperature: float) -> torch.Tensor:
     """IsSynth's soft cross-entropy towards a frozen zero-shot teacher on the samples of `mask`:
     -sum softmax(teacher / T) * log_softmax(student / T), averaged over those samples (none: 0)."""
-    if not mask.any():
-        return logits.new_zeros(())
-    target = F.softmax(teacher_logits[mask].float() / temperature, dim=-1)
-    return -(target * F.log_softmax(logits[mask].float() / temperature, dim=-1)).sum(-1).mean()
+    target = F.softmax(teacher_logits.float() / temperature, dim=-1)
+    return masked_mean(-(target * F.log_softmax(logits.float() / temperature, dim=-1)).sum(-1), mask)
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, base_lr: float, min_lr: float):
