@@ -153,3 +153,22 @@ def test_adaptation_losses_match_the_recorded_implementation(demo_run, variant, 
         assert len(ours) == len(losses)
         assert ours[0] == pytest.approx(losses[0], rel=1e-6, abs=0)
         assert ours == pytest.approx(losses, rel=2e-4)  # measured: <= 7e-5; twice the lr: >= 3.5e-4
+
+
+def test_a_cls_adapter_retrained_alone_equals_the_one_trained_after_other_classes(demo_run):
+    """One Trainer trains every class on the same LoRA modules, reset per class: nothing carries over.
+    Class 2's adapter retrained alone (a resume after its folder was lost) is bit-identical."""
+    import hashlib
+    import shutil
+
+    p, run, split = demo_run(variant="cls", adapt_epochs=3, shots=2)
+    summary = adaptation.train_adapters(p, run, split, progress=False)
+    folder = adaptation.adapter_folder(p, run, 2, split)
+    weights = (folder / adaptation.LORA_FILE).read_bytes()
+    hashes = {hashlib.sha256((adaptation.adapter_folder(p, run, c, split) / adaptation.LORA_FILE).read_bytes()).digest()
+              for c in range(len(split.classnames))}
+    assert len(hashes) == len(summary) == 4  # four different adapters
+    shutil.rmtree(folder)
+    again = adaptation.train_adapters(p, run, split, progress=False)
+    assert (folder / adaptation.LORA_FILE).read_bytes() == weights
+    assert again[split.class_dirs()[2]]["losses"] == summary[split.class_dirs()[2]]["losses"]
