@@ -33,6 +33,7 @@ an assumption (--disef-attempts, default 2; at most `filter_attempts`).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from pathlib import Path
@@ -55,6 +56,7 @@ LLAVA_PROMPT_TOKENS = 576 + 40  # the image's patch tokens and the query
 METHOD_FILES = {"DataDream-dset": "dset", "DataDream-cls": "cls", "IsSynth": "issynth", "DISEF": "disef"}
 
 
+@functools.lru_cache(maxsize=None)
 def forward_flops() -> dict[str, float]:
     """FLOPs of one forward pass per sample of every network, counted on meta tensors."""
     import open_clip
