@@ -1,22 +1,33 @@
 # The front door. `make demo`: set up and run the whole pipeline on the tiny offline default, then
 # rebuild Table 1 and the figures from every run under runs/ (notebooks/06) into figures/.
 # `make test`: the test suite (unit tests, the end-to-end pipeline, nbval over the notebooks).
+#
+# The environment is requirements.lock: every package, direct and transitive, at the exact version
+# the test suite passed with. `make setup` installs exactly that (no resolver, then `pip check`);
+# `make lock` regenerates it from pyproject.toml's ranges with uv, as the index stood on LOCK_DATE;
+# `make test-latest` tries the newest releases in a throwaway environment (not part of CI).
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch is pinned here (and only here) so a fresh machine gets a build that matches torchvision;
-# on a GPU machine pip resolves the CUDA build of the same versions.
-TORCH ?= torch==2.14.1 torchvision==0.29.1
+LOCK := requirements.lock
+# The index as it stood then: `make lock` gives the same file until this date (or pyproject) changes.
+LOCK_DATE ?= 2026-12-01T00:00:00Z
+UV_VERSION ?= 0.13.9
+TOOLS := build/tools
+LOCK_FLAGS := --extra test -c lock-constraints.txt --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock"
 
-.PHONY: setup demo test lab clean-demo
+.PHONY: setup demo test test-latest lock gpu-check-wheels lab clean-demo
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: $(LOCK) pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip check
 	touch $@
 
 demo: setup
@@ -28,6 +39,29 @@ demo: setup
 test: setup
 	rm -rf build/nbval && mkdir -p build/nbval && cp -r notebooks params pyproject.toml build/nbval/
 	$(PY) -m pytest tests build/nbval/notebooks --nbval-lax -q
+
+$(TOOLS)/bin/uv:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+lock: $(TOOLS)/bin/uv
+	$(TOOLS)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) --exclude-newer $(LOCK_DATE) --quiet -o $(LOCK)
+
+# The newest releases the index serves (torch held as in lock-constraints.txt), in a throwaway
+# environment, with the fast tests: run it before moving LOCK_DATE, or when a release is announced.
+test-latest: $(TOOLS)/bin/uv
+	rm -rf build/latest && mkdir -p build/latest
+	$(TOOLS)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) -o build/latest/requirements.txt
+	$(PYTHON) -m venv build/latest/venv
+	build/latest/venv/bin/pip install --quiet --no-deps -r build/latest/requirements.txt
+	build/latest/venv/bin/pip install --quiet --no-deps -e .
+	build/latest/venv/bin/python -m pip check
+	diff <(grep -E '^[a-z0-9]' $(LOCK)) <(grep -E '^[a-z0-9]' build/latest/requirements.txt) || true
+	build/latest/venv/bin/python -m pytest tests -q -m "not slow and not lock"
+
+# What the GPU check machine lacks, as wheels for CPython 3.12 on manylinux x86-64 (see README).
+gpu-check-wheels:
+	$(PYTHON) benchmarks/gpu_check.py wheels
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from datadream_lib import adaptation, augmentation, catalog, classification, methods, models, params, runs, splits, synthesis
+from datadream_lib import adaptation, augmentation, environment, catalog, classification, methods, models, params, runs, splits, synthesis
 
 
 class WriteEachImageFirst(synthesis.ImageWriter):
@@ -62,6 +62,12 @@ def _rate(amount: float, seconds: list) -> float | None:
         print(f"[throughput] runs of {seconds} s: the longer run was not slower; rate not measured", file=sys.stderr)
         return None
     return round(amount / (seconds[1] - seconds[0]), 3)
+
+
+def _save(report: dict, out) -> None:
+    """The report so far, with its date, into --out (atomically)."""
+    if out:
+        runs.write_json(out, {**report, "date": time.strftime("%Y-%m-%d"), "complete": False})
 
 
 def _ratio(a, b):
@@ -261,10 +267,27 @@ def main(argv=None) -> dict:
               "versions": {name: importlib.metadata.version(name) for name in ("torch", "diffusers", "transformers", "peft")},
               "resolution": p.resolution, "steps": p.num_inference_steps, "guidance": p.guidance_scale}
     run, split = splits.start_run(p)
+    report["environment"] = environment.describe()
     methods.prepare(p.replace(adapt_epochs=1), run, split, progress=False)  # an adapter to load (its values do not matter)
 
+    # Each section is written to --out as soon as it is measured: a run stopped at a time limit keeps them.
     report["synthesis"] = {"authors": synthesis_rate(p.replace(**authors), run, split, tuple(args.images), WriteEachImageFirst),
                            "library": synthesis_rate(p.replace(**library), run, split, tuple(args.images))}
+    _save(report, args.out)
+    report["adaptation"] = {"authors": adaptation_rate(p.replace(mixed_precision="no", channels_last=False, compile=False),
+                                                       split, tuple(args.adapt_steps)),
+                            "library": adaptation_rate(p.replace(**library), split, tuple(args.adapt_steps))}
+    _save(report, args.out)
+    report["classifier"] = classifier_rates(p, run, split, args.workers, args.clf_batches)
+    s, a = report["synthesis"], report["adaptation"]
+    report["ratios"] = {
+        "synthesis": _ratio(s["library"]["images_per_second"], s["authors"]["images_per_second"]),
+        "adaptation": _ratio(a["authors"]["seconds_per_step"], a["library"]["seconds_per_step"]),
+        "classifier_input": _ratio(report["classifier"]["input_images_per_second"]["library"],
+                                   report["classifier"]["input_images_per_second"]["authors"]),
+        "classifier_input_over_step": _ratio(report["classifier"]["input_images_per_second"]["library"],
+                                             report["classifier"]["step_images_per_second"])}
+    _save(report, args.out)
     if args.all_methods:  # the other generation paths: an adapter per class, and img2img from the shots
         cls = p.replace(variant="cls", run_name="bench_cls")
         cls_run, _ = splits.start_run(cls)
@@ -277,19 +300,9 @@ def main(argv=None) -> dict:
                     "library": synthesis_rate(q.replace(**library), q_run, split, tuple(args.images))}
             pair["ratio"] = _ratio(pair["library"]["images_per_second"], pair["authors"]["images_per_second"])
             report["synthesis_by_method"][name] = pair
-    report["adaptation"] = {"authors": adaptation_rate(p.replace(mixed_precision="no", channels_last=False, compile=False),
-                                                       split, tuple(args.adapt_steps)),
-                            "library": adaptation_rate(p.replace(**library), split, tuple(args.adapt_steps))}
-    report["classifier"] = classifier_rates(p, run, split, args.workers, args.clf_batches)
-    s, a = report["synthesis"], report["adaptation"]
-    report["ratios"] = {
-        "synthesis": _ratio(s["library"]["images_per_second"], s["authors"]["images_per_second"]),
-        "adaptation": _ratio(a["authors"]["seconds_per_step"], a["library"]["seconds_per_step"]),
-        "classifier_input": _ratio(report["classifier"]["input_images_per_second"]["library"],
-                                   report["classifier"]["input_images_per_second"]["authors"]),
-        "classifier_input_over_step": _ratio(report["classifier"]["input_images_per_second"]["library"],
-                                             report["classifier"]["step_images_per_second"])}
+            _save(report, args.out)
     report["date"] = time.strftime("%Y-%m-%d")
+    report["complete"] = True
     shutil.rmtree(work, ignore_errors=True)
     return runs.report_json(report, args.out)
 

@@ -19,6 +19,7 @@ One module per concept of the paper:
     results         Table 1 and the figures rebuilt from many runs, beside the paper's numbers
     stages          the stages of a run: name, notebook, function
     runs, locks     the run folder: recorded parameters, stage markers, atomic writes, one writer
+    environment     the software and machine each process of a run ran in; resumes under others refused
     pipeline        `python -m datadream_lib.pipeline PARAMS.yaml`: the notebooks, in order
 """
 

@@ -119,6 +119,7 @@ class Params:
     compile: Optional[bool] = _field(None, "torch.compile the UNet (adaptation, synthesis) and the VAE decoder (synthesis); unset: on a CUDA GPU when the stage is long enough to pay the compile back (roundoff only, recorded per image and per adapter)", identity=False)
     shard_index: int = _field(0, "this process's shard of the synthesis jobs", min=0, identity=False)
     num_shards: int = _field(1, "number of synthesis shards", min=1, identity=False)
+    allow_environment_change: bool = _field(False, "resume a run under other versions of torch, diffusers, transformers, peft or open_clip than it was last written with (refused otherwise: images and weights change); each manifest row and adapter.json names the environment it was made under", identity=False)
 
     # --- classifier (hyperparameters.md section 3) ---------------------------------------------
     clf_settings: list = _field(list(CLASSIFIER_SETTINGS), "classifier settings to run", choices=CLASSIFIER_SETTINGS)

@@ -25,7 +25,7 @@ from typing import Optional
 
 import yaml
 
-from datadream_lib import locks
+from datadream_lib import environment, locks
 from datadream_lib.errors import DataDreamError
 
 PARAMS_FILE = "params.yaml"
@@ -97,12 +97,26 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
+_ENVIRONMENTS: dict[Path, str] = {}  # run folder -> the id of this process's record in it
+
+
 @dataclasses.dataclass
 class Run:
     dir: Path
 
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
+
+    @property
+    def environment(self) -> str:
+        """The id of this process's environment record in the run folder, written at the first call
+        (`environment.py`): what a manifest row or an adapter.json names."""
+        key = self.dir.resolve()
+        if key not in _ENVIRONMENTS or not self.path(environment.FOLDER, f"{_ENVIRONMENTS[key]}.json").exists():
+            info = environment.describe(project_root())
+            _ENVIRONMENTS[key] = environment.record_id(info)
+            write_json(self.path(environment.FOLDER, f"{_ENVIRONMENTS[key]}.json"), info)
+        return _ENVIRONMENTS[key]
 
     def stage_done(self, stage: str) -> bool:
         return self.path("stages", f"{stage}.json").exists()
@@ -143,7 +157,8 @@ def run_dir(p) -> Path:
 
 
 def check_compatible(p, folder: Path) -> None:
-    """Stop if `folder` holds a run with other parameters (changes nothing)."""
+    """Stop if `folder` holds a run with other parameters, or was last written under other versions
+    of the packages that change pixels (changes nothing)."""
     record = Path(folder) / PARAMS_FILE
     identity = p.identity()
     if record.exists():
@@ -156,6 +171,7 @@ def check_compatible(p, folder: Path) -> None:
                 f"run folder {folder} holds a run with other parameters ({listing}). To resume it, use the "
                 f"parameters it was started with ({record}); to start a new run, set run_name to a new name. "
                 f"Nothing in the folder was changed.")
+    environment.check_resume(folder, p.allow_environment_change)
 
 
 def open_run(p, folder: Path | None = None) -> Run:
@@ -169,4 +185,6 @@ def open_run(p, folder: Path | None = None) -> Run:
     record = folder / PARAMS_FILE
     if not record.exists():
         atomic_write_text(record, yaml.safe_dump(p.to_dict(), sort_keys=False))
-    return Run(folder)
+    run = Run(folder)
+    run.environment  # this process's record
+    return run

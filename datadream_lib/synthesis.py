@@ -11,7 +11,8 @@ sizes, still split the images exactly. A resume regenerates a whole block, so sh
 never change a single bit of an image at a fixed configuration. What changes pixels by
 floating-point roundoff only (at most a level or two of a few pixels) is recorded in each manifest
 row: the batch size, a fused LoRA, fused q/k/v projections, channels_last, a compiled UNet and VAE
-decoder (`methods/stable_diffusion.py`).
+decoder (`methods/stable_diffusion.py`); on a CPU also the number of torch threads. The row names
+the environment record it was made under (`environment.py`).
 
 Each image is encoded and written atomically (temporary file + rename) on background threads, off
 the generation loop, and then listed by one row of the shard's manifest (`catalog.py`), in the
@@ -30,6 +31,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from datadream_lib import catalog, methods, models
@@ -169,7 +171,8 @@ def generate(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
                 class_index = block[0].class_index
                 method.begin_class(class_index)
                 shared = {"method": p.synth_method, "source": source, **method.describe(class_index),
-                          "resolution": p.resolution, "batch_size": len(block)}
+                          "resolution": p.resolution, "batch_size": len(block),
+                          "environment": run.environment, "torch_threads": torch.get_num_threads()}
                 planned = [dataclasses.replace(job, plan=method.plan(job)) for job in block]
                 for job, (image, made) in zip(planned, method.generate(planned), strict=True):
                     if job.key in done:  # generated again only to keep the block's batch intact

@@ -6,6 +6,16 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch thread count for this process and every process it starts (pipelines, notebook kernels):
+# on a CPU, images made with different thread counts differ by a level in a few pixels, and the tests
+# compare bytes across processes (environment.py says what is bit-identical).
+TEST_THREADS = "2"
+os.environ["OMP_NUM_THREADS"] = TEST_THREADS
+os.environ["MKL_NUM_THREADS"] = TEST_THREADS
+
+import torch  # noqa: E402
+
+torch.set_num_threads(int(TEST_THREADS))
 
 from datadream_lib import datasets, params, splits  # noqa: E402
 
@@ -61,3 +71,13 @@ def tiny_runs(tmp_path_factory):
                            "--set", "clf_settings=[synthetic, synthetic_real]", "--set", "stages=[adaptation, synthesis, classification, fid]")
     assert cls.returncode == 0, cls.stdout + cls.stderr
     return root, dset, result.stdout
+
+
+# Fixtures that run whole pipelines in subprocesses: their tests are `slow` (`make test-latest` skips them).
+PIPELINE_FIXTURES = {"tiny_runs", "killed_run", "method_runs"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -2,6 +2,7 @@
 asserted), and the GPU-hours estimate, whose counts are checked by hand."""
 
 import importlib.util
+import json
 
 import pytest
 
@@ -42,12 +43,17 @@ def test_cost_estimate_counts_the_unet_passes_of_the_presets():
     assert module.markdown(result).count("\n| ") == len(datasets.BENCHMARKS) + 1
 
 
-def test_throughput_runs_every_stage_both_ways_on_the_tiny_preset():
+def test_throughput_runs_every_stage_both_ways_on_the_tiny_preset(tmp_path):
     spec = importlib.util.spec_from_file_location("throughput", runs.project_root() / "benchmarks" / "throughput.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    saved = []  # every section is written as soon as it is measured (a run stopped at a time limit keeps them)
+    module._save = lambda report, out, original=module._save: (saved.append(set(report)), original(report, out))
     report = module.main(["--models", "tiny", "--images", "2", "16", "--steps", "2", "--adapt-steps", "1", "8",
-                          "--workers", "0", "--clf-batches", "2"])
+                          "--workers", "0", "--clf-batches", "2", "--out", str(tmp_path / "rates.json")])
+    assert "synthesis" in saved[0] and "adaptation" not in saved[0] and len(saved) >= 4
+    assert report["complete"] and json.loads((tmp_path / "rates.json").read_text())["complete"]
+    assert report["environment"]["packages"]["diffusers"] and report["environment"]["torch_threads"] > 0
     synth = report["synthesis"]
     assert (synth["authors"]["fused"], synth["authors"]["batch"], synth["library"]["fused"]) == (False, 10, True)
     assert report["adaptation"]["authors"]["precision"] == "no" and report["device"] == "cpu"
@@ -84,3 +90,25 @@ def test_cost_estimate_from_measured_rates_is_checked_by_hand():
                + (5000 + 13500 + 5400) * f["inception"] / 200e12)
     assert eurosat["gpu_hours"]["DataDream-dset"] == pytest.approx(seconds / 3600, rel=1e-6)
     assert result["table1_gpu_hours"] < module.estimate(tflops=200.0)["table1_gpu_hours"] * 10  # same counts
+
+
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", runs.project_root() / "benchmarks" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gpu_check_carries_what_the_machine_lacks_at_the_locked_versions():
+    module = _gpu_check()
+    lock = module.read_lock()
+    carry = module.to_carry(lock)
+    assert set(module.NEEDED) | set(module.AT_LOCKED_VERSION) <= set(carry) <= set(lock)
+    # what the machine has stays its own, but for the packages pinned on purpose; torch always does
+    assert not (set(carry) & module.ON_THE_MACHINE) - set(module.AT_LOCKED_VERSION)
+    assert "torch" not in carry and not any(name.startswith("nvidia-") for name in carry)
+    # everything a carried package needs from the lock is carried or on the machine
+    for name, info in lock.items():
+        if info["via"] & set(carry):
+            assert name in carry or name in module.ON_THE_MACHINE, name
+    assert "ftfy" in carry and "nbclient" in carry  # open_clip's and papermill's needs the machine lacks

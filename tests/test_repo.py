@@ -1,10 +1,16 @@
 """Repository hygiene that users and CI rely on."""
 
+import importlib.metadata
+import importlib.util
 import re
 import tomllib
 
 import nbformat
+import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from datadream_lib import params, results, runs
 from datadream_lib import stages as stage_table
@@ -12,18 +18,52 @@ from datadream_lib import stages as stage_table
 ROOT = runs.project_root()
 
 
-def _names(requirements):
-    return {re.split(r"[<>=!~ \[]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+def _lock() -> dict:
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.read_lock(ROOT / "requirements.lock")
 
 
-def test_environment_yml_and_pyproject_list_the_same_packages():
+def _pyproject_requirements() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pip_deps = _names(project["dependencies"] + project["optional-dependencies"]["test"])
+    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]]
+
+
+def test_the_lock_pins_every_dependency_within_the_ranges_of_pyproject():
+    lock = _lock()
+    assert len(lock) > 100  # direct and transitive
+    for requirement in _pyproject_requirements():
+        name = canonicalize_name(requirement.name)
+        assert name in lock, f"{name} is in pyproject.toml but not in requirements.lock: run `make lock`"
+        assert requirement.specifier.contains(lock[name]["version"], prereleases=True), \
+            f"requirements.lock pins {name}=={lock[name]['version']}, outside pyproject.toml's {requirement}: run `make lock`"
+    names = {canonicalize_name(r.name) for r in _pyproject_requirements()}
+    assert {"jupyterlab", "papermill", "ipywidgets", "torch", "diffusers", "peft", "transformers", "open-clip-torch",
+            "matplotlib", "seaborn", "pytest", "nbval"} <= names
+
+
+def test_environment_yml_installs_the_lock_on_the_locked_python():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda_pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert _names(d for d in conda_pip if not d.startswith("-e")) == pip_deps
-    assert {"jupyterlab", "papermill", "torch", "diffusers", "peft", "transformers", "open-clip-torch", "matplotlib",
-            "seaborn", "pytest", "nbval"} <= pip_deps
+    assert conda_pip == ["-r requirements.lock", "-e ."]
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    locked_for = re.search(r"--python-version (\S+)", (ROOT / "Makefile").read_text())[1]
+    assert python == f"python={locked_for}"
+
+
+@pytest.mark.lock
+def test_the_installed_environment_is_exactly_the_lock():
+    """What the tests run in is what the lock says (`make setup` installs it without resolving)."""
+    wrong = {}
+    for name, info in _lock().items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed is None or Version(installed).public != Version(info["version"]).public:
+            wrong[name] = (info["version"], installed)
+    assert not wrong, f"installed versions differ from requirements.lock (locked, installed): {wrong}; run `make setup`"
 
 
 def test_notebooks_are_committed_clean_with_one_parameters_cell():
