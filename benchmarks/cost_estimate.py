@@ -7,11 +7,12 @@ benchmark run measured, or, without one, from FLOPs at an assumed rate.
     python benchmarks/cost_estimate.py --json
 
 Counts come from the shipped presets (params/paper/<dataset>_{dset,cls,issynth,disef}.yaml,
-fig5_*.yaml) and the library's own step rules (img2img runs int(steps * strength) of the steps).
+fig5_*.yaml) and the samplers themselves (`stable_diffusion.unet_calls`: PNDM with N steps makes
+N + 1 UNet calls, img2img at strength s int(N * s) + 1).
 
 With `--rates` (throughput.py's JSON, library column): adaptation costs its LoRA training samples at
 the measured seconds per step of batch 8; synthesis its UNet passes at the measured images per
-second times the passes per image of the measurement (50 steps x 2 for guidance; the VAE's share is
+second times the passes per image of the measurement (51 UNet calls of PNDM's 50 steps x 2 for guidance; the VAE's share is
 taken as in that measurement); the classifier its training images at the slower of the measured
 input pipeline and training step, and its evaluation images at LORA_TRAIN times the step's rate.
 What no benchmark measures (DISEF's captions and filter, FID's Inception) is counted in FLOPs at
@@ -42,7 +43,8 @@ from typing import Optional
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from datadream_lib import datasets, models, params, runs
+from datadream_lib import datasets, methods, models, params, runs
+from datadream_lib.methods.stable_diffusion import unet_calls
 
 # Split sizes (train, val, test) of CoOp's splits, as the CoOp paper lists them; ImageNet: the
 # official train with a 10 % val carve-out, the official val as test. Only used for this estimate.
@@ -109,8 +111,8 @@ def run_cost(p, n_classes: int, sizes: tuple[int, int, int], f: dict, settings=N
                                    + (LORA_TRAIN if p.adapt_train_text_encoder else 1) * f["sd_text"])
     if synthesize:
         made = n_classes * images * attempts
-        steps = int(p.num_inference_steps * p.strength) if p.strength is not None else p.num_inference_steps
-        passes = made * steps * (2 if p.guidance_scale > 1 else 1)
+        calls = unet_calls(p.scheduler, p.num_inference_steps, p.strength, methods.METHODS[p.synth_method].timestep_spacing)
+        passes = made * calls * (2 if p.guidance_scale > 1 else 1)
         out["unet_passes"] += passes
         out["synth_passes"] += passes
         out["flops"] += passes * f["unet"] + made * (f["vae_decode"] + (f["vae_encode"] if p.strength is not None else 0))
@@ -142,7 +144,8 @@ def run_cost(p, n_classes: int, sizes: tuple[int, int, int], f: dict, settings=N
 def measured_hours(cost: dict, rates: dict, tflops: float) -> float:
     """A run's GPU-hours at the library's rates measured by throughput.py (see the module text)."""
     synth, adapt, clf = rates["synthesis"]["library"], rates["adaptation"]["library"], rates["classifier"]
-    passes_per_image = rates["steps"] * (2 if rates["guidance"] > 1 else 1)
+    # throughput.py times DataDream-dset, with PNDM: N + 1 UNet calls of N steps
+    passes_per_image = unet_calls(rates.get("scheduler", "pndm"), rates["steps"], None) * (2 if rates["guidance"] > 1 else 1)
     clf_rate = min(clf["input_images_per_second"]["library"], clf["step_images_per_second"])
     seconds = (cost["adapt_samples"] / adapt["batch"] * adapt["seconds_per_step"]
                + cost["synth_passes"] / (synth["images_per_second"] * passes_per_image)

@@ -265,7 +265,8 @@ def main(argv=None) -> dict:
     library = {"compile": gpu}  # as a full-length run on a GPU compiles (the short benchmark would not by itself)
     report = {"models": args.models, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "versions": {name: importlib.metadata.version(name) for name in ("torch", "diffusers", "transformers", "peft")},
-              "resolution": p.resolution, "steps": p.num_inference_steps, "guidance": p.guidance_scale}
+              "resolution": p.resolution, "steps": p.num_inference_steps, "scheduler": p.scheduler,
+              "guidance": p.guidance_scale}
     run, split = splits.start_run(p)
     report["environment"] = environment.describe()
     methods.prepare(p.replace(adapt_epochs=1), run, split, progress=False)  # an adapter to load (its values do not matter)

@@ -2,9 +2,12 @@
 
 The authors' list, per image: RandAugment (2 ops, magnitude 9), RandomResizedCrop (224, scale
 0.25-1, bicubic), horizontal flip, ColorJitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2,
-Gaussian blur (kernel size // 20 | 1, sigma 0.1-2) p 0.2, solarize (128) p 0.2, then CLIP's
-normalisation. `authors_transform` is that list on PIL images, as the authors run it in their
-loader workers: decoding a 512-px PNG and augmenting it takes ~14 ms of a core, so 16 cores feed
+Gaussian blur p 0.2 (their own class around PIL's `ImageFilter.GaussianBlur(radius=sigma)`, sigma
+0.1-2), solarize (128) p 0.2 (the blur's and solarize's coins from Python's `random`), then CLIP's
+normalisation. Our blur is torchvision's Gaussian of std sigma on a `size // 20 | 1` kernel (11 px at
+224): a true Gaussian where PIL approximates one with box blurs, within a level on average and 9 at
+most (README, "Where we differ"). `authors_transform` is that list on PIL images with torchvision's
+blur, in the authors' loader workers' place (the reference of the draws' test and the benchmark): decoding a 512-px PNG and augmenting it takes ~14 ms of a core, so 16 cores feed
 ~600 images/s to a GPU that trains on 1,440.
 
 Here the loader workers only decode (`read_image`: uint8 tensors), and `DeviceAugment` runs the

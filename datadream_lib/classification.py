@@ -67,18 +67,23 @@ class LoRAMultiheadAttention(nn.Module):
         for a in (self.lora_A_q, self.lora_A_v):
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))
 
-    def _delta(self, x, a, b):
-        return (self.dropout(x) @ a.t() @ b.t()) * self.scale
+    def _delta(self, dropped, a, b):
+        return (dropped @ a.t() @ b.t()) * self.scale
 
     def forward(self, query, key, value, need_weights=False, attn_mask=None, key_padding_mask=None, **_):
         mha = self.mha
+        self_attention = value is query  # CLIP's towers: one input for Q, K and V
         if not mha.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
         b_q, b_k, b_v = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None,) * 3
-        q = F.linear(query, w_q, b_q) + self._delta(query, self.lora_A_q, self.lora_B_q)
+        # One dropout mask on the input, shared by the Q and V branches, as loralib's MergedLinear
+        # (the authors' LoRA) applies it to the fused projection's input.
+        dropped_q = self.dropout(query)
+        dropped_v = dropped_q if self_attention else self.dropout(value)
+        q = F.linear(query, w_q, b_q) + self._delta(dropped_q, self.lora_A_q, self.lora_B_q)
         k = F.linear(key, w_k, b_k)
-        v = F.linear(value, w_v, b_v) + self._delta(value, self.lora_A_v, self.lora_B_v)
+        v = F.linear(value, w_v, b_v) + self._delta(dropped_v, self.lora_A_v, self.lora_B_v)
         batch, length, dim = q.shape
         heads = mha.num_heads
         q, k, v = (t.reshape(batch, -1, heads, dim // heads).transpose(1, 2) for t in (q, k, v))
@@ -222,11 +227,17 @@ def teacher_loss(logits, teacher_logits, mask, temperature: float) -> torch.Tens
     return masked_mean(-(target * F.log_softmax(logits.float() / temperature, dim=-1)).sum(-1), mask)
 
 
+WARMUP_START_LR = 1e-8  # the authors' warm-up starts here (`classify/utils.py:80`)
+
+
 def lr_lambda(total_steps: int, warmup_steps: int, base_lr: float, min_lr: float):
-    """Linear warm-up, then cosine to min_lr, per iteration (as a LambdaLR factor)."""
+    """The authors' schedule per iteration (as a LambdaLR factor): the learning rates of the W
+    warm-up steps are `numpy.linspace(1e-8, lr, W)`, then cosine to min_lr."""
     def factor(step: int) -> float:
         if step < warmup_steps:
-            return (step + 1) / warmup_steps
+            if warmup_steps == 1:
+                return WARMUP_START_LR / base_lr
+            return (WARMUP_START_LR + (base_lr - WARMUP_START_LR) * step / (warmup_steps - 1)) / base_lr
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return (min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))) / base_lr
     return factor

@@ -28,15 +28,16 @@ def test_cost_estimate_counts_the_unet_passes_of_the_presets():
     assert 700 < result["forward_gflops"]["unet"] < 900  # SD 2.1-base UNet at 512 px: ~0.8 TFLOPs per sample
     rows = {r["dataset"]: r for r in result["datasets"]}
     assert list(rows) == list(datasets.BENCHMARKS)
-    # EuroSAT by hand: 10 classes x 500 images x 50 steps x 2 (guidance) to sample, plus
-    # 200 epochs x ceil(10 x 16 / 8) steps x 8 images x 2 (LoRA forward + backward) to adapt
+    # EuroSAT by hand: 10 classes x 500 images x 51 UNet calls (PNDM's 50 steps and its warm-up) x 2
+    # (guidance) to sample, plus 200 epochs x ceil(10 x 16 / 8) steps x 8 images x 2 (LoRA forward +
+    # backward) to adapt
     passes = {name: row["unet_passes"] for name, row in rows.items()}
-    assert passes["eurosat"]["DataDream-dset"] == 10 * 500 * 50 * 2 + 200 * 20 * 8 * 2
-    assert passes["imagenet"]["DataDream-dset"] == 1000 * 500 * 50 * 2 + 100 * 2000 * 8 * 2  # 100 epochs
+    assert passes["eurosat"]["DataDream-dset"] == 10 * 500 * 51 * 2 + 200 * 20 * 8 * 2
+    assert passes["imagenet"]["DataDream-dset"] == 1000 * 500 * 51 * 2 + 100 * 2000 * 8 * 2  # 100 epochs
     assert passes["eurosat"]["DataDream-cls"] == passes["eurosat"]["DataDream-dset"]  # same compute
-    # IsSynth at 16 shots: int(50 x 0.15) = 7 of PNDM's 50 steps, no adaptation; DISEF: int(20 x 0.75) = 15
-    # DPM-Solver++ steps per attempt, 2 attempts assumed
-    assert passes["eurosat"]["IsSynth"] == 10 * 500 * 7 * 2
+    # IsSynth at 16 shots: int(50 x 0.15) + 1 = 8 PNDM calls, no adaptation; DISEF: int(20 x 0.75) = 15
+    # DPM-Solver++ calls per attempt, 2 attempts assumed
+    assert passes["eurosat"]["IsSynth"] == 10 * 500 * 8 * 2
     assert passes["eurosat"]["DISEF"] == 10 * 500 * 2 * 15 * 2
     assert module.estimate(tflops=200.0, disef_attempts=1.0)["datasets"][3]["unet_passes"]["DISEF"] == 10 * 500 * 15 * 2
     assert result["table1_gpu_hours"] == pytest.approx(sum(r["total_gpu_hours"] for r in rows.values()))

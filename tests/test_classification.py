@@ -42,6 +42,35 @@ def test_lora_attention_matches_torch_mha_with_masks():
     assert not torch.allclose(lora(x, x, x)[0], mha(x, x, x, need_weights=False)[0])
 
 
+def test_q_and_v_share_one_dropout_mask_as_the_authors_merged_linear():
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(16, 4, batch_first=False)
+    lora = classification.LoRAMultiheadAttention(mha, rank=4, alpha=8, dropout=0.5).train()
+    with torch.no_grad():
+        lora.lora_B_q.normal_()
+        lora.lora_B_v.normal_()
+    masks = []
+    hook = lora.dropout.register_forward_hook(lambda module, args, out: masks.append(out))
+    x = torch.randn(5, 2, 16)
+    lora(x, x, x)
+    hook.remove()
+    assert len(masks) == 1  # one mask for Q and V
+    # and it is the mask both branches use: the same result as one dropout applied by hand
+    torch.manual_seed(1)
+    got = lora(x, x, x)[0]
+    torch.manual_seed(1)
+    dropped = lora.dropout(x.transpose(0, 1))
+    w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
+    xt = x.transpose(0, 1)
+    q = F.linear(xt, w_q, b_q) + dropped @ lora.lora_A_q.t() @ lora.lora_B_q.t() * lora.scale
+    k = F.linear(xt, w_k, b_k)
+    v = F.linear(xt, w_v, b_v) + dropped @ lora.lora_A_v.t() @ lora.lora_B_v.t() * lora.scale
+    heads = lambda t: t.reshape(2, 5, 4, 4).transpose(1, 2)
+    want = F.scaled_dot_product_attention(heads(q), heads(k), heads(v)).transpose(1, 2).reshape(2, 5, 16)
+    torch.testing.assert_close(got, mha.out_proj(want).transpose(0, 1))
+
+
 def test_pooled_loss_is_eq_4_with_the_authors_per_sample_mask():
     torch.manual_seed(0)
     logits, labels = torch.randn(10, 3), torch.tensor([0, 1, 2, 0, 2, 2, 1, 0, 1, 2])
@@ -68,9 +97,10 @@ def test_a_batch_without_real_or_synthetic_samples_still_gives_the_right_loss():
     torch.testing.assert_close(classification.pooled_loss(logits, labels, ~no_real, 0.8), 0.8 * F.cross_entropy(logits, labels))
 
 
-def test_warmup_then_cosine_to_min_lr():
+def test_warmup_is_the_authors_linspace_then_cosine_to_min_lr():
     f = classification.lr_lambda(total_steps=100, warmup_steps=10, base_lr=1e-4, min_lr=1e-8)
-    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    np.testing.assert_allclose([1e-4 * f(s) for s in range(10)], np.linspace(1e-8, 1e-4, 10), rtol=1e-12)
+    assert f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(100) == pytest.approx(1e-4)
     assert all(f(s) >= f(s + 1) for s in range(10, 100))
 

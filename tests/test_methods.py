@@ -234,3 +234,82 @@ def test_a_long_caption_is_cut_where_stable_diffusion_stops_reading():
     prompt, cut = disef.cut_to_text_encoder(caption, tokenizer)
     assert cut and len(tokenizer(prompt).input_ids) == 77 and caption.startswith(prompt)
     assert disef.cut_to_text_encoder("a short one", tokenizer) == ("a short one", False)
+
+
+# --- the schedule and the sources, as the methods' authors run them ---------------------------------
+
+@pytest.mark.parametrize("config_spacing", [None, "leading", "linspace"])
+def test_disef_starts_at_t749_however_the_weights_folder_was_made(demo_run, monkeypatch, config_spacing):
+    """SD 2.1-base's hub scheduler config has no timestep_spacing; save_pretrained writes `leading`."""
+    config = {k: v for k, v in models.SD_SCHEDULER.items() if k != "timestep_spacing"}
+    if config_spacing:
+        config["timestep_spacing"] = config_spacing
+    monkeypatch.setattr(models, "SD_SCHEDULER", config)
+    p, run, split = demo_run(synth_method="disef", num_inference_steps=20, strength=0.75)
+    method = methods.get(p, run, split)
+    method.load()
+    assert method.start == 749 and method.describe(0)["timestep_spacing"] == "linspace"
+    q, other, _ = demo_run(synth_method="issynth", run_name="issynth", num_inference_steps=50, strength=0.15)
+    pndm = methods.get(q, other, split)
+    pndm.load()
+    assert pndm.start == 141  # PNDM's leading spacing, as the hub config gives it (t 141, 121, ..., 1)
+
+
+def test_unet_calls_count_pndms_warm_up_and_img2imgs_first_step():
+    from datadream_lib.methods import stable_diffusion
+
+    assert stable_diffusion.unet_calls("pndm", 50, None) == 51
+    assert stable_diffusion.unet_calls("pndm", 50, 0.15) == 8  # int(50 * 0.15) + 1
+    assert stable_diffusion.unet_calls("dpmsolver++", 20, 0.75, "linspace") == 15
+
+
+def test_an_issynth_source_of_a_non_square_shot_has_no_black_bars(tmp_path):
+    from PIL import Image
+
+    from datadream_lib.methods import stable_diffusion
+
+    wide = np.zeros((40, 100, 3), dtype=np.uint8)
+    wide[..., 0] = 200  # a red frame, twice as wide as high
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    cropped = np.asarray(stable_diffusion.source_image(str(tmp_path / "wide.png"), 32, fit=issynth.IsSynth.source_fit))
+    assert cropped.shape == (32, 32, 3) and cropped[..., 0].min() > 150  # the centre of the frame, no bars
+    padded = np.asarray(stable_diffusion.source_image(str(tmp_path / "wide.png"), 32, fit=disef.DISEF.source_fit))
+    assert padded[0, 16, 0] == 0 and padded[16, 16, 0] > 150  # DISEF's authors pad with black
+
+
+def test_the_llava_prompt_is_the_authors_llava_v1_conversation():
+    prompt = disef.llava_prompt("Forest")
+    assert prompt.startswith("A chat between a curious human and an artificial intelligence assistant. ")
+    assert prompt.endswith(" USER: <image>\nProvide a detailed caption for the image focusing on the object, "
+                           "knowing it's a Forest. ASSISTANT:")
+
+
+def test_the_filter_uses_the_authors_template_of_the_dataset(disef_run, monkeypatch):
+    assert disef.filter_prompts("eurosat", ["Forest"]) == ["a centered satellite photo of a Forest."]
+    assert disef.filter_prompts("fgvc_aircraft", ["707-320"]) == ["a photo of a 707-320, a type of aircraft."]
+    assert disef.filter_prompts("food101", ["apple pie"]) == ["a photo of a apple pie."]
+    p, run, split, _ = disef_run
+    seen = []
+    monkeypatch.setattr(disef, "filter_prompts", lambda dataset, names: seen.append((dataset, names)) or
+                        [disef.FILTER_TEMPLATE.format(n) for n in names])
+    methods.get(p, run, split).load()
+    assert seen == [(p.dataset, split.classnames)]
+
+
+def test_a_compiled_disef_retries_in_batches_of_the_first_size(disef_run, monkeypatch):
+    p, run, split, _ = disef_run
+    method = methods.get(p.replace(filter_attempts=3), run, split)
+    method.load()
+    method.speed["compiled"] = True  # as on a GPU with compile
+    jobs = [job for job in synthesis.all_jobs(p, split) if job.class_index == 0][:2]
+    jobs = [synthesis.dataclasses.replace(job, plan=method.plan(job)) for job in jobs]
+    sizes = []
+    img2img = method.img2img
+    monkeypatch.setattr(method, "img2img", lambda batch, prompts, seeds: sizes.append(len(batch)) or img2img(batch, prompts, seeds))
+    calls = []
+    monkeypatch.setattr(method, "class_probabilities", lambda images: calls.append(len(images)) or
+                        np.array([[0.9, 0.1, 0, 0] if len(calls) == 1 else [0.1, 0.9, 0, 0]]
+                                 + [[0.1, 0.9, 0, 0]] * (len(images) - 1)))
+    out = method.generate(jobs)
+    assert sizes == [2, 2, 2] and calls == [2, 1, 1]  # job 0 passes at once; job 1's retries keep the shape
+    assert [row["attempts"] for _, row in out] == [1, 3]

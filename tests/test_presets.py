@@ -52,3 +52,20 @@ def test_a_full_size_preset_stops_at_once_without_a_gpu(tmp_path, capsys):
     assert code == 2
     assert "no CUDA GPU" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_the_issynth_strength_sweep_runs_beside_the_authors_value():
+    from datadream_lib.methods import issynth
+
+    sweep = {0.15: params.load_runs(PAPER / "eurosat_issynth.yaml")}
+    for strength in (0.30, 0.50, 0.75):
+        sweep[strength] = params.load_runs(PAPER / f"eurosat_issynth_strength{strength:.2f}.yaml")
+    base = sweep[0.15]
+    labels = set()
+    for strength, todo in sweep.items():
+        assert [p.strength for p in todo] == [strength] * 3 and [p.seed for p in todo] == [0, 1, 2]
+        for p, q in zip(todo, base, strict=True):  # the same shots, other folders
+            assert (p.dataset, p.shots, p.seed, p.synth_method) == (q.dataset, q.shots, q.seed, "issynth")
+        assert len({runs.run_dir(p) for p in todo} | {runs.run_dir(q) for q in base}) == (3 if strength == 0.15 else 6)
+        labels.add(issynth.IsSynth.label(todo[0]))
+    assert labels == {"IsSynth", "IsSynth, strength 0.3", "IsSynth, strength 0.5", "IsSynth, strength 0.75"}

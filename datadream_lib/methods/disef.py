@@ -1,16 +1,19 @@
 """DISEF (da Costa et al., 2023), as DataDream's Table 1 re-runs it on SD 2.1.
 
 Preparation: a caption of every shot by LLaVA-1.5-7B (`caption_model`, transformers'
-`LlavaForConditionalGeneration`), asked the authors' query, sampled at temperature 0.2 from a
+`LlavaForConditionalGeneration`, loaded in the run's precision), asked the authors' query in their
+`llava_v1` conversation (system prompt first), sampled at temperature 0.2 from a
 seed of (run seed, class, shot); cached in `adaptation/captions.jsonl`, one row per shot, so an
 interrupted captioning resumes. A caption longer than the text encoder's 77 tokens is cut there
 (Stable Diffusion reads no further); the row keeps the whole caption and says it was cut.
 
 Generation: img2img from the shot `index mod K`, padded to a square and resized, DPM-Solver++
-(order 2), 20 steps from step 5 (strength 0.75), guidance 8.0, prompted with the caption of
+(order 2) with the authors' linspace timestep spacing, 20 steps from step 5 (strength 0.75: t 749),
+guidance 8.0, prompted with the caption of
 another shot of the class, drawn from the image's seed. Filter: CLIP (`filter_model` /
-`filter_pretrained`, the authors' open_clip ViT-H-14 on LAION-2B) zero-shot over the dataset's
-class prompts; an image is kept when its argmax is its class. Otherwise it is made again with the
+`filter_pretrained`, the authors' open_clip ViT-H-14 on LAION-2B) zero-shot over the classes with
+the authors' template of the dataset (`FILTER_TEMPLATES`); an image is kept when its argmax is its
+class. With a compiled UNet, a retry batch is filled up to the first batch's size (no recompiling). Otherwise it is made again with the
 seed of (run seed, class, index, attempt), at most `filter_attempts` times, and the attempt with
 the highest probability of its class is kept. The manifest row records the attempts made, the
 attempt kept, its seed and probability, and whether it passed the filter.
@@ -35,7 +38,26 @@ from datadream_lib.methods.issynth import IsSynth
 from datadream_lib.methods.stable_diffusion import check_weights as check_sd_weights
 
 QUERY = "Provide a detailed caption for the image focusing on the object, knowing it's a {}."
+# The `llava_v1` conversation of the original LLaVA repository, which the authors caption with.
+SYSTEM_PROMPT = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives "
+                 "helpful, detailed, and polite answers to the human's questions.")
 CAPTIONS_FILE = "captions.jsonl"
+# The filter's zero-shot template per dataset (the authors' `get_prompt`), not the classifier's prompt.
+# (With the dataset names their README passes, only dtd and eurosat reach their own template; we give
+# each dataset the template written for it.)
+FILTER_TEMPLATES = {
+    "dtd": "a photo of a {} texture.",
+    "eurosat": "a centered satellite photo of a {}.",
+    "stanford_cars": "a photo of a {}, a type of car.",
+    "fgvc_aircraft": "a photo of a {}, a type of aircraft.",
+    "flowers102": "a photo of a {} flower.",
+    "oxford_pets": "a photo of a {}, a type of pet.",
+}
+FILTER_TEMPLATE = "a photo of a {}."  # every other dataset
+
+
+def filter_prompts(dataset: str, classnames: list[str]) -> list[str]:
+    return [FILTER_TEMPLATES.get(dataset, FILTER_TEMPLATE).format(name) for name in classnames]
 
 # The tiny captioner: LLaVA's classes with a 2-layer Llama and a tiny CLIP vision tower.
 TINY_LLAVA_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -45,13 +67,14 @@ TINY_LLAVA_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2
 
 
 def llava_prompt(classname: str) -> str:
-    """LLaVA-1.5's conversation format around the authors' query."""
-    return f"USER: <image>\n{QUERY.format(classname)} ASSISTANT:"
+    """The authors' query in LLaVA-1.5's `llava_v1` conversation, system prompt first."""
+    return f"{SYSTEM_PROMPT} USER: <image>\n{QUERY.format(classname)} ASSISTANT:"
 
 
-def load_captioner(p):
-    """(model, processor) of LLaVA in eval mode on the CPU: the hub id or folder `caption_model`,
-    or the tiny / full-size-vision random preset."""
+def load_captioner(p, dtype=torch.float32):
+    """(model, processor) of LLaVA in eval mode on the CPU, its weights loaded in `dtype` (bf16 on a
+    GPU: 7B parameters in fp32 would peak near 28 GB): the hub id or folder `caption_model`, or the
+    tiny / full-size-vision random preset."""
     from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor)
 
@@ -75,7 +98,7 @@ def load_captioner(p):
     try:
         processor = AutoProcessor.from_pretrained(p.caption_model, local_files_only=p.local_files_only)
         model = LlavaForConditionalGeneration.from_pretrained(p.caption_model, use_safetensors=True,
-                                                              local_files_only=p.local_files_only, torch_dtype=torch.float32)
+                                                              local_files_only=p.local_files_only, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise models.model_unreachable("LLaVA", p.caption_model, exc, _LLAVA_HINT.format(p.caption_model)) from None
     return model.eval(), processor
@@ -119,6 +142,8 @@ def cut_to_text_encoder(caption: str, tokenizer) -> tuple[str, bool]:
 class DISEF(IsSynth):
     name = "disef"
     prepares = True
+    timestep_spacing = "linspace"  # the authors' DPM-Solver++ from SD 2.1-base's hub config: t 749 at strength 0.75
+    source_fit = "pad"  # the authors pad the shot to a square with black, then resize
     columns = ("prompt", "source_shot", "source_image", "caption_shot", "strength", "first_timestep", "attempts",
                "kept_attempt", "attempt_seed", "filter_prob", "filter_passed")
 
@@ -169,8 +194,9 @@ class DISEF(IsSynth):
 
         p = self.p
         device = models.resolve_device(p)
-        model, processor = load_captioner(p)
-        models.place(model, device, models.autocast_dtype(p, device) or torch.float32)
+        dtype = models.autocast_dtype(p, device) or torch.float32
+        model, processor = load_captioner(p, dtype)
+        models.place(model, device, dtype)
         sd_tokenizer = models.clip_tokenizer()  # Stable Diffusion 2.1's text encoder reads CLIP BPE tokens
         writer = JsonlWriter(self.captions_path)
         try:
@@ -205,7 +231,7 @@ class DISEF(IsSynth):
         clip, tokenizer, self.filter_size = load_filter(self.p)
         self.filter = clip.to(device)
         with torch.no_grad():
-            text = self.filter.encode_text(tokenizer(self.split.classifier_prompts()).to(device))
+            text = self.filter.encode_text(tokenizer(filter_prompts(self.p.dataset, self.split.classnames)).to(device))
         self.filter_text = torch.nn.functional.normalize(text.float(), dim=-1)
 
     @torch.no_grad()
@@ -230,8 +256,10 @@ class DISEF(IsSynth):
             if not pending:
                 break
             batch = [jobs[i] for i in pending]
+            if self.speed["compiled"]:  # a smaller batch would recompile the UNet: fill it up, drop the extra images
+                batch += [batch[-1]] * (len(jobs) - len(batch))
             seeds = [self.attempt_seed(job, attempt) for job in batch]
-            images = self.img2img(batch, [job.plan["prompt"] for job in batch], seeds)
+            images = self.img2img(batch, [job.plan["prompt"] for job in batch], seeds)[:len(pending)]
             probabilities = self.class_probabilities(images)
             still = []
             for i, image, seed, probs in zip(pending, images, seeds, probabilities):

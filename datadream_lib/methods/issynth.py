@@ -29,6 +29,7 @@ def strength_for(shots: int) -> float:
 class IsSynth(StableDiffusion):
     name = "issynth"
     columns = ("prompt", "source_shot", "source_image", "strength", "first_timestep")
+    source_fit = "crop"  # the authors resize the shot, no bars (see stable_diffusion.source_image)
 
     @classmethod
     def defaults(cls, shots: int) -> dict:
@@ -36,7 +37,9 @@ class IsSynth(StableDiffusion):
 
     @classmethod
     def label(cls, p) -> str:
-        return "IsSynth"
+        """"IsSynth", or with the strength where it is not the authors' value for the run's K (the
+        strength sweep's runs then stand beside each other in Table 1)."""
+        return "IsSynth" if p.strength == strength_for(p.shots) else f"IsSynth, strength {p.strength:g}"
 
     def shot(self, job) -> tuple[int, str]:
         """The source shot of an image: index mod K of its class's shots."""
@@ -58,7 +61,7 @@ class IsSynth(StableDiffusion):
     @torch.no_grad()
     def img2img(self, jobs: list, prompts: list[str], seeds: list[int]):
         p = self.p
-        sources = [source_image(job.plan["source_image"], p.resolution) for job in jobs]
+        sources = [source_image(job.plan["source_image"], p.resolution, self.source_fit) for job in jobs]
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]  # CPU: the same noise on any device
         return self.pipe(prompts, image=sources, strength=p.strength, num_inference_steps=p.num_inference_steps,
                          guidance_scale=p.guidance_scale, generator=generators, output_type="pil").images

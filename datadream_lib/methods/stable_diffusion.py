@@ -14,8 +14,9 @@ from datadream_lib import models
 from datadream_lib.methods.base import Method
 
 
-def make_scheduler(name: str, config):
-    """A short name below, or any diffusers scheduler class, built from the model's scheduler config."""
+def make_scheduler(name: str, config, timestep_spacing: str | None = None):
+    """A short name below, or any diffusers scheduler class, built from the model's scheduler config;
+    `timestep_spacing` pins the spacing whatever the config says (see `TIMESTEP_SPACING`)."""
     import diffusers
 
     kinds = {
@@ -28,15 +29,41 @@ def make_scheduler(name: str, config):
         "unipc": (diffusers.UniPCMultistepScheduler, {}),
     }
     cls, extra = kinds[name] if name in kinds else (getattr(diffusers, name), {})
+    if timestep_spacing is not None:
+        extra = {**extra, "timestep_spacing": timestep_spacing}
     return cls.from_config(config, **extra)
+
+
+# The spacing of the sampler's timesteps is pinned per method, so a schedule is the same however the
+# weights folder was made: SD 2.1-base's hub `scheduler_config.json` has no `timestep_spacing`, so each
+# scheduler class takes its own default (PNDM: leading, DPM-Solver++: linspace), while a folder
+# written by `save_pretrained`, or the presets' config, says `leading`. DataDream, Stable Diffusion
+# and IsSynth sample with PNDM, hence leading; DISEF pins its authors' linspace.
+TIMESTEP_SPACING = "leading"
+
+
+def unet_calls(scheduler: str, steps: int, strength: float | None, timestep_spacing: str = TIMESTEP_SPACING) -> int:
+    """UNet calls of one generation (each a doubled batch under guidance), counted on the scheduler
+    itself: PNDM with N steps makes N + 1 (its PLMS warm-up), img2img at strength s int(N·s) + 1."""
+    import types
+
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    sched = make_scheduler(scheduler, models.SD_SCHEDULER, timestep_spacing)
+    sched.set_timesteps(steps)
+    if strength is None:
+        return len(sched.timesteps)
+    timesteps, _ = StableDiffusionImg2ImgPipeline.get_timesteps(types.SimpleNamespace(scheduler=sched), steps, strength, "cpu")
+    return len(timesteps)
 
 
 def model_name(p) -> str:
     return p.sd_model if p.models == "pretrained" else f"{p.models} (random weights, seed {models.TINY_SEED})"
 
 
-def load_pipeline(p, img2img: bool = False):
-    """Stable Diffusion on the run's device and precision, with the run's sampler, no progress bar."""
+def load_pipeline(p, img2img: bool = False, timestep_spacing: str = TIMESTEP_SPACING):
+    """Stable Diffusion on the run's device and precision, with the run's sampler (its timestep
+    spacing pinned), no progress bar."""
     device = models.resolve_device(p)
     dtype = models.autocast_dtype(p, device) or torch.float32
     pipe = models.load_sd_pipeline(p)
@@ -44,7 +71,7 @@ def load_pipeline(p, img2img: bool = False):
         from diffusers import StableDiffusionImg2ImgPipeline
 
         pipe = StableDiffusionImg2ImgPipeline(**pipe.components)
-    pipe.scheduler = make_scheduler(p.scheduler, pipe.scheduler.config)
+    pipe.scheduler = make_scheduler(p.scheduler, pipe.scheduler.config, timestep_spacing)
     for module in (pipe.vae, pipe.unet, pipe.text_encoder):
         models.place(module, device, dtype)
     pipe.set_progress_bar_config(disable=True)
@@ -91,19 +118,26 @@ def refresh_fused_qkv(unet) -> None:
 
 
 def first_timestep(pipe, steps: int, strength: float) -> int:
-    """The timestep img2img starts denoising from at this strength (with `leading` spacing, strength
-    0.75 of 20 DPM-Solver++ steps starts at t 706, not 749)."""
+    """The timestep img2img starts denoising from at this strength (strength 0.75 of 20 DPM-Solver++
+    steps starts at t 749 with linspace spacing, at t 706 with leading)."""
     pipe.scheduler.set_timesteps(steps)
     timesteps, _ = pipe.get_timesteps(steps, strength, "cpu")
     return int(timesteps[0])
 
 
-def source_image(path: str, resolution: int) -> Image.Image:
-    """A real shot as an img2img source: padded to a square with black (as DISEF does; no content is
-    cropped away) and resized to the generation resolution."""
+def source_image(path: str, resolution: int, fit: str = "crop") -> Image.Image:
+    """A real shot as an img2img source at the generation resolution. fit "crop": the shorter side
+    resized to it and the centre cropped, as test images are (no bars; for IsSynth, whose authors
+    resize without padding); "pad": padded to a square with black, then resized (DISEF's authors)."""
     from datadream_lib.splits import load_rgb
 
     image = load_rgb(path)
+    if fit == "crop":
+        scale = resolution / min(image.size)
+        w, h = max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale))
+        image = image.resize((w, h), Image.BICUBIC)
+        left, top = (w - resolution) // 2, (h - resolution) // 2
+        return image.crop((left, top, left + resolution, top + resolution))
     side = max(image.size)
     square = Image.new("RGB", (side, side))
     square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
@@ -118,6 +152,7 @@ class StableDiffusion(Method):
     """Text-to-image with the class prompt and the frozen model: DataDream without its adapters."""
 
     name = "stable_diffusion"
+    timestep_spacing = TIMESTEP_SPACING  # PNDM's, as SD 2.1-base's hub config gives it
 
     @classmethod
     def defaults(cls, shots: int) -> dict:
@@ -141,11 +176,12 @@ class StableDiffusion(Method):
         self._load(images, img2img=False)
 
     def _load(self, images: int, img2img: bool) -> None:
-        self.pipe = load_pipeline(self.p, img2img)
+        self.pipe = load_pipeline(self.p, img2img, self.timestep_spacing)
         self.speed = speed_up(self.pipe, self.p, images, self.fuses_qkv())
 
     def describe(self, class_index: int) -> dict:
-        return {"model": model_name(self.p), "sampler": self.p.scheduler, "steps": self.p.num_inference_steps,
+        return {"model": model_name(self.p), "sampler": self.p.scheduler, "timestep_spacing": self.timestep_spacing,
+                "steps": self.p.num_inference_steps,
                 "guidance": self.p.guidance_scale, **self.speed}
 
     @torch.no_grad()
