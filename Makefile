@@ -51,7 +51,7 @@ lock: $(TOOLS)/bin/uv
 # environment, with the fast tests: run it before moving LOCK_DATE, or when a release is announced.
 test-latest: $(TOOLS)/bin/uv
 	rm -rf build/latest && mkdir -p build/latest
-	$(TOOLS)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) -o build/latest/requirements.txt
+	$(TOOLS)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) --quiet -o build/latest/requirements.txt
 	$(PYTHON) -m venv build/latest/venv
 	build/latest/venv/bin/pip install --quiet --no-deps -r build/latest/requirements.txt
 	build/latest/venv/bin/pip install --quiet --no-deps -e .
