@@ -6,7 +6,7 @@ Gaussian blur p 0.2 (their own class around PIL's `ImageFilter.GaussianBlur(radi
 0.1-2), solarize (128) p 0.2 (the blur's and solarize's coins from Python's `random`), then CLIP's
 normalisation. Our blur is torchvision's Gaussian of std sigma on a `size // 20 | 1` kernel (11 px at
 224): a true Gaussian where PIL approximates one with box blurs, within a level on average and 9 at
-most (README, "Where we differ"). `authors_transform` is that list on PIL images with torchvision's
+most (README, "Where we differ"); `clf_blur: pil` applies the authors' PIL blur instead. `authors_transform` is that list on PIL images with torchvision's
 blur, in the authors' loader workers' place (the reference of the draws' test and the benchmark): decoding a 512-px PNG and augmenting it takes ~14 ms of a core, so 16 cores feed
 ~600 images/s to a GPU that trains on 1,440.
 
@@ -160,12 +160,29 @@ def _apply(img: torch.Tensor, mask: torch.Tensor, operation, *args) -> torch.Ten
     return img
 
 
+def pil_gaussian_blur(img, sigma):
+    """The authors' blur: PIL's `ImageFilter.GaussianBlur(radius=sigma)` per image, on the host (it
+    approximates a Gaussian with box blurs); uint8 (B, 3, H, W) in and out, on img's device."""
+    from PIL import Image, ImageFilter
+
+    out = []
+    for image, s in zip(img.cpu(), sigma.tolist()):
+        pil = Image.fromarray(image.permute(1, 2, 0).numpy()).filter(ImageFilter.GaussianBlur(radius=s))
+        out.append(torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1))
+    return torch.stack(out).to(img.device)
+
+
+BLURS = ("gaussian", "pil")
+
+
 class DeviceAugment:
     """The authors' augmentation of a batch of uint8 images (a list: sizes may differ) on `device`;
-    returns CLIP-normalised float images (B, 3, size, size)."""
+    returns CLIP-normalised float images (B, 3, size, size). `blur`: "gaussian" (a true Gaussian on
+    the device) or "pil" (the authors' PIL blur, on the host, for the blurred images only)."""
 
-    def __init__(self, size: int, device: torch.device):
+    def __init__(self, size: int, device: torch.device, blur: str = "gaussian"):
         self.size, self.device = size, device
+        self.blur_filter = blur
         self.per_image = transforms.Compose(geometric_operations(size))
         ops = authors_operations(size)
         self.jitter = ops[3].transforms[0]
@@ -211,6 +228,9 @@ class DeviceAugment:
         img = torch.where(gray, _grayscale(img).expand_as(img), img)
         blur = torch.tensor([d[2] is not None for d in draws])
         sigma = torch.tensor([d[2] or 1.0 for d in draws], dtype=torch.float64)
-        img = _apply(img, blur, gaussian_blur, sigma, blur_kernel_size(self.size))
+        if self.blur_filter == "pil":
+            img = _apply(img, blur, pil_gaussian_blur, sigma)
+        else:
+            img = _apply(img, blur, gaussian_blur, sigma, blur_kernel_size(self.size))
         solarize = to_device([d[3] for d in draws], img.device).view(-1, 1, 1, 1)
         return torch.where(solarize & (img >= SOLARIZE_THRESHOLD), 255 - img, img)

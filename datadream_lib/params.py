@@ -135,6 +135,7 @@ class Params:
     real_loss_weight: float = _field(0.8, "lambda of eq. 4: weight of the real loss in synthetic_real", min=0.0, max=1.0)
     clf_teacher_weight: float = _field(0.0, "IsSynth's classifier option: weight of a soft cross-entropy on the synthetic samples towards the frozen zero-shot CLIP (0 = off, as in Table 1; the authors: 0.5)", min=0.0)
     clf_teacher_temperature: float = _field(2.0, "temperature of that soft cross-entropy (the authors: 2)", min=0.01)
+    clf_blur: str = _field("gaussian", "the augmentation's blur: 'gaussian' (a true Gaussian of std sigma on an 11-px kernel, on the device) or 'pil' (the authors' PIL GaussianBlur(radius=sigma), on the host for the blurred images)", choices=("gaussian", "pil"))
     mix_aug_prob: float = _field(0.0, "probability of CutMix-or-MixUp per step (one coin per batch); the authors' code has it at 0.2 but their released scripts run with it off", min=0.0, max=1.0)
 
     # --- FID analysis (hyperparameters.md section 5) -------------------------------------------

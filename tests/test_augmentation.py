@@ -4,7 +4,7 @@ the same random draws, batched colour operations equal to torchvision's per-imag
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 from torchvision import transforms
 
 from datadream_lib import augmentation, splits
@@ -88,3 +88,19 @@ def test_read_image_decodes_as_the_pil_loader(tmp_path, mode):
     path = tmp_path / "x.png"
     image.save(path)
     assert torch.equal(augmentation.read_image(str(path)), transforms.functional.pil_to_tensor(splits.load_rgb(path)))
+
+
+def test_clf_blur_pil_is_the_authors_pil_blur_exactly():
+    g = np.random.default_rng(3)
+    img = torch.from_numpy((g.random((3, 3, 40, 48)) * 255).astype(np.uint8))
+    sigma = torch.tensor([0.3, 1.0, 2.0], dtype=torch.float64)
+    ours = augmentation.pil_gaussian_blur(img, sigma)
+    for image, s, got in zip(img, sigma.tolist(), ours):
+        want = Image.fromarray(image.permute(1, 2, 0).numpy()).filter(ImageFilter.GaussianBlur(radius=s))
+        assert torch.equal(got, torch.from_numpy(np.asarray(want).copy()).permute(2, 0, 1))
+    # the batch path applies it to the blurred images only, with the same draws as the default
+    images = _images()
+    pil = augmentation.DeviceAugment(SIZE, torch.device("cpu"), blur="pil")(images, seed=5)
+    gaussian = augmentation.DeviceAugment(SIZE, torch.device("cpu"))(images, seed=5)
+    changed = (pil != gaussian).flatten(1).any(1)
+    assert 0 < changed.sum() < len(images)
