@@ -13,10 +13,11 @@ guidance 8.0, prompted with the caption of
 another shot of the class, drawn from the image's seed. Filter: CLIP (`filter_model` /
 `filter_pretrained`, the authors' open_clip ViT-H-14 on LAION-2B) zero-shot over the classes with
 the authors' template of the dataset (`FILTER_TEMPLATES`); an image is kept when its argmax is its
-class. With a compiled UNet, a retry batch is filled up to the first batch's size (no recompiling). Otherwise it is made again with the
-seed of (run seed, class, index, attempt), at most `filter_attempts` times, and the attempt with
-the highest probability of its class is kept. The manifest row records the attempts made, the
-attempt kept, its seed and probability, and whether it passed the filter.
+class. Otherwise it is made again with the seed of (run seed, class, index, attempt), at most
+`filter_attempts` times, and the attempt with the highest probability of its class is kept (the
+authors' budget is per class instead: open work, see README). With a compiled UNet, a retry batch
+is filled up to the first batch's size, so it does not recompile. The manifest row records the
+attempts made, the attempt kept, its seed and probability, and whether it passed the filter.
 
 The authors' code draws no seeds, re-uses one scheduler's timesteps across calls (an IndexError on
 diffusers 0.42) and loads the filter's tokenizer with the model (fails on open_clip 3.x): here every
