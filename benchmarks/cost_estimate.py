@@ -27,8 +27,10 @@ peak. Data loading, image decoding and checkpoint I/O are not counted.
 
 DISEF adds its captions (LLaVA-1.5-7B, approximated as 2 x 7.06e9 FLOPs per token over the 576
 image tokens, the query and `caption_max_tokens`) and, per attempt, an img2img generation and a
-ViT-H-14 filter pass. How many attempts an image needs depends on the real filter, so the mean is
-an assumption (--disef-attempts, default 2; at most `filter_attempts`).
+ViT-H-14 filter pass. How many candidates a class makes depends on the real filter's pass rate, an
+assumption (--disef-pass-rate, default 0.5), turned into candidates by the run's `filter_rule`
+(`methods.disef.expected_candidates`: the class rule at 0.5 makes 800 judged + 100 unfiltered
+candidates for 500 images, 1.8 per image).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from datadream_lib import datasets, methods, models, params, runs
 from datadream_lib.methods.stable_diffusion import unet_calls
+from datadream_lib.methods.disef import expected_candidates
 
 # Split sizes (train, val, test) of CoOp's splits, as the CoOp paper lists them; ImageNet: the
 # official train with a 10 % val carve-out, the official val as test. Only used for this estimate.
@@ -92,13 +95,14 @@ def forward_flops() -> dict[str, float]:
 
 
 def run_cost(p, n_classes: int, sizes: tuple[int, int, int], f: dict, settings=None, images_per_class=None,
-             adapt: bool = True, synthesize: bool = True, fid: bool = True, disef_attempts: float = 2.0) -> dict:
+             adapt: bool = True, synthesize: bool = True, fid: bool = True, disef_pass_rate: float = 0.5) -> dict:
     """FLOPs and UNet passes of one run (one seed) with parameters p."""
     train, val, test = sizes
     images = images_per_class or p.images_per_class
     out = {"unet_passes": 0.0, "flops": 0.0, "adapt_samples": 0.0, "synth_passes": 0.0, "clf_train_images": 0.0,
            "clf_eval_images": 0.0, "unmeasured_flops": 0.0}  # the last: what no benchmark rate covers
-    attempts = min(disef_attempts, p.filter_attempts) if p.synth_method == "disef" else 1.0
+    attempts = (expected_candidates(images, disef_pass_rate, p.filter_rule, p.filter_budget, p.filter_attempts) / images
+                if p.synth_method == "disef" else 1.0)  # candidates made per image kept
     if adapt and p.synth_method == "disef":  # the captions of the shots
         captions = n_classes * p.shots * 2 * LLAVA_PARAMS * (LLAVA_PROMPT_TOKENS + p.caption_max_tokens)
         out["flops"] += captions
@@ -155,7 +159,7 @@ def measured_hours(cost: dict, rates: dict, tflops: float) -> float:
     return seconds / 3600
 
 
-def estimate(tflops: float, disef_attempts: float = 2.0, rates: Optional[dict] = None) -> dict:
+def estimate(tflops: float, disef_pass_rate: float = 0.5, rates: Optional[dict] = None) -> dict:
     """Table 1's GPU-hours per dataset and method: at the measured `rates` (throughput.py's JSON) or,
     without them, from FLOPs at `tflops`."""
     f = forward_flops()
@@ -168,7 +172,7 @@ def estimate(tflops: float, disef_attempts: float = 2.0, rates: Optional[dict] =
         row = {"dataset": name, "classes": spec.num_classes, "gpu_hours": {}, "unet_passes": {}}
         for label, suffix in METHOD_FILES.items():
             todo = params.load_runs(root / f"{name}_{suffix}.yaml")
-            cost = run_cost(todo[0], spec.num_classes, sizes, f, disef_attempts=disef_attempts)
+            cost = run_cost(todo[0], spec.num_classes, sizes, f, disef_pass_rate=disef_pass_rate)
             row["unet_passes"][label] = cost["unet_passes"]
             row["gpu_hours"][label] = cost_hours(cost)
             row["seeds"] = len(todo)
@@ -188,7 +192,7 @@ def estimate(tflops: float, disef_attempts: float = 2.0, rates: Optional[dict] =
                   for k in p.ablation_shots if k != p.shots))
     source = (f"rates measured by benchmarks/throughput.py on {rates['device']} ({rates.get('date', 'date not recorded')}, "
               f"models: {rates['models']})" if rates else f"FLOPs at an assumed {tflops:.0f} TFLOP/s (no measurement)")
-    return {"source": source, "tflops_assumed": tflops, "disef_attempts_assumed": disef_attempts,
+    return {"source": source, "tflops_assumed": tflops, "disef_pass_rate_assumed": disef_pass_rate,
             "rates": rates and {"synthesis_images_per_second": rates["synthesis"]["library"]["images_per_second"],
                                 "adaptation_seconds_per_step": rates["adaptation"]["library"]["seconds_per_step"],
                                 "classifier_input_images_per_second": rates["classifier"]["input_images_per_second"]["library"],
@@ -212,22 +216,22 @@ def markdown(result: dict) -> str:
     lines.append(f"\nSource: {result['source']}" + (f"; DISEF's captions and filter and FID's Inception in FLOPs at an "
                                                       f"assumed {result['tflops_assumed']:.0f} TFLOP/s" if measured else "")
                  + f". Fig. 5 on FGVC Aircraft adds {fig5['dset']:.0f} (dset) + {fig5['cls']:.0f} (cls) GPU-hours over "
-                 f"three seeds. One UNet pass at 512 px = {result['forward_gflops']['unet']:.0f} GFLOPs; DISEF: "
-                 f"{result['disef_attempts_assumed']:g} attempts per image assumed.")
+                 f"three seeds. One UNet pass at 512 px = {result['forward_gflops']['unet']:.0f} GFLOPs; DISEF: a "
+                 f"filter pass rate of {result['disef_pass_rate_assumed']:g} assumed.")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tflops", type=float, default=200.0, help="assumed sustained TFLOP/s of one GPU")
-    parser.add_argument("--disef-attempts", type=float, default=2.0, help="assumed mean DISEF attempts per image")
+    parser.add_argument("--disef-pass-rate", type=float, default=0.5, help="assumed share of DISEF's candidates its filter passes")
     parser.add_argument("--rates", type=Path, help="the JSON of a benchmarks/throughput.py run (full-size models, on a GPU)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = parser.parse_args(argv)
     rates = json.loads(args.rates.read_text()) if args.rates else None
     if rates and rates.get("models") != "full_random":
         parser.error(f"{args.rates} was measured on the {rates.get('models')} models; cost a GPU run of the full-size ones.")
-    result = estimate(args.tflops, args.disef_attempts, rates)
+    result = estimate(args.tflops, args.disef_pass_rate, rates)
     print(json.dumps(result, indent=1) if args.json else markdown(result))
     return 0
 

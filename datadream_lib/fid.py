@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from datadream_lib import catalog, models
+from datadream_lib import catalog, methods, models
 from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.datasets import by_class
 from datadream_lib.errors import DataDreamError
@@ -180,6 +180,8 @@ def per_class(p, run: Run, split: FewShotSplit, progress: bool = True, extractor
     if not sets:
         raise DataDreamError("no synthetic images in this run; run the synthesis stage first.")
     sets["real val (reference)"] = by_class(split.val)
+    reported = {label: methods.class_summary(method_folder).set_index("class_index").to_dict("index")
+                for label, method_folder in catalog.sources(run).items()}  # the method's own per-class figures
     rows = []
     for c, name in enumerate(tqdm(split.classnames, desc="per-class FID", disable=not progress)):
         real_features = extract(extractor, reals[c], device)
@@ -189,7 +191,8 @@ def per_class(p, run: Run, split: FewShotSplit, progress: bool = True, extractor
                 continue
             rows.append({"method": label, "class_index": c, "class_name": name, "fid": fid(features, real_features),
                          "kid": kid(features, real_features), "n_images": len(features),
-                         "n_real": len(real_features), "real_set": p.fid_real_set, "features": p.fid_features})
+                         "n_real": len(real_features), "real_set": p.fid_real_set, "features": p.fid_features,
+                         **reported.get(label, {}).get(c, {})})
     return pd.DataFrame(rows)
 
 

@@ -7,7 +7,8 @@ The method derives the image's plan (prompt, source shot, strength, caption shot
 seed alone. Jobs run in fixed blocks of `synth_batch_size` consecutive indices of one class (unset:
 as many as the GPU's free memory holds, at most 64), within chunks of 64 indices; shards
 (`shard_index` / `num_shards`) own whole chunks, so shards on different GPUs, with different batch
-sizes, still split the images exactly. A resume regenerates a whole block, so sharding and resuming
+sizes, still split the images exactly. A method whose images of a class depend on each other
+(DISEF's per-class filter budget: `Method.whole_classes`) is sharded by whole classes instead. A resume regenerates a whole block, so sharding and resuming
 never change a single bit of an image at a fixed configuration. What changes pixels by
 floating-point roundoff only (at most a level or two of a few pixels) is recorded in each manifest
 row: the batch size, a fused LoRA, fused q/k/v projections, channels_last, a compiled UNet and VAE
@@ -53,6 +54,7 @@ class ImageJob:
     index: int
     seed: int
     plan: dict = dataclasses.field(default_factory=dict, compare=False)  # the method's, from the seed
+    needed: bool = dataclasses.field(default=True, compare=False)  # False: on disk, made again only for its batch
 
     @property
     def key(self) -> tuple[int, int]:
@@ -85,8 +87,11 @@ def blocks(jobs: list[ImageJob], batch_size: int) -> list[list[ImageJob]]:
     return out + ([current] if current else [])
 
 
-def shard_of(block: list[ImageJob], images_per_class: int, num_shards: int) -> int:
-    """The shard that owns a block: chunks of SHARD_CHUNK images are dealt out in turn."""
+def shard_of(block: list[ImageJob], images_per_class: int, num_shards: int, whole_classes: bool = False) -> int:
+    """The shard that owns a block: chunks of SHARD_CHUNK images are dealt out in turn, or whole
+    classes where the method's images of a class depend on each other (DISEF's filter budget)."""
+    if whole_classes:
+        return block[0].class_index % num_shards
     chunks_per_class = -(-images_per_class // SHARD_CHUNK)
     return (block[0].class_index * chunks_per_class + block[0].index // SHARD_CHUNK) % num_shards
 
@@ -154,13 +159,14 @@ def generate(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
     if len(done) < len(rows):
         print(f"[synthesis] {len(rows) - len(done)} listed image(s) are missing or damaged; generating them again")
     batch_size = models.synth_batch_size(p, models.resolve_device(p))
+    whole_classes = methods.METHODS[p.synth_method].whole_classes(p)
     mine = [block for block in blocks(all_jobs(p, split), batch_size)
-            if shard_of(block, p.images_per_class, p.num_shards) == p.shard_index]
+            if shard_of(block, p.images_per_class, p.num_shards, whole_classes) == p.shard_index]
     todo = [block for block in mine if any(job.key not in done for job in block)]
     if todo:
         method = methods.get(p, run, split)
         method.check_prepared()
-        method.load(images=sum(len(block) for block in todo))
+        method.load(images=sum(len(block) for block in todo), batch_size=batch_size)
         source = type(method).label(p)
         writer = ImageWriter(folder, catalog.JsonlWriter(folder / catalog.manifest_name(p.shard_index, p.num_shards),
                                                          sync=False))
@@ -173,13 +179,13 @@ def generate(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
                 shared = {"method": p.synth_method, "source": source, **method.describe(class_index),
                           "resolution": p.resolution, "batch_size": len(block),
                           "environment": run.environment, "torch_threads": torch.get_num_threads()}
-                planned = [dataclasses.replace(job, plan=method.plan(job)) for job in block]
+                planned = [dataclasses.replace(job, plan=method.plan(job), needed=job.key not in done) for job in block]
                 for job, (image, made) in zip(planned, method.generate(planned), strict=True):
-                    if job.key in done:  # generated again only to keep the block's batch intact
+                    if not job.needed:  # generated again only to keep the block's batch intact
                         continue
                     bar.update(writer.submit(image, job.relpath, {
                         "class_index": job.class_index, "class_name": job.class_name, "index": job.index,
-                        "seed": job.seed, "path": job.relpath, **job.plan, **made, **shared}))
+                        "seed": job.seed, "path": job.relpath, **job.plan, **shared, **made}))
         finally:
             bar.update(writer.close())
             bar.close()

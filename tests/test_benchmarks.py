@@ -36,10 +36,11 @@ def test_cost_estimate_counts_the_unet_passes_of_the_presets():
     assert passes["imagenet"]["DataDream-dset"] == 1000 * 500 * 51 * 2 + 100 * 2000 * 8 * 2  # 100 epochs
     assert passes["eurosat"]["DataDream-cls"] == passes["eurosat"]["DataDream-dset"]  # same compute
     # IsSynth at 16 shots: int(50 x 0.15) + 1 = 8 PNDM calls, no adaptation; DISEF: int(20 x 0.75) = 15
-    # DPM-Solver++ calls per attempt, 2 attempts assumed
+    # DPM-Solver++ calls per candidate; at a pass rate of 0.5 a class judges its budget of 800 candidates
+    # (400 kept) and makes 100 more, kept unfiltered
     assert passes["eurosat"]["IsSynth"] == 10 * 500 * 8 * 2
-    assert passes["eurosat"]["DISEF"] == 10 * 500 * 2 * 15 * 2
-    assert module.estimate(tflops=200.0, disef_attempts=1.0)["datasets"][3]["unet_passes"]["DISEF"] == 10 * 500 * 15 * 2
+    assert passes["eurosat"]["DISEF"] == 10 * (800 + 100) * 15 * 2
+    assert module.estimate(tflops=200.0, disef_pass_rate=1.0)["datasets"][3]["unet_passes"]["DISEF"] == 10 * 500 * 15 * 2
     assert result["table1_gpu_hours"] == pytest.approx(sum(r["total_gpu_hours"] for r in rows.values()))
     assert module.markdown(result).count("\n| ") == len(datasets.BENCHMARKS) + 1
 

@@ -13,7 +13,7 @@ from datadream_lib.methods import disef, issynth
 
 ROOT = runs.project_root()
 SMALL = dict(images_per_class=3, num_inference_steps=4, synth_batch_size=2, ablation_images_per_class=[3],
-             filter_attempts=2)
+             filter_attempts=2, filter_budget=2)
 
 
 def _images(run, method):
@@ -127,8 +127,9 @@ def test_disef_captions_every_shot_once_and_resumes(disef_run):
     assert again.to_dict("records") == table.to_dict("records")  # the same seeded captions
 
 
-def test_disef_prompts_with_the_caption_of_another_shot(disef_run):
+def test_disef_image_rule_prompts_with_the_caption_of_another_shot(disef_run):
     p, run, split, _ = disef_run
+    p = p.replace(filter_rule="image")
     method = methods.get(p, run, split)
     method._captions = method.captions()
     jobs = [job for job in synthesis.all_jobs(p.replace(images_per_class=40), split) if job.class_index == 1]
@@ -141,9 +142,9 @@ def test_disef_prompts_with_the_caption_of_another_shot(disef_run):
     assert [fresh.plan(job) for job in jobs] == plans
 
 
-def test_disef_filter_retries_then_keeps_the_most_probable_attempt(disef_run, monkeypatch):
+def test_disef_image_rule_retries_then_keeps_the_most_probable_attempt(disef_run, monkeypatch):
     p, run, split, _ = disef_run
-    method = methods.get(p.replace(filter_attempts=3), run, split)
+    method = methods.get(p.replace(filter_attempts=3, filter_rule="image"), run, split)
     method.load()
     jobs = [job for job in synthesis.all_jobs(p, split) if job.class_index == 0][:2]
     jobs = [synthesis.dataclasses.replace(job, plan=method.plan(job)) for job in jobs]
@@ -165,6 +166,7 @@ def test_disef_filter_retries_then_keeps_the_most_probable_attempt(disef_run, mo
     first, second = out[0][1], out[1][1]
     assert (first["attempts"], first["kept_attempt"], first["filter_passed"]) == (2, 2, True)
     assert (second["attempts"], second["kept_attempt"], second["filter_passed"]) == (3, 2, False)
+    assert (first["unfiltered"], second["unfiltered"]) == (False, True)
     assert second["filter_prob"] == pytest.approx(0.3)
     assert first["attempt_seed"] == method.attempt_seed(jobs[0], 2) != method.attempt_seed(jobs[0], 1) == jobs[0].seed
 
@@ -172,13 +174,125 @@ def test_disef_filter_retries_then_keeps_the_most_probable_attempt(disef_run, mo
 def test_disef_manifest_rows_record_plan_and_filter(disef_run):
     p, run, split, _ = disef_run
     synthesis.generate(p, run, split, progress=False)
-    rows = catalog.read_manifest(catalog.folder(run, "disef"))
+    folder = catalog.folder(run, "disef")
+    rows = sorted(catalog.read_manifest(folder), key=lambda r: (r["class_index"], r["index"]))
     assert len(rows) == 12
+    method = methods.get(p, run, split)
+    method._captions = method.captions()
     for row in rows:
         assert set(methods.METHODS["disef"].columns) <= set(row)
-        assert 1 <= row["kept_attempt"] <= row["attempts"] <= p.filter_attempts
         assert (row["sampler"], row["guidance"], row["strength"], row["source"]) == ("dpmsolver++", 8.0, 0.75, "DISEF")
-        assert row["first_timestep"] < 1000
+        assert row["first_timestep"] < 1000 and row["filter_rule"] == "class"
+        plan = method.candidate(row["class_index"], row["candidate"])
+        assert {k: row[k] for k in plan} == plan  # the row names the candidate and how it was made
+        assert row["unfiltered"] == (row["candidate"] >= p.filter_budget * disef.DRAW_BATCH)
+        assert row["unfiltered"] or row["filter_passed"]
+    for c in range(4):  # candidates in stream order, `attempts` of them made for each image
+        mine = [r for r in rows if r["class_index"] == c]
+        assert [r["candidate"] for r in mine] == list(np.cumsum([r["attempts"] for r in mine]) - 1)
+    summary = methods.class_summary(folder)
+    assert list(summary["class_index"]) == [0, 1, 2, 3]
+    for r in summary.itertuples():
+        mine = [row for row in rows if row["class_index"] == r.class_index]
+        kept_filtered = sum(not row["unfiltered"] for row in mine)
+        assert r.unfiltered_share == pytest.approx(1 - kept_filtered / 3)
+        assert r.filter_judged == (p.filter_budget * disef.DRAW_BATCH if r.unfiltered_share else mine[-1]["candidate"] + 1)
+        assert r.filter_pass_rate == pytest.approx(kept_filtered / r.filter_judged)
+
+
+def _scripted_filter(method, verdict):
+    """Replace the filter: candidate j of class c passes when verdict(c, j); probabilities otherwise
+    favour the next class. Returns the list of candidates judged."""
+    judged = []
+    classes = len(method.split.classnames)
+    real_made = method._made
+
+    def made(c, j):
+        plan, image, _ = real_made(c, j)
+        judged.append(j)
+        probs = np.full(classes, 0.1 / (classes - 1))
+        probs[c if verdict(c, j) else (c + 1) % classes] = 0.9
+        return plan, image, probs
+
+    method._made = made
+    return judged
+
+
+@pytest.mark.parametrize("budget", [0, 2, 100])
+def test_disef_class_budget_keeps_unfiltered_images_only_once_it_is_spent(disef_run, budget):
+    p, run, split, _ = disef_run
+    method = methods.get(p.replace(filter_budget=budget, images_per_class=6), run, split)
+    method.load(batch_size=4)
+    method._listed = {}  # a fresh class stream, whatever the fixture's run has listed
+    judged = _scripted_filter(method, lambda c, j: j % 3 == 2)  # every third candidate passes
+    jobs = [job for job in synthesis.all_jobs(p.replace(images_per_class=6), split) if job.class_index == 1]
+    out = method.generate(jobs[:4]) + method.generate(jobs[4:])  # two calls: the stream goes on
+    rows = [made for _, made in out]
+    spent = budget * disef.DRAW_BATCH
+    expected, j = [], -1
+    for _ in range(6):  # the rule, written out: the next passing candidate, or any once the budget is spent
+        j += 1
+        while not (j % 3 == 2 or j >= spent):
+            j += 1
+        expected.append(j)
+    assert [r["candidate"] for r in rows] == expected
+    assert [r["unfiltered"] for r in rows] == [j >= spent for j in expected]
+    assert [r["filter_passed"] for r in rows] == [j % 3 == 2 for j in expected]
+    assert judged == list(range(expected[-1] + 1))  # each candidate judged once, none skipped
+    if budget == 2:
+        assert expected == [2, 5, 8, 11, 14, 16]  # 16 candidates judged, then the next one kept unfiltered
+
+
+def test_disef_refills_draw_a_new_shot_and_caption_from_their_seeds(disef_run):
+    p, run, split, _ = disef_run
+    method = methods.get(p, run, split)
+    method._captions = method.captions()
+    stream = [method.candidate(2, j) for j in range(8 * 40)]
+    assert len({q["attempt_seed"] for q in stream}) == len(stream)  # each candidate its own noise
+    batches = [stream[b:b + 8] for b in range(0, len(stream), 8)]
+    for batch in batches:  # the captions are the batch's shots, shuffled within it
+        assert sorted(q["caption_shot"] for q in batch) == sorted(q["source_shot"] for q in batch)
+    assert all(len({q["source_shot"] for q in batch}) < 8 for batch in batches)  # with replacement (K 4, 8 draws)
+    own = np.mean([q["caption_shot"] == q["source_shot"] for q in stream])
+    assert 0.15 < own < 0.6  # an image's own shot's caption is possible (E = 1/K + ... at K 4)
+    assert len({(q["source_shot"], q["caption_shot"]) for q in stream}) == p.shots ** 2
+    refills = [(a["source_shot"], a["caption_shot"]) != (b["source_shot"], b["caption_shot"]) for a, b in zip(stream, stream[1:])]
+    assert np.mean(refills) > 0.5  # a rejected candidate's refill is mostly another shot or caption, not only noise
+    for q in stream[:16]:
+        assert q["prompt"] == method._captions[(2, q["caption_shot"])]["prompt"]
+        assert q["source_image"] == split.shot_order[2][q["source_shot"]]
+    fresh = methods.get(p, run, split)  # another process draws the same stream
+    fresh._captions = fresh.captions()
+    assert [fresh.candidate(2, j) for j in range(len(stream))] == stream
+    assert fresh.candidate(3, 0) != stream[0]
+
+
+def test_disef_class_rule_shards_by_class_and_resumes_bit_for_bit(demo_run, disef_run):
+    from datadream_lib.synthesis import shard_of
+
+    p, run, split = demo_run(synth_method="disef", run_name="disef_resume", **{**SMALL, "images_per_class": 5})
+    run.path("adaptation").mkdir(parents=True, exist_ok=True)
+    run.path("adaptation", disef.CAPTIONS_FILE).write_bytes(disef_run[1].path("adaptation", disef.CAPTIONS_FILE).read_bytes())
+    assert methods.METHODS["disef"].whole_classes(p) and not methods.METHODS["disef"].whole_classes(p.replace(filter_rule="image"))
+    owners = {shard_of(block, 5, 3, whole_classes=True) for block in synthesis.blocks(synthesis.all_jobs(p, split), 2)
+              if block[0].class_index == 1}
+    assert owners == {1}
+    synthesis.generate(p, run, split, progress=False)
+    reference = _images(run, "disef")
+    other = runs.open_run(p, run.dir.parent / "disef_resumed")
+    other.path("adaptation").mkdir()
+    other.path("adaptation", disef.CAPTIONS_FILE).write_bytes(run.path("adaptation", disef.CAPTIONS_FILE).read_bytes())
+    synthesis.generate(p, other, split, progress=False)
+    folder = catalog.folder(other, "disef")
+    manifest = folder / catalog.manifest_name(0, 1)
+    lines = manifest.read_text().splitlines()
+    killed = [json.loads(line) for line in lines[-7:]]  # a kill: the last 7 images unlisted (and some not written)
+    manifest.write_text("\n".join(lines[:-7]) + "\n")
+    for row in killed[::2]:
+        (folder / row["path"]).unlink()
+    synthesis.generate(p, other, split, progress=False)
+    assert _images(other, "disef") == reference
+    assert catalog.read_manifest(folder) and all(r["candidate"] is not None for r in catalog.read_manifest(folder))
 
 
 # --- weights and shots -----------------------------------------------------------------------------
@@ -298,7 +412,7 @@ def test_the_filter_uses_the_authors_template_of_the_dataset(disef_run, monkeypa
 
 def test_a_compiled_disef_retries_in_batches_of_the_first_size(disef_run, monkeypatch):
     p, run, split, _ = disef_run
-    method = methods.get(p.replace(filter_attempts=3), run, split)
+    method = methods.get(p.replace(filter_attempts=3, filter_rule="image"), run, split)
     method.load()
     method.speed["compiled"] = True  # as on a GPU with compile
     jobs = [job for job in synthesis.all_jobs(p, split) if job.class_index == 0][:2]

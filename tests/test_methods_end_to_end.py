@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from datadream_lib import catalog, results, runs, stages
+from datadream_lib import catalog, methods, results, runs, stages
 from tests.conftest import run_pipeline_cli
 
 OTHER_METHODS = {"stable_diffusion": "Stable Diffusion", "issynth": "IsSynth", "disef": "DISEF"}
@@ -21,7 +21,7 @@ def method_runs(tmp_path_factory):
                                   "--set", f"run_name=demo_{method}", "--set", f"synth_method={method}",
                                   "--set", "images_per_class=4", "--set", "ablation_images_per_class=[2, 4]",
                                   "--set", "ablation_shots=[1]", "--set", "clf_epochs=2", "--set", "num_inference_steps=8",
-                                  "--set", "filter_attempts=2")
+                                  "--set", "filter_attempts=2", "--set", "filter_budget=2")
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         outputs[method] = result.stdout
     return root
@@ -35,7 +35,14 @@ def test_every_method_runs_every_stage(method_runs, method):
     assert len(rows) == 4 * 4 and {r["source"] for r in rows} == {OTHER_METHODS[method]}
     metrics = json.loads(run.path("classification", "synthetic_real", "metrics.json").read_text())
     assert (metrics["synth_method"], metrics["source"]) == (method, OTHER_METHODS[method])
-    assert set(pd.read_csv(run.path("fid", "per_class.csv"))["method"]) == {OTHER_METHODS[method], "real val (reference)"}
+    fid = pd.read_csv(run.path("fid", "per_class.csv"))
+    assert set(fid["method"]) == {OTHER_METHODS[method], "real val (reference)"}
+    if "filter_pass_rate" in fid:  # DISEF's own per-class figures, beside its FID, as its manifest gives them
+        ours = fid[fid["method"] == OTHER_METHODS[method]].set_index("class_index")
+        reported = methods.class_summary(catalog.folder(run, method)).set_index("class_index")
+        assert ours["unfiltered_share"].to_dict() == reported["unfiltered_share"].to_dict()
+        assert fid[fid["method"] == "real val (reference)"]["filter_pass_rate"].isna().all()
+    assert ("filter_pass_rate" in fid) == (method == "disef")
     shots = pd.read_csv(run.path("ablations", "results.csv"))
     assert f"{OTHER_METHODS[method]}, synthetic + real" in set(shots["method"])
     recorded = runs.read_json(run.path("stages", "adaptation.json"))

@@ -22,7 +22,7 @@ from datadream_lib.methods.stable_diffusion import StableDiffusion
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (DataDream, StableDiffusion, IsSynth, DISEF)}
 
-__all__ = ["GENERATION_PARAMETERS", "METHODS", "Method", "get", "prepare", "seed_of"]
+__all__ = ["GENERATION_PARAMETERS", "METHODS", "Method", "class_summary", "get", "prepare", "seed_of"]
 
 
 def get(p, run, split) -> Method:
@@ -37,3 +37,15 @@ def prepare(p, run, split, progress: bool = True) -> pd.DataFrame:
     table = method.prepare(progress)
     run.outputs_complete("adaptation", method=p.synth_method, prepared=len(table))
     return table
+
+
+def class_summary(folder) -> pd.DataFrame:
+    """The per-class figures the method reports of its images in `folder` (`synthetic/<method>`),
+    from their manifest rows (DISEF: the filter's pass rate and the share kept unfiltered); a table
+    with only `class_index` where the method reports none."""
+    from pathlib import Path
+
+    from datadream_lib import catalog
+
+    method = METHODS.get(Path(folder).name, Method)
+    return method.class_summary(catalog.read_manifest(Path(folder)))

@@ -10,6 +10,10 @@ A method is a class with:
                   such parameter left unset, so switching methods never inherits another's
     label(p)      how tables and figures name its images ("DataDream-dset", "IsSynth", ...)
     weights(p)    preflight checks of the weights it loads (each raises with the parameter to set)
+    whole_classes(p)  whether an image depends on the others of its class (DISEF's per-class filter
+                  budget): synthesis shards then own whole classes instead of chunks of 64 images
+    class_summary(rows)  per-class figures of its manifest rows for the notebooks and the FID table
+                  (DISEF: the filter's pass rate, the share kept unfiltered); empty for most
 
 and, on an instance made for one run (cheap: no model is loaded until `load`):
 
@@ -18,10 +22,13 @@ and, on an instance made for one run (cheap: no model is loaded until `load`):
     check_prepared()      stop before any image is made if the preparation is incomplete
     plan(job)             the image's own plan, derived from its seed alone (prompt, source shot,
                           strength, caption shot, ...): written into its manifest row
-    load()                build the models on the device
+    load(images, batch_size)  build the models on the device (batch_size: the engine's, per call)
     begin_class(c)        switch to class c (DataDream-cls loads the class's adapter)
     describe(c)           the manifest columns shared by a class's images (model, sampler, ...)
-    generate(jobs)        one (image, columns) per planned job of one class, in order
+    generate(jobs)        one (image, columns) per planned job of one class, in order; the columns
+                          override the engine's. A job whose `needed` is False is already on disk
+                          and asked for only to keep its batch intact: a method whose images are
+                          not made in batches of jobs may return (None, {}) for it.
 """
 
 from __future__ import annotations
@@ -60,6 +67,14 @@ class Method:
     def weights(cls, p) -> list[Callable[[], None]]:
         return []
 
+    @classmethod
+    def whole_classes(cls, p) -> bool:
+        return False
+
+    @classmethod
+    def class_summary(cls, rows: list[dict]) -> pd.DataFrame:
+        return pd.DataFrame({"class_index": []})
+
     def __init__(self, p, run, split):
         self.p, self.run, self.split = p, run, split
 
@@ -81,8 +96,9 @@ class Method:
     def plan(self, job) -> dict:
         raise NotImplementedError
 
-    def load(self, images: int = 0) -> None:
-        """Build the models; `images`: how many this process will make (a long run may compile)."""
+    def load(self, images: int = 0, batch_size: int | None = None) -> None:
+        """Build the models; `images`: how many this process will make (a long run may compile);
+        `batch_size`: the images the engine asks for per call (unset: as many as it asks)."""
         raise NotImplementedError
 
     def begin_class(self, class_index: int) -> None:

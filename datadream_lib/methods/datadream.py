@@ -45,7 +45,7 @@ class DataDream(StableDiffusion):
     def fuses_qkv(self) -> bool:
         return self.p.synth_fuse_qkv and self.p.synth_fuse_lora  # an unfused LoRA runs on q, k, v apart
 
-    def load(self, images: int = 0) -> None:
+    def load(self, images: int = 0, batch_size: int | None = None) -> None:
         super().load(images if self.p.synth_fuse_lora else 0)  # unfused, each class's LoRA layers would recompile
         self._loaded = None
         self._base = {}  # the attention weights an adapter is fused into, as the model has them

@@ -7,17 +7,32 @@ seed of (run seed, class, shot); cached in `adaptation/captions.jsonl`, one row 
 interrupted captioning resumes. A caption longer than the text encoder's 77 tokens is cut there
 (Stable Diffusion reads no further); the row keeps the whole caption and says it was cut.
 
-Generation: img2img from the shot `index mod K`, padded to a square and resized, DPM-Solver++
-(order 2) with the authors' linspace timestep spacing, 20 steps from step 5 (strength 0.75: t 749),
-guidance 8.0, prompted with the caption of
-another shot of the class, drawn from the image's seed. Filter: CLIP (`filter_model` /
-`filter_pretrained`, the authors' open_clip ViT-H-14 on LAION-2B) zero-shot over the classes with
-the authors' template of the dataset (`FILTER_TEMPLATES`); an image is kept when its argmax is its
-class. Otherwise it is made again with the seed of (run seed, class, index, attempt), at most
-`filter_attempts` times, and the attempt with the highest probability of its class is kept (the
-authors' budget is per class instead: open work, see README). With a compiled UNet, a retry batch
-is filled up to the first batch's size, so it does not recompile. The manifest row records the
-attempts made, the attempt kept, its seed and probability, and whether it passed the filter.
+Generation: img2img from a shot, padded to a square and resized, DPM-Solver++ (order 2) with the
+authors' linspace timestep spacing, 20 steps from step 5 (strength 0.75: t 749), guidance 8.0,
+prompted with a shot's caption. Filter: CLIP (`filter_model` / `filter_pretrained`, the authors'
+open_clip ViT-H-14 on LAION-2B) zero-shot over the classes with the authors' template of the
+dataset (`FILTER_TEMPLATES`); a candidate passes when its argmax is its class.
+
+`filter_rule: class` (default; the authors' rule, their SAP:338-345, 427): each class has one
+stream of candidates, in the authors' batches of 8 (`DRAW_BATCH`): the batch's source shots are
+drawn at random with replacement and its captions shuffled within it (so a candidate may carry its
+own shot's caption), from the batch's seed; each candidate's noise from its own seed. The class's
+images are the candidates that pass, in stream order, until `filter_budget` batches (100: 800
+candidates) are spent; from then on every candidate is kept, unfiltered. (The authors keep every
+passing image of their last batch, up to 7 beyond `images_per_class`; here a class stops at it.)
+Image i of a class thus depends on the filter's verdicts on all earlier candidates: the engine
+shards such a method by whole classes, candidates are made in aligned blocks of the run's batch
+size (so a resume makes each in the same batch, bit for bit), and an image lost later is made again
+from the candidate its manifest row names. `filter_rule: image` (an option, the library's earlier
+rule): image i starts from the shot `index mod K` with the caption of another shot drawn from its
+seed, and is made again with new noise, the seed of (run seed, class, index, attempt), at most
+`filter_attempts` times; the attempt most probable for its class is kept. With a compiled UNet a
+retry batch is filled up to the first batch's size, so it does not recompile.
+
+The manifest row records the candidate's plan and seed (`candidate`: its place in the class's
+stream; `attempts`: the candidates made for this image), its filter probability, whether it passed
+and whether it was kept unfiltered; `class_summary` gives per class the filter's pass rate and the
+share kept unfiltered (notebook 02 and the FID table).
 
 The authors' code draws no seeds, re-uses one scheduler's timesteps across calls (an IndexError on
 diffusers 0.42) and loads the filter's tokenizer with the model (fails on open_clip 3.x): here every
@@ -31,7 +46,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from datadream_lib import models
+from datadream_lib import catalog, models
 from datadream_lib.catalog import JsonlWriter, read_jsonl
 from datadream_lib.errors import DataDreamError
 from datadream_lib.methods.base import seed_of
@@ -43,6 +58,9 @@ QUERY = "Provide a detailed caption for the image focusing on the object, knowin
 SYSTEM_PROMPT = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives "
                  "helpful, detailed, and polite answers to the human's questions.")
 CAPTIONS_FILE = "captions.jsonl"
+DRAW_BATCH = 8  # the authors' batch: its source shots drawn and captions shuffled together; the budget counts these
+DRAW_TAG, NOISE_TAG = 0xD15EF, 0xD15EF + 1  # seed words of a batch's draw and of a candidate's noise
+FILTER_COLUMNS = ("attempts", "kept_attempt", "filter_prob", "filter_passed", "unfiltered")
 # The filter's zero-shot template per dataset (the authors' `get_prompt`), not the classifier's prompt.
 # (With the dataset names their README passes, only dtd and eurosat reach their own template; we give
 # each dataset the template written for it.)
@@ -145,8 +163,8 @@ class DISEF(IsSynth):
     prepares = True
     timestep_spacing = "linspace"  # the authors' DPM-Solver++ from SD 2.1-base's hub config: t 749 at strength 0.75
     source_fit = "pad"  # the authors pad the shot to a square with black, then resize
-    columns = ("prompt", "source_shot", "source_image", "caption_shot", "strength", "first_timestep", "attempts",
-               "kept_attempt", "attempt_seed", "filter_prob", "filter_passed")
+    columns = ("prompt", "source_shot", "source_image", "caption_shot", "strength", "first_timestep", "filter_rule",
+               "candidate", "attempts", "kept_attempt", "attempt_seed", "filter_prob", "filter_passed", "unfiltered")
 
     @classmethod
     def defaults(cls, shots: int) -> dict:
@@ -218,15 +236,24 @@ class DISEF(IsSynth):
             writer.close()
 
     # --- generation ----------------------------------------------------------------------------
+    @classmethod
+    def whole_classes(cls, p) -> bool:
+        return p.filter_rule == "class"  # a class's images come from one stream of candidates
+
+    def describe(self, class_index: int) -> dict:
+        return {**super().describe(class_index), "filter_rule": self.p.filter_rule}
+
     def plan(self, job) -> dict:
+        if self.p.filter_rule == "class":
+            return {}  # which candidate fills the slot is known only once the earlier ones are filtered
         k, path = self.shot(job)
         others = [j for j in range(self.p.shots) if j != k] or [k]  # at K = 1 the only shot captions itself
         caption_shot = others[int(np.random.default_rng(job.seed).integers(len(others)))]
         return {"prompt": self._captions[(job.class_index, caption_shot)]["prompt"], "source_shot": k,
                 "source_image": path, "caption_shot": caption_shot, "strength": self.p.strength}
 
-    def load(self, images: int = 0) -> None:
-        super().load(images * 2)  # with its retries, DISEF makes about twice the images it keeps
+    def load(self, images: int = 0, batch_size: int | None = None) -> None:
+        super().load(images * 2)  # with its refills, DISEF makes about twice the images it keeps
         self._captions = self.captions()
         device = models.resolve_device(self.p)
         clip, tokenizer, self.filter_size = load_filter(self.p)
@@ -234,6 +261,12 @@ class DISEF(IsSynth):
         with torch.no_grad():
             text = self.filter.encode_text(tokenizer(filter_prompts(self.p.dataset, self.split.classnames)).to(device))
         self.filter_text = torch.nn.functional.normalize(text.float(), dim=-1)
+        # the class rule's state: candidates are made in aligned blocks of `stream_batch` of a class's
+        # stream, so a candidate is made in the same batch however the run was sharded or resumed
+        self.stream_batch = batch_size or models.synth_batch_size(self.p, device)
+        self._listed = {(r["class_index"], r["index"]): r for r in catalog.read_manifest(catalog.folder(self.run, self.name))}
+        self._kept: dict[tuple[int, int], int] = {}  # (class, index) -> its candidate, made in this process
+        self._block: tuple = (None, None, {})  # (class, block, {candidate: (plan, image, probabilities)})
 
     @torch.no_grad()
     def class_probabilities(self, images) -> np.ndarray:
@@ -246,10 +279,77 @@ class DISEF(IsSynth):
         logits = self.filter.logit_scale.float().exp() * features @ self.filter_text.t()
         return logits.softmax(-1).cpu().numpy()
 
+    def generate(self, jobs: list) -> list[tuple]:
+        return self._generate_by_class(jobs) if self.p.filter_rule == "class" else self._generate_by_image(jobs)
+
+    # --- the authors' rule: a per-class budget of candidates ------------------------------------
+    def candidate(self, class_index: int, j: int) -> dict:
+        """The plan of candidate j of a class's stream. Candidates come in the authors' batches of
+        DRAW_BATCH: the batch's source shots drawn at random with replacement and their captions
+        shuffled within it (a candidate may get its own shot's caption), both from the batch's seed;
+        the candidate's noise from its own seed."""
+        p = self.p
+        batch, member = divmod(j, DRAW_BATCH)
+        rng = np.random.default_rng(seed_of(p.seed, class_index, batch, DRAW_TAG))
+        shots = rng.integers(p.shots, size=DRAW_BATCH)
+        captions = shots[rng.permutation(DRAW_BATCH)]
+        k, caption_shot = int(shots[member]), int(captions[member])
+        return {"prompt": self._captions[(class_index, caption_shot)]["prompt"], "source_shot": k,
+                "source_image": self.split.shot_order[class_index][k], "caption_shot": caption_shot,
+                "strength": p.strength, "candidate": j, "attempt_seed": seed_of(p.seed, class_index, j, NOISE_TAG)}
+
+    def _made(self, class_index: int, j: int) -> tuple:
+        """(plan, image, filter probabilities) of candidate j, its whole block made when it is not at hand."""
+        c, block, made = self._block
+        if (c, block) != (class_index, j // self.stream_batch):
+            block = j // self.stream_batch
+            plans = [self.candidate(class_index, i) for i in range(block * self.stream_batch, (block + 1) * self.stream_batch)]
+            images = self.img2img([q["source_image"] for q in plans], [q["prompt"] for q in plans],
+                                  [q["attempt_seed"] for q in plans])
+            made = {q["candidate"]: (q, image, probs) for q, image, probs in zip(plans, images, self.class_probabilities(images))}
+            self._block = (class_index, block, made)
+        return made[j]
+
+    def _kept_candidate(self, key: tuple[int, int]) -> int:
+        if key in self._kept:
+            return self._kept[key]
+        row = self._listed.get(key)
+        if row is None or row.get("candidate") is None:
+            raise DataDreamError(f"DISEF: image {key[1]} of class {key[0]} is not in the manifest, but a later one is "
+                                 f"being made: the class's candidate stream cannot be resumed. Delete the class's "
+                                 f"images and manifest rows (synthetic/{self.name}) and run the synthesis stage again.")
+        return row["candidate"]
+
+    def _generate_by_class(self, jobs: list) -> list[tuple]:
+        budget = self.p.filter_budget * DRAW_BATCH  # candidates a class may spend on the filter
+        out = []
+        for job in jobs:
+            c = job.class_index
+            listed = self._listed.get(job.key)
+            if not job.needed:
+                out.append((None, {}))
+            elif listed is not None and listed.get("candidate") is not None:  # listed, then lost: made again as it was
+                plan, image, _ = self._made(c, listed["candidate"])
+                out.append((image, {**plan, **{k: listed[k] for k in FILTER_COLUMNS}, "batch_size": self.stream_batch}))
+            else:
+                previous = self._kept_candidate((c, job.index - 1)) if job.index else -1
+                j = previous + 1
+                while True:
+                    plan, image, probs = self._made(c, j)
+                    passed, unfiltered = int(probs.argmax()) == c, j >= budget
+                    if passed or unfiltered:
+                        break
+                    j += 1
+                self._kept[job.key] = j
+                out.append((image, {**plan, "attempts": j - previous, "kept_attempt": None, "filter_prob": float(probs[c]),
+                                    "filter_passed": passed, "unfiltered": unfiltered, "batch_size": self.stream_batch}))
+        return out
+
+    # --- the per-image rule (an option) ---------------------------------------------------------
     def attempt_seed(self, job, attempt: int) -> int:
         return job.seed if attempt == 1 else seed_of(self.p.seed, job.class_index, job.index, attempt)
 
-    def generate(self, jobs: list) -> list[tuple]:
+    def _generate_by_image(self, jobs: list) -> list[tuple]:
         best: list = [None] * len(jobs)  # (probability, image, attempt, seed, passed)
         made = [0] * len(jobs)
         pending = list(range(len(jobs)))
@@ -260,7 +360,8 @@ class DISEF(IsSynth):
             if self.speed["compiled"]:  # a smaller batch would recompile the UNet: fill it up, drop the extra images
                 batch += [batch[-1]] * (len(jobs) - len(batch))
             seeds = [self.attempt_seed(job, attempt) for job in batch]
-            images = self.img2img(batch, [job.plan["prompt"] for job in batch], seeds)[:len(pending)]
+            images = self.img2img([job.plan["source_image"] for job in batch], [job.plan["prompt"] for job in batch],
+                                  seeds)[:len(pending)]
             probabilities = self.class_probabilities(images)
             still = []
             for i, image, seed, probs in zip(pending, images, seeds, probabilities):
@@ -274,6 +375,38 @@ class DISEF(IsSynth):
             pending = still
         if any(b is None for b in best):
             raise DataDreamError("filter_attempts must be at least 1.")
-        return [(image, {"attempts": made[i], "kept_attempt": attempt, "attempt_seed": seed, "filter_prob": prob,
-                         "filter_passed": passed})
+        return [(image, {"candidate": None, "attempts": made[i], "kept_attempt": attempt, "attempt_seed": seed,
+                         "filter_prob": prob, "filter_passed": passed, "unfiltered": not passed})
                 for i, (prob, image, attempt, seed, passed) in enumerate(best)]
+
+    # --- per-class figures -----------------------------------------------------------------------
+    @classmethod
+    def class_summary(cls, rows: list[dict]) -> pd.DataFrame:
+        """Per class: images, candidates judged by the filter, its pass rate, and the share of the
+        images kept without its approval (class rule: after the budget; image rule: after
+        filter_attempts failures)."""
+        out = []
+        for c, group in pd.DataFrame(rows).groupby("class_index") if rows else []:
+            kept_unfiltered = group["unfiltered"].astype(bool)
+            if (group["filter_rule"] == "class").all():
+                # every candidate before the first one kept unfiltered was judged; without one, every candidate made
+                judged = int(group.loc[kept_unfiltered, "candidate"].min()) if kept_unfiltered.any() else int(group["candidate"].max()) + 1
+                passed = int((~kept_unfiltered).sum())
+            else:
+                judged, passed = int(group["attempts"].sum()), int(group["filter_passed"].astype(bool).sum())
+            out.append({"class_index": int(c), "filter_judged": judged,
+                        "filter_pass_rate": passed / judged if judged else float("nan"),
+                        "unfiltered_share": float(kept_unfiltered.mean())})
+        return pd.DataFrame(out, columns=["class_index", "filter_judged", "filter_pass_rate", "unfiltered_share"])
+
+
+def expected_candidates(images: int, pass_rate: float, rule: str = "class", budget: int = 100, attempts: int = 12) -> float:
+    """Candidates a class makes for `images` at a filter pass rate (for cost estimates): the class
+    rule makes images / rate while the budget lasts, then one per image left; the image rule makes
+    (1 - (1 - rate)^attempts) / rate per image."""
+    if rule == "image":
+        return images * (attempts if pass_rate <= 0 else (1 - (1 - pass_rate) ** attempts) / pass_rate)
+    judged = budget * DRAW_BATCH
+    if pass_rate > 0 and images / pass_rate <= judged:
+        return images / pass_rate
+    return judged + images - judged * pass_rate

@@ -51,7 +51,7 @@ class IsSynth(StableDiffusion):
         return {"prompt": self.split.prompts()[job.class_index], "source_shot": k, "source_image": path,
                 "strength": self.p.strength}
 
-    def load(self, images: int = 0) -> None:
+    def load(self, images: int = 0, batch_size: int | None = None) -> None:
         self._load(images, img2img=True)
         self.start = first_timestep(self.pipe, self.p.num_inference_steps, self.p.strength)
 
@@ -59,13 +59,15 @@ class IsSynth(StableDiffusion):
         return {**super().describe(class_index), "first_timestep": self.start}
 
     @torch.no_grad()
-    def img2img(self, jobs: list, prompts: list[str], seeds: list[int]):
+    def img2img(self, source_paths: list[str], prompts: list[str], seeds: list[int]):
+        """One batch: each real shot (a path) noised and denoised with its prompt, from its seed."""
         p = self.p
-        sources = [source_image(job.plan["source_image"], p.resolution, self.source_fit) for job in jobs]
+        sources = [source_image(path, p.resolution, self.source_fit) for path in source_paths]
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]  # CPU: the same noise on any device
         return self.pipe(prompts, image=sources, strength=p.strength, num_inference_steps=p.num_inference_steps,
                          guidance_scale=p.guidance_scale, generator=generators, output_type="pil").images
 
     def generate(self, jobs: list) -> list[tuple]:
-        images = self.img2img(jobs, [job.plan["prompt"] for job in jobs], [job.seed for job in jobs])
+        images = self.img2img([job.plan["source_image"] for job in jobs], [job.plan["prompt"] for job in jobs],
+                              [job.seed for job in jobs])
         return [(image, {}) for image in images]

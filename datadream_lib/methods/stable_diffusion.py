@@ -172,7 +172,7 @@ class StableDiffusion(Method):
     def fuses_qkv(self) -> bool:
         return self.p.synth_fuse_qkv
 
-    def load(self, images: int = 0) -> None:
+    def load(self, images: int = 0, batch_size: int | None = None) -> None:
         self._load(images, img2img=False)
 
     def _load(self, images: int, img2img: bool) -> None:
