@@ -47,7 +47,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from datadream_lib import datasets, methods, models, params, runs
 from datadream_lib.methods.stable_diffusion import unet_calls
-from datadream_lib.methods.disef import expected_candidates
 
 # Split sizes (train, val, test) of CoOp's splits, as the CoOp paper lists them; ImageNet: the
 # official train with a 10 % val carve-out, the official val as test. Only used for this estimate.
@@ -56,8 +55,6 @@ SPLIT_SIZES = {"imagenet": (1_153_051, 128_116, 50_000), "caltech101": (4128, 16
                "stanford_cars": (6509, 1635, 8041), "sun397": (15880, 3970, 19850), "food101": (50500, 20200, 30300),
                "flowers102": (4093, 1633, 2463)}
 LORA_TRAIN = 2.0  # forward + backward through frozen weights, in forward passes
-LLAVA_PARAMS = 7.06e9  # LLaVA-1.5-7B
-LLAVA_PROMPT_TOKENS = 576 + 40  # the image's patch tokens and the query
 METHOD_FILES = {"DataDream-dset": "dset", "DataDream-cls": "cls", "IsSynth": "issynth", "DISEF": "disef"}
 
 
@@ -101,28 +98,21 @@ def run_cost(p, n_classes: int, sizes: tuple[int, int, int], f: dict, settings=N
     images = images_per_class or p.images_per_class
     out = {"unet_passes": 0.0, "flops": 0.0, "adapt_samples": 0.0, "synth_passes": 0.0, "clf_train_images": 0.0,
            "clf_eval_images": 0.0, "unmeasured_flops": 0.0}  # the last: what no benchmark rate covers
-    attempts = (expected_candidates(images, disef_pass_rate, p.filter_rule, p.filter_budget, p.filter_attempts) / images
-                if p.synth_method == "disef" else 1.0)  # candidates made per image kept
-    if adapt and p.synth_method == "disef":  # the captions of the shots
-        captions = n_classes * p.shots * 2 * LLAVA_PARAMS * (LLAVA_PROMPT_TOKENS + p.caption_max_tokens)
+    method = methods.METHODS[p.synth_method].cost(p, n_classes, images, filter_pass_rate=disef_pass_rate)
+    if adapt:  # the method's preparation: LoRA training samples, captions
+        out["unet_passes"] += LORA_TRAIN * method.adapt_samples
+        out["adapt_samples"] += method.adapt_samples
+        out["flops"] += method.adapt_samples * (LORA_TRAIN * f["unet"] + f["vae_encode"]
+                                                + (LORA_TRAIN if method.adapt_text_encoder else 1) * f["sd_text"])
+        captions = 2 * method.captioner_params * method.captioner_tokens
         out["flops"] += captions
         out["unmeasured_flops"] += captions
-    if adapt and p.synth_method == "datadream":
-        samples = p.adapt_epochs * n_classes * p.shots  # dset and cls alike: every shot once per epoch
-        out["unet_passes"] += LORA_TRAIN * samples
-        out["adapt_samples"] += samples
-        out["flops"] += samples * (LORA_TRAIN * f["unet"] + f["vae_encode"]
-                                   + (LORA_TRAIN if p.adapt_train_text_encoder else 1) * f["sd_text"])
     if synthesize:
-        made = n_classes * images * attempts
-        calls = unet_calls(p.scheduler, p.num_inference_steps, p.strength, methods.METHODS[p.synth_method].timestep_spacing)
-        passes = made * calls * (2 if p.guidance_scale > 1 else 1)
-        out["unet_passes"] += passes
-        out["synth_passes"] += passes
-        out["flops"] += passes * f["unet"] + made * (f["vae_decode"] + (f["vae_encode"] if p.strength is not None else 0))
-        if p.synth_method == "disef":
-            out["flops"] += made * f["filter_image"]
-            out["unmeasured_flops"] += made * f["filter_image"]
+        out["unet_passes"] += method.unet_passes
+        out["synth_passes"] += method.unet_passes
+        out["flops"] += (method.unet_passes * f["unet"] + method.vae_decodes * f["vae_decode"]
+                         + method.vae_encodes * f["vae_encode"] + method.filter_images * f["filter_image"])
+        out["unmeasured_flops"] += method.filter_images * f["filter_image"]
     evaluate = lambda n: n * f["clip_image"] + n_classes * f["clip_text"]  # noqa: E731
     for setting in settings or p.clf_settings:
         flops = evaluate(test)

@@ -297,8 +297,9 @@ def main(argv=None) -> dict:
         issynth_run, _ = splits.start_run(issynth)
         report["synthesis_by_method"] = {}
         for name, (q, q_run) in {"DataDream-cls": (cls, cls_run), "IsSynth": (issynth, issynth_run)}.items():
-            pair = {"authors": synthesis_rate(q.replace(**authors), q_run, split, tuple(args.images), WriteEachImageFirst),
-                    "library": synthesis_rate(q.replace(**library), q_run, split, tuple(args.images))}
+            mine = lambda settings: {k: v for k, v in settings.items() if q.has(k)}  # noqa: E731 (IsSynth fuses no LoRA)
+            pair = {"authors": synthesis_rate(q.replace(**mine(authors)), q_run, split, tuple(args.images), WriteEachImageFirst),
+                    "library": synthesis_rate(q.replace(**mine(library)), q_run, split, tuple(args.images))}
             pair["ratio"] = _ratio(pair["library"]["images_per_second"], pair["authors"]["images_per_second"])
             report["synthesis_by_method"][name] = pair
             _save(report, args.out)

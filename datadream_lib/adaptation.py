@@ -1,4 +1,4 @@
-"""DataDream adaptation (paper section 3.2, hyperparameters.md section 1).
+"""DataDream adaptation (paper section 3.2, docs/hyperparameters.md §1).
 
 LoRA (r 16, alpha 16, gaussian init: B = 0, so a fresh adapter changes nothing) on q, k, v, out of
 every attention layer of the UNet and of the text encoder; the rest of Stable Diffusion is frozen.

@@ -1,4 +1,4 @@
-"""The classifier's training augmentation (hyperparameters.md section 3), run on the device.
+"""The classifier's training augmentation (docs/hyperparameters.md §3), run on the device.
 
 The authors' list, per image: RandAugment (2 ops, magnitude 9), RandomResizedCrop (224, scale
 0.25-1, bicubic), horizontal flip, ColorJitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2,
@@ -36,6 +36,14 @@ from datadream_lib import models
 from datadream_lib.splits import load_rgb
 
 BICUBIC = transforms.InterpolationMode.BICUBIC
+
+
+def test_transform(size: int):
+    """CLIP's evaluation transform: the shorter side to `size` (bicubic), a centre crop, CLIP's normalisation."""
+    return transforms.Compose([
+        transforms.Resize(size, interpolation=BICUBIC), transforms.CenterCrop(size), transforms.ToTensor(),
+        transforms.Normalize(models.CLIP_MEAN, models.CLIP_STD),
+    ])
 JITTER_P, GRAYSCALE_P, BLUR_P, SOLARIZE_P = 0.8, 0.2, 0.2, 0.2
 SOLARIZE_THRESHOLD = 128
 BLUR_SIGMA = (0.1, 2.0)

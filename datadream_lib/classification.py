@@ -1,4 +1,4 @@
-"""The classifier all methods share (paper eq. 4, hyperparameters.md section 3).
+"""The classifier all methods share (paper eq. 4, docs/hyperparameters.md §3).
 
 CLIP (open_clip ViT-B/16, OpenAI weights) with LoRA on the Q and V parts of the fused attention
 input projection of every block of both towers (r 16, alpha 32, dropout 0.1); everything else,
@@ -36,14 +36,16 @@ from torchvision import transforms
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from datadream_lib import augmentation, catalog, models
+from datadream_lib import augmentation, catalog, methods, models
+from datadream_lib.augmentation import test_transform
+from datadream_lib.methods.base import ClassifierOptions
+from datadream_lib.schema import SYNTHETIC_SETTINGS
 from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import Run, read_json, write_json
 
 BICUBIC = transforms.InterpolationMode.BICUBIC
 EVAL_BATCH = 256  # val and test images per forward pass (no gradients: large batches keep the GPU busy)
-SYNTHETIC_SETTINGS = ("synthetic", "synthetic_real")  # the settings that train on synthetic images
 
 
 # --- LoRA on open_clip's fused attention ---------------------------------------------------------
@@ -147,13 +149,6 @@ def build_classifier(p, split: FewShotSplit) -> tuple[CLIPClassifier, list[nn.Pa
 
 
 # --- data --------------------------------------------------------------------------------------
-
-def test_transform(size: int):
-    return transforms.Compose([
-        transforms.Resize(size, interpolation=BICUBIC), transforms.CenterCrop(size), transforms.ToTensor(),
-        transforms.Normalize(models.CLIP_MEAN, models.CLIP_STD),
-    ])
-
 
 class ImageList(Dataset):
     def __init__(self, items, transform):
@@ -288,9 +283,10 @@ def per_class_accuracy(preds, labels, classnames) -> dict[str, float]:
 
 
 def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader, device, image_size,
-        progress: bool = True, teacher: Optional[CLIPClassifier] = None) -> tuple[list[dict], int]:
+        progress: bool = True, teacher: Optional[CLIPClassifier] = None,
+        options: ClassifierOptions = ClassifierOptions()) -> tuple[list[dict], int]:
     """Train; after every epoch score val and keep the best LoRA state (ties: the earlier epoch).
-    With a `teacher` (clf_teacher_weight > 0), its soft cross-entropy on the synthetic samples is added."""
+    With a `teacher` (the method's option), its soft cross-entropy on the synthetic samples is added."""
     amp = models.autocast_dtype(p, device)
     n_classes = model.prompt_tokens.shape[0]
     repeat = max(1, p.images_per_class // p.shots)
@@ -318,8 +314,8 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
             if teacher is not None:
                 with torch.no_grad(), models.autocast(device, amp):
                     teacher_logits = teacher(images)
-                loss = loss + p.clf_teacher_weight * teacher_loss(logits, teacher_logits, ~is_real,
-                                                                   p.clf_teacher_temperature)
+                loss = loss + options.teacher_weight * teacher_loss(logits, teacher_logits, ~is_real,
+                                                                     options.teacher_temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -341,9 +337,10 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
 
 
 def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, progress: bool = True,
-                       source: Optional[str] = None) -> dict:
+                       source: Optional[str] = None, options: ClassifierOptions = ClassifierOptions()) -> dict:
     """One classifier setting, start to finish; the test split is read once, by the selected model.
-    `source` names the synthetic images in tables (e.g. "DataDream-dset")."""
+    `source` names the synthetic images in tables (e.g. "DataDream-dset"); `options`: what the
+    images' method asks of the classifier (off by default: Table 1's shared classifier)."""
     device = models.resolve_device(p)
     amp = models.autocast_dtype(p, device)
     model, trainable, image_size = build_classifier(p, split)
@@ -358,10 +355,11 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
     history, best_epoch = [], 0
     if setting != "zero_shot":
         teacher = None
-        if p.clf_teacher_weight > 0 and synth:  # IsSynth's option: the frozen zero-shot CLIP as a teacher
+        if options.teacher_weight > 0 and synth:  # e.g. IsSynth's option: the frozen zero-shot CLIP as a teacher
             clip, tokenizer, _ = models.load_clip(p)
             teacher = CLIPClassifier(clip, tokenizer, split.classifier_prompts()).to(device).eval().requires_grad_(False)
-        history, best_epoch = fit(model, trainable, p, real, synth, val_loader, device, image_size, progress, teacher)
+        history, best_epoch = fit(model, trainable, p, real, synth, val_loader, device, image_size, progress, teacher,
+                                  options)
     val_top1 = history[best_epoch - 1]["val_top1"] if history else accuracy(*predict(model, val_loader, device, amp))
     test_loader = _loader(ImageList(split.test, evaluation), p, False, 0, max(EVAL_BATCH, p.clf_batch_size), device)
     preds, labels = predict(model, test_loader, device, amp)  # the one read of the test split
@@ -372,7 +370,7 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
         "top1": accuracy(preds, labels), "per_class": per_class_accuracy(preds, labels, split.classnames),
         "val_top1": val_top1, "best_epoch": best_epoch, "selected_on": "val", "test_evaluations": 1,
         "n_real": len(real), "n_synthetic": len(synth), "n_val": len(split.val), "n_test": len(labels),
-        "teacher_weight": p.clf_teacher_weight if synth else 0.0,
+        "teacher_weight": options.teacher_weight if synth else 0.0,
         "history": history, "seconds": round(time.time() - started, 2),
     }
 
@@ -395,7 +393,8 @@ def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: 
         if setting in SYNTHETIC_SETTINGS and synth is None:  # the manifest is read once, for every setting
             synth = catalog.synthetic_items(run, p.synth_method, images_per_class)
             source = catalog.source_label(catalog.folder(run, p.synth_method))
-        results[setting] = train_and_evaluate(p, setting, split, synth or [], progress, source)
+        results[setting] = train_and_evaluate(p, setting, split, synth or [], progress, source,
+                                              methods.METHODS[p.synth_method].classifier_options(p))
         write_json(path, results[setting])
     if the_stage:
         run.outputs_complete("classification", settings=sorted(path.parent.name for path in out_root.glob("*/metrics.json")))

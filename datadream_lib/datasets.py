@@ -1,5 +1,5 @@
 """The datasets: where each one lives on disk, its splits, its class names and its prompt prefix
-(hyperparameters.md sections 1 and 4).
+(docs/hyperparameters.md §1, §4).
 
 Every dataset is a `DatasetSpec` in `DATASETS`. The ten benchmarks of Table 1 (`BENCHMARKS`, in
 the paper's column order) follow one rule, written once in `OnDisk`:

@@ -1,4 +1,4 @@
-"""Per-class FID and KID between synthetic and real images (paper Fig. 4, hyperparameters.md section 5).
+"""Per-class FID and KID between synthetic and real images (paper Fig. 4, docs/hyperparameters.md §5).
 
 Features: Inception-v3 with the standard FID weights (`pt_inception-2015-12-05`, the network of
 pytorch-fid / torchmetrics / clean-fid), read from `inception_weights` when offline, with

@@ -14,15 +14,16 @@ Weights load only as safetensors (diffusers `use_safetensors=True`) or with `wei
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 
 from datadream_lib.errors import DataDreamError
-from datadream_lib.params import SYNTH_BATCH_MAX
+from datadream_lib.schema import SYNTH_BATCH_MAX
 
 TINY_SEED = 1234  # the tiny and full_random presets are built under this seed: identical in every stage
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP normalisation
@@ -229,21 +230,49 @@ def model_unreachable(what: str, name: str, exc: Exception, local_hint: str) -> 
         f"copy; or run offline checks with models: tiny.")
 
 
-def load_sd_pipeline(p):
-    """A StableDiffusionPipeline on the CPU in fp32 (callers move and cast it)."""
-    if p.models == "tiny":
-        return _build_sd(TINY_UNET, TINY_VAE, TINY_TEXT_ENCODER)
-    if p.models == "full_random":
-        return _build_sd(SD21_BASE_UNET, SD21_BASE_VAE, SD21_TEXT_ENCODER)
-    from diffusers import StableDiffusionPipeline
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A family of diffusion models and its presets: `pretrained` weights named by the parameter
+    `weights` (a hub id or local folder, loaded with the diffusers class `pipeline`), or a random
+    preset built offline (`tiny`, `full_random`: name -> builder). A second family (Stable unCLIP,
+    ...) adds its own presets here beside SD 2.1's, without touching them."""
+    name: str
+    pipeline: str
+    weights: str  # the parameter that names the pretrained weights
+    presets: Mapping[str, Callable[[], Any]]
+    download_hint: str  # how to get the weights onto an offline machine, with {weights}
 
-    try:
-        return StableDiffusionPipeline.from_pretrained(
-            p.sd_model, safety_checker=None, requires_safety_checker=False, use_safetensors=True,
-            local_files_only=p.local_files_only, torch_dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise model_unreachable("Stable Diffusion", p.sd_model, exc,
-                                f"`hf download {p.sd_model} --local-dir /models/sd21-base`, then sd_model: /models/sd21-base") from None
+    def load(self, p):
+        """The family's pipeline on the CPU in fp32 (callers move and cast it)."""
+        if p.models in self.presets:
+            return self.presets[p.models]()
+        import diffusers
+
+        name = getattr(p, self.weights)
+        try:
+            return getattr(diffusers, self.pipeline).from_pretrained(
+                name, safety_checker=None, requires_safety_checker=False, use_safetensors=True,
+                local_files_only=p.local_files_only, torch_dtype=torch.float32)
+        except (OSError, ValueError) as exc:
+            raise model_unreachable(self.name, name, exc, self.download_hint.format(weights=name)) from None
+
+    def check(self, p) -> None:
+        """Cheap preflight: the weights are a local folder or in (or reachable into) the hub cache."""
+        if p.models not in self.presets:
+            check_hub_folder(self.name, getattr(p, self.weights), self.weights, "model_index.json", p.local_files_only,
+                             self.download_hint.format(weights=getattr(p, self.weights)))
+
+
+SD21 = Family("Stable Diffusion", "StableDiffusionPipeline", "sd_model",
+              {"tiny": lambda: _build_sd(TINY_UNET, TINY_VAE, TINY_TEXT_ENCODER),
+               "full_random": lambda: _build_sd(SD21_BASE_UNET, SD21_BASE_VAE, SD21_TEXT_ENCODER)},
+              "`hf download {weights} --local-dir /models/sd21-base`, then sd_model: /models/sd21-base")
+FAMILIES = {"sd21": SD21}
+
+
+def load_sd_pipeline(p):
+    """Stable Diffusion 2.1's pipeline (the run's preset) on the CPU in fp32."""
+    return SD21.load(p)
 
 
 def check_hub_folder(what: str, name: str, parameter: str, marker: str, local_files_only: bool, local_hint: str) -> None:
@@ -265,9 +294,7 @@ def check_hub_folder(what: str, name: str, parameter: str, marker: str, local_fi
 
 def check_sd_reachable(p) -> None:
     """Cheap preflight: the SD weights are a local folder or in (or reachable into) the hub cache."""
-    if p.models == "pretrained":
-        check_hub_folder("Stable Diffusion", p.sd_model, "sd_model", "model_index.json", p.local_files_only,
-                         f"`hf download {p.sd_model} --local-dir /models/sd21-base`, then sd_model: /models/sd21-base")
+    SD21.check(p)
 
 
 # --- CLIP (open_clip) --------------------------------------------------------------------------

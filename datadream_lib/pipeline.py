@@ -69,16 +69,29 @@ def check_writable(runs_root: Path) -> None:
                              f"folder you can write, or fix its permissions.")
 
 
+def reads(p, stage: str) -> list[str]:
+    """The stages whose outputs `stage` reads under parameters `p` (synthesis reads the preparation
+    only for a method that has one; a classifier setting reads images only if it trains on them)."""
+    from datadream_lib.schema import SYNTHETIC_SETTINGS
+
+    def images(settings) -> list[str]:
+        return ["synthesis"] if any(s in SYNTHETIC_SETTINGS for s in settings) else []
+
+    return {"adaptation": [], "synthesis": ["adaptation"] if methods.METHODS[p.synth_method].prepares else [],
+            "classification": images(p.clf_settings), "fid": ["synthesis"],
+            "ablations": images(p.ablation_settings)}[stage]
+
+
 def check_plan(p, folder: Path) -> None:
     """Every stage in `stages` finds what it reads: a stage before it in the plan, or already done."""
     done = {stage for stage in stages.NAMES if (folder / "stages" / f"{stage}.json").exists()}
     for stage in (s for s in stages.NAMES if s in p.stages):
-        missing = [need for need in stages.reads(p, stage) if need not in p.stages and need not in done]
+        missing = [need for need in reads(p, stage) if need not in p.stages and need not in done]
         if missing:
             raise DataDreamError(f"stages {p.stages}: {stage} reads the outputs of {missing[0]}, which is neither in "
                                  f"the plan nor done in {folder}. Add '{missing[0]}' to stages (they run in the "
                                  f"order {list(stages.NAMES)}).")
-    if p.num_shards > 1 and "adaptation" not in done and stages.reads(p, "synthesis"):
+    if p.num_shards > 1 and "adaptation" not in done and reads(p, "synthesis"):
         raise DataDreamError(f"num_shards {p.num_shards}: shards share the run's prepared inputs ({p.synth_method}), so "
                              f"prepare them first with num_shards: 1 (notebooks/01_adaptation.ipynb, or the pipeline), "
                              f"then start the shards.")

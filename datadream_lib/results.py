@@ -34,7 +34,7 @@ SETTING_LABELS = {
 }
 
 # Table 1 of the paper (ViT-B/16, 16 shots, 500 synthetic images per class, mean of 3 seeds), as
-# ../shared/reference/hyperparameters.md section 7 copies it. "Avg" is the average the paper states;
+# printed (docs/hyperparameters.md §7). "Avg" is the average the paper states;
 # for two rows it is not the mean of the row's ten numbers (CLIP zero-shot: 64.1 stated, 64.9 mean;
 # DataDream-cls: 82.6 stated, 80.6 mean). Our Avg is always the mean of our ten cells.
 # One cell is unreadable in our copy of the paper (DataDream-cls, synthetic + real, AirC: the text
@@ -46,7 +46,7 @@ _PAPER_ROWS = {
     "Real-finetune": (73.4, 96.8, 78.3, 93.5, 59.3, 94.0, 87.5, 77.1, 87.6, 98.7, 84.6),
     "DataDream-dset, synthetic + real": (74.1, 96.9, 81.6, 93.4, 72.3, 94.8, 92.4, 77.5, 87.6, 99.4, 87.0),
     "DataDream-cls, synthetic + real": (73.8, 97.6, 81.6, 93.8, None, 94.5, 91.2, 77.5, 87.5, 99.4, 86.5),
-    # the paper's re-runs of the baselines on SD 2.1 (../shared/reference/baselines.md)
+    # the paper's re-runs of the baselines on SD 2.1 (docs/methods.md, docs/hyperparameters.md §6)
     "IsSynth, synthetic only": (70.0, 95.7, 67.6, 71.3, 34.5, 92.1, 65.9, 72.2, 85.4, 90.0, 74.5),
     "DISEF, synthetic only": (67.1, 93.4, 66.1, 69.2, 26.8, 91.0, 63.2, 73.5, 85.1, 85.4, 72.1),
     "IsSynth, synthetic + real": (73.9, 97.4, 81.6, 93.9, 64.8, 92.1, 88.5, 77.7, 86.0, 99.0, 85.5),

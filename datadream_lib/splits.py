@@ -1,4 +1,4 @@
-"""Prompts, class folders and the nested few-shot split (hyperparameters.md sections 1, 4).
+"""Prompts, class folders and the nested few-shot split (docs/hyperparameters.md §1, §4).
 
 The datasets themselves (files, splits, class names, prompt prefixes) are in `datasets.py`.
 `start_run` loads one, checks its images, draws the K-shot set once per run, seeded per class and

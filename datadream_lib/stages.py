@@ -2,8 +2,8 @@
 
 Each stage is a notebook that calls one library function `function(p, run, split, progress=...)`;
 the function writes the stage's outputs and marks them complete, and the notebook's last cell
-marks the stage done (`runs.Run.finish_stage`). `reads(p)` says which earlier stages' outputs a
-stage needs under parameters `p` (synthesis reads the preparation only for a method that has one).
+marks the stage done (`runs.Run.finish_stage`). Which earlier stages' outputs a stage reads under
+a run's parameters is the runner's (`pipeline.reads`). This module imports nothing of the library.
 """
 
 from __future__ import annotations
@@ -34,16 +34,3 @@ STAGES = (
 NAMES = tuple(stage.name for stage in STAGES)
 BY_NAME = {stage.name: stage for stage in STAGES}
 GENERATION = ("adaptation", "synthesis")  # what a shots-ablation sub-run repeats before its classifiers
-
-
-def reads(p, stage: str) -> list[str]:
-    """The stages whose outputs `stage` reads under parameters `p`."""
-    from datadream_lib.classification import SYNTHETIC_SETTINGS
-    from datadream_lib.methods import METHODS
-
-    def images(settings) -> list[str]:
-        return ["synthesis"] if any(s in SYNTHETIC_SETTINGS for s in settings) else []
-
-    return {"adaptation": [], "synthesis": ["adaptation"] if METHODS[p.synth_method].prepares else [],
-            "classification": images(p.clf_settings), "fid": ["synthesis"],
-            "ablations": images(p.ablation_settings)}[stage]

@@ -1,5 +1,5 @@
 """Synthesis: the engine that makes `images_per_class` images per class with the run's method
-(paper section 3.2, hyperparameters.md section 2; the methods are in `methods/`).
+(paper section 3.2, docs/hyperparameters.md §2; the methods are in `methods/`).
 
 Every image is a job (class, index) with its own seed, hashed from (run seed, class, index), so no
 two classes share a noise sequence (the authors' code restarts the same noise for every class).
@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from datadream_lib import catalog, methods, models
-from datadream_lib.params import SYNTH_BATCH_MAX
+from datadream_lib.schema import SYNTH_BATCH_MAX
 from datadream_lib.runs import Run, atomic_write_bytes
 from datadream_lib.splits import FewShotSplit
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from datadream_lib import classification, models
+from datadream_lib import classification, methods, models
 
 
 def test_fresh_clip_lora_leaves_logits_unchanged_and_targets_q_v_of_both_towers(make_params, demo_run):
@@ -267,6 +267,10 @@ def test_the_teacher_option_is_off_by_default_and_changes_training_when_on(demo_
     p, run, split = demo_run(clf_epochs=1)
     fake_synthetic = split.shots(p.shots)  # any labelled images will do for the loss
     off = classification.train_and_evaluate(p, "synthetic", split, fake_synthetic, progress=False)
-    on = classification.train_and_evaluate(p.replace(clf_teacher_weight=0.5), "synthetic", split, fake_synthetic, progress=False)
-    assert p.clf_teacher_weight == 0 and off["teacher_weight"] == 0 and on["teacher_weight"] == 0.5
+    issynth = p.replace(synth_method="issynth", clf_teacher_weight=0.5)
+    options = methods.METHODS["issynth"].classifier_options(issynth)  # IsSynth's own option, as classify asks for it
+    assert options == methods.ClassifierOptions(teacher_weight=0.5, teacher_temperature=2.0)
+    assert methods.METHODS["issynth"].classifier_options(p.replace(synth_method="issynth")).teacher_weight == 0
+    on = classification.train_and_evaluate(p, "synthetic", split, fake_synthetic, progress=False, options=options)
+    assert off["teacher_weight"] == 0 and on["teacher_weight"] == 0.5
     assert on["history"][0]["losses"][0] > off["history"][0]["losses"][0]  # the same first batch, a term added

@@ -7,7 +7,7 @@ from datadream_lib import datasets, params, splits
 from datadream_lib.errors import DataDreamError
 from tests import fake_datasets as fake
 
-# hyperparameters.md section 1: the authors' prefixes; none for ImageNet and Caltech101.
+# docs/hyperparameters.md §1: the authors' prefixes; none for ImageNet and Caltech101.
 PREFIXES = {"imagenet": "", "caltech101": "", "dtd": "texture", "eurosat": "satellite", "fgvc_aircraft": "aircraft",
             "oxford_pets": "pet", "stanford_cars": "car", "sun397": "scene", "food101": "food", "flowers102": "flower"}
 # Where a dataset has no official val (or test) split, it is carved out of train.

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from datadream_lib import catalog, datasets, methods, models, params, pipeline, runs, splits, synthesis
+from datadream_lib import catalog, datasets, methods, models, params, pipeline, runs, schema, splits, synthesis
 from datadream_lib.errors import DataDreamError
 from datadream_lib.methods import disef, issynth
 
 ROOT = runs.project_root()
-SMALL = dict(images_per_class=3, num_inference_steps=4, synth_batch_size=2, ablation_images_per_class=[3],
-             filter_attempts=2, filter_budget=2)
+SMALL = dict(images_per_class=3, num_inference_steps=4, synth_batch_size=2, ablation_images_per_class=[3])
+DISEF_SMALL = dict(SMALL, filter_attempts=2, filter_budget=2)
 
 
 def _images(run, method):
@@ -26,22 +26,28 @@ def _images(run, method):
 @pytest.mark.parametrize("name", sorted(methods.METHODS))
 def test_every_method_brings_its_own_generation_settings(make_params, name):
     method = methods.METHODS[name]
-    assert set(method.defaults(16)) == set(methods.GENERATION_PARAMETERS)
+    defaults = schema.group_defaults(method.parameters, 16)
+    assert {"scheduler", "num_inference_steps", "guidance_scale", "resolution"} <= set(defaults)
     p = params.from_dict({"base": "paper", "synth_method": name})  # nothing set by hand
-    for key, value in method.defaults(16).items():
+    assert p.method_params == method.parameters(**defaults)
+    for key, value in defaults.items():
         assert getattr(p, key) == value
     assert "prompt" in method.columns and method.label(p)
 
 
 def test_switching_methods_never_inherits_datadreams_settings():
     p = params.from_dict({"base": "paper"})
-    assert (p.scheduler, p.num_inference_steps, p.guidance_scale, p.strength) == ("pndm", 50, 2.0, None)
+    assert (p.scheduler, p.num_inference_steps, p.guidance_scale, p.has("strength")) == ("pndm", 50, 2.0, False)
     d = p.replace(synth_method="disef")
     assert (d.scheduler, d.num_inference_steps, d.guidance_scale, d.strength) == ("dpmsolver++", 20, 8.0, 0.75)
     i = p.replace(synth_method="issynth")
     assert (i.scheduler, i.num_inference_steps, i.guidance_scale, i.strength) == ("pndm", 50, 3.0, 0.15)
     set_by_hand = params.from_dict({"base": "paper", "synth_method": "issynth", "guidance_scale": 5.0})
     assert set_by_hand.replace(synth_method="disef").guidance_scale == 5.0  # a value set by hand stays
+    budget = params.from_dict({"base": "paper", "synth_method": "disef", "filter_budget": 7})
+    back = budget.replace(synth_method="datadream")  # a value of DISEF's own group does not follow to DataDream
+    assert not back.has("filter_budget") and "filter_budget" not in back.to_dict()
+    assert back.replace(synth_method="disef").filter_budget == 7  # ... and comes back with DISEF
 
 
 def test_issynth_strength_follows_the_shots_of_each_run():
@@ -54,7 +60,7 @@ def test_issynth_strength_follows_the_shots_of_each_run():
 
 
 def test_strength_is_refused_for_a_text_to_image_method():
-    with pytest.raises(DataDreamError, match="strength.*img2img"):
+    with pytest.raises(DataDreamError, match="'strength' belongs to synth_method 'issynth' / 'disef', not to this run's 'datadream'"):
         params.from_dict({"base": "demo", "strength": 0.5})
 
 
@@ -63,7 +69,7 @@ def test_the_values_used_are_written_to_params_yaml(demo_run):
     recorded = params.read_file(run.path(runs.PARAMS_FILE))
     assert (recorded["synth_method"], recorded["guidance_scale"], recorded["strength"], recorded["scheduler"]) == \
         ("issynth", 3.0, 0.35, "pndm")
-    assert p.given()["strength"] is None and p.given()["num_inference_steps"] == 20  # the demo sets the steps
+    assert "strength" not in p.given() and p.given()["num_inference_steps"] == 20  # the demo sets the steps
 
 
 # --- plans, shards, resumes ------------------------------------------------------------------------
@@ -72,7 +78,7 @@ def test_the_values_used_are_written_to_params_yaml(demo_run):
 def disef_run(tmp_path_factory, toy_root):
     """A tiny DISEF run with its captions prepared (shared by the DISEF tests)."""
     p = params.from_dict({"base": "demo", "runs_root": str(tmp_path_factory.mktemp("disef") / "runs"),
-                          "data_root": str(toy_root), "synth_method": "disef", **SMALL})
+                          "data_root": str(toy_root), "synth_method": "disef", **DISEF_SMALL})
     run, split = splits.start_run(p)
     table = methods.prepare(p, run, split, progress=False)
     return p, run, split, table
@@ -80,7 +86,7 @@ def disef_run(tmp_path_factory, toy_root):
 
 @pytest.mark.parametrize("name", ["issynth", "disef"])
 def test_img2img_images_are_the_same_whatever_the_sharding(demo_run, disef_run, name):
-    p, run, split = demo_run(synth_method=name, **SMALL)
+    p, run, split = demo_run(synth_method=name, **(DISEF_SMALL if name == "disef" else SMALL))
     if name == "disef":  # the shared captions
         run.path("adaptation").mkdir(parents=True, exist_ok=True)
         run.path("adaptation", disef.CAPTIONS_FILE).write_bytes(disef_run[1].path("adaptation", disef.CAPTIONS_FILE).read_bytes())
@@ -270,7 +276,7 @@ def test_disef_refills_draw_a_new_shot_and_caption_from_their_seeds(disef_run):
 def test_disef_class_rule_shards_by_class_and_resumes_bit_for_bit(demo_run, disef_run):
     from datadream_lib.synthesis import shard_of
 
-    p, run, split = demo_run(synth_method="disef", run_name="disef_resume", **{**SMALL, "images_per_class": 5})
+    p, run, split = demo_run(synth_method="disef", run_name="disef_resume", **{**DISEF_SMALL, "images_per_class": 5})
     run.path("adaptation").mkdir(parents=True, exist_ok=True)
     run.path("adaptation", disef.CAPTIONS_FILE).write_bytes(disef_run[1].path("adaptation", disef.CAPTIONS_FILE).read_bytes())
     assert methods.METHODS["disef"].whole_classes(p) and not methods.METHODS["disef"].whole_classes(p.replace(filter_rule="image"))
@@ -362,11 +368,11 @@ def test_disef_starts_at_t749_however_the_weights_folder_was_made(demo_run, monk
     p, run, split = demo_run(synth_method="disef", num_inference_steps=20, strength=0.75)
     method = methods.get(p, run, split)
     method.load()
-    assert method.start == 749 and method.describe(0)["timestep_spacing"] == "linspace"
+    assert method.sd.start == 749 and method.describe(0)["timestep_spacing"] == "linspace"
     q, other, _ = demo_run(synth_method="issynth", run_name="issynth", num_inference_steps=50, strength=0.15)
     pndm = methods.get(q, other, split)
     pndm.load()
-    assert pndm.start == 141  # PNDM's leading spacing, as the hub config gives it (t 141, 121, ..., 1)
+    assert pndm.sd.start == 141  # PNDM's leading spacing, as the hub config gives it (t 141, 121, ..., 1)
 
 
 def test_unet_calls_count_pndms_warm_up_and_img2imgs_first_step():
@@ -414,12 +420,12 @@ def test_a_compiled_disef_retries_in_batches_of_the_first_size(disef_run, monkey
     p, run, split, _ = disef_run
     method = methods.get(p.replace(filter_attempts=3, filter_rule="image"), run, split)
     method.load()
-    method.speed["compiled"] = True  # as on a GPU with compile
+    method.sd.speed["compiled"] = True  # as on a GPU with compile
     jobs = [job for job in synthesis.all_jobs(p, split) if job.class_index == 0][:2]
     jobs = [synthesis.dataclasses.replace(job, plan=method.plan(job)) for job in jobs]
     sizes = []
-    img2img = method.img2img
-    monkeypatch.setattr(method, "img2img", lambda batch, prompts, seeds: sizes.append(len(batch)) or img2img(batch, prompts, seeds))
+    img2img = method.sd.img2img
+    monkeypatch.setattr(method.sd, "img2img", lambda batch, *rest: sizes.append(len(batch)) or img2img(batch, *rest))
     calls = []
     monkeypatch.setattr(method, "class_probabilities", lambda images: calls.append(len(images)) or
                         np.array([[0.9, 0.1, 0, 0] if len(calls) == 1 else [0.1, 0.9, 0, 0]]
@@ -427,3 +433,24 @@ def test_a_compiled_disef_retries_in_batches_of_the_first_size(disef_run, monkey
     out = method.generate(jobs)
     assert sizes == [2, 2, 2] and calls == [2, 1, 1]  # job 0 passes at once; job 1's retries keep the shape
     assert [row["attempts"] for _, row in out] == [1, 3]
+
+
+def test_img2img_takes_a_strength_per_image_and_records_its_first_timestep(demo_run):
+    """A method may plan a strength per image (DA-Fusion will): one batch of mixed strengths makes
+    the images of the uniform batches, and each row records its own first timestep."""
+    p, run, split = demo_run(synth_method="issynth", num_inference_steps=10)
+    method = methods.get(p, run, split)
+    method.load()
+    paths = [split.shot_order[c][0] for c in range(3)]
+    prompts, seeds = ["a", "b", "c"], [1, 2, 3]
+    mixed = method.sd.img2img(paths, prompts, seeds, [0.3, 0.8, 0.3])
+    low = method.sd.img2img([paths[0], paths[2]], ["a", "c"], [1, 3], [0.3, 0.3])
+    high = method.sd.img2img([paths[1]], ["b"], [2], [0.8])
+    as_bytes = lambda images: [np.asarray(image).tobytes() for image in images]  # noqa: E731
+    assert as_bytes(mixed) == as_bytes([low[0], high[0], low[1]])
+    assert as_bytes(mixed)[0] != as_bytes(method.sd.img2img(paths[:1], ["a"], [1], [0.8]))[0]
+    assert method.sd.first_timestep(0.3) < method.sd.first_timestep(0.8) < 1000
+    jobs = [synthesis.dataclasses.replace(job, plan={**method.plan(job), "strength": s})
+            for job, s in zip(synthesis.all_jobs(p, split)[:2], (0.3, 0.8))]
+    made = [row for _, row in method.generate(jobs)]
+    assert [row["first_timestep"] for row in made] == [method.sd.first_timestep(0.3), method.sd.first_timestep(0.8)]

@@ -85,3 +85,15 @@ def test_batch_size_and_compile_follow_the_machine_unless_set(monkeypatch):
     assert not models.use_compile(p, gpu, 1999, 2000) and models.use_compile(p, gpu, 2000, 2000)
     assert models.use_compile(p.replace(compile=True), cpu, 1, 2000)
     assert not models.use_compile(p.replace(compile=False), gpu, 10**6, 2000)
+
+
+def test_a_model_family_brings_its_presets_and_weights_parameter(make_params, tmp_path):
+    """SD 2.1 is one family among others: a second one adds its presets without touching SD's."""
+    assert set(models.SD21.presets) == {"tiny", "full_random"} and models.FAMILIES["sd21"] is models.SD21
+    built = []
+    other = models.Family("Other", "StableDiffusionPipeline", "sd_model", {"tiny": lambda: built.append(1) or "pipe"},
+                          "get {weights}")
+    assert other.load(make_params()) == "pipe" and built == [1]
+    p = make_params(models="pretrained", sd_model=str(tmp_path), local_files_only=True, fid_features="inception")
+    with pytest.raises(DataDreamError, match="sd_model folder .* has no model_index.json.*get "):
+        other.check(p)

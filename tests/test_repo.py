@@ -87,3 +87,53 @@ def test_notebooks_are_committed_clean_with_one_parameters_cell():
 
 def test_demo_file_is_the_demo_base():
     assert params.load_file(ROOT / "params" / "demo.yaml") == params.from_dict({"base": "demo"})
+
+
+def _library_imports() -> dict[str, set[str]]:
+    """{module: the library modules it imports, at any depth of its code}, read with ast."""
+    import ast
+
+    graph = {}
+    for path in (ROOT / "datadream_lib").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("datadream_lib"):
+                found |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("datadream_lib")}
+        graph[name] = found
+    return {m: {t for t in targets if t in graph and t != m} for m, targets in graph.items()}
+
+
+def test_the_library_has_no_import_circle():
+    graph = _library_imports()
+    graph = {m: {t for t in targets if not m.startswith(t + ".")} for m, targets in graph.items()}  # a package's own face
+    state: dict[str, int] = {}
+
+    def visit(module, path):
+        state[module] = 1
+        for target in graph[module]:
+            assert state.get(target) != 1, f"import circle: {' -> '.join(path + [target])}"
+            if target not in state:
+                visit(target, path + [target])
+        state[module] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [module])
+    assert "datadream_lib.methods" not in str(graph["datadream_lib.schema"])  # the schema imports no method
+
+
+def test_no_module_outside_methods_compares_a_method_name():
+    import re
+
+    from datadream_lib import methods
+
+    names = "|".join(methods.METHODS)
+    pattern = re.compile(rf"""(==|!=|\bin)\s*[\(\[{{]?\s*["']({names})["']|["']({names})["']\s*(==|!=|\bin\b)|synth_method\s*(==|!=|\bin\b)""")
+    files = [p for p in [*(ROOT / "datadream_lib").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
+             if "methods" not in p.relative_to(ROOT).parts]
+    offenders = [f"{p.relative_to(ROOT)}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if pattern.search(line)]
+    assert not offenders, offenders

@@ -105,7 +105,7 @@ def test_table1_average_needs_all_ten_datasets_and_compares_with_the_paper():
 
 
 def test_the_papers_table1_is_the_reference_copy():
-    # hyperparameters.md section 7 = the paper's Table 1; two rows state an average that is not the mean of their ten numbers
+    # docs/hyperparameters.md §7 = the paper's Table 1; two rows state an average that is not the mean of their ten numbers
     off = {m for m, row in results.PAPER_TABLE1.items()
            if abs(np.mean([row[d] for d in datasets.BENCHMARKS]) - row["Avg"]) > 0.051}
     assert off == {"CLIP zero-shot", "DataDream-cls, synthetic only"}

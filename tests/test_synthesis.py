@@ -208,7 +208,7 @@ def test_cls_fast_path_gives_each_class_the_weights_it_would_have_alone(demo_run
     def attention_weights(classes):
         method = methods.get(p, run, split)
         method.load()
-        assert method.speed["fused_qkv"] and not method.speed["compiled"]
+        assert method.sd.speed["fused_qkv"] and not method.sd.speed["compiled"]
         for c in classes:
             method.begin_class(c)
         unet = method.pipe.unet

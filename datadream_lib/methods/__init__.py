@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from datadream_lib.methods.base import GENERATION_PARAMETERS, Method, seed_of
+from datadream_lib.methods.base import ClassifierOptions, Cost, Method, seed_of
 from datadream_lib.methods.datadream import DataDream
 from datadream_lib.methods.disef import DISEF
 from datadream_lib.methods.issynth import IsSynth
@@ -22,7 +22,7 @@ from datadream_lib.methods.stable_diffusion import StableDiffusion
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (DataDream, StableDiffusion, IsSynth, DISEF)}
 
-__all__ = ["GENERATION_PARAMETERS", "METHODS", "Method", "class_summary", "get", "prepare", "seed_of"]
+__all__ = ["METHODS", "ClassifierOptions", "Cost", "Method", "class_summary", "get", "prepare", "seed_of"]
 
 
 def get(p, run, split) -> Method:

@@ -4,16 +4,21 @@ call nothing else.
 A method is a class with:
 
     name          its `synth_method` value
+    parameters    its parameter group: a frozen dataclass of `schema.field`s (sampler, steps,
+                  guidance, strength, resolution, and what it alone reads), defaults possibly by K;
+                  a run of another method has none of them, so switching methods inherits nothing
     prepares      whether it has a preparation step (run by the adaptation stage, notebook 01)
     columns       the manifest columns it adds to the engine's (documented; a test checks them)
-    defaults(K)   its sampler, steps, guidance and strength (K: the run's shots), which fill every
-                  such parameter left unset, so switching methods never inherits another's
     label(p)      how tables and figures name its images ("DataDream-dset", "IsSynth", ...)
     weights(p)    preflight checks of the weights it loads (each raises with the parameter to set)
     whole_classes(p)  whether an image depends on the others of its class (DISEF's per-class filter
                   budget): synthesis shards then own whole classes instead of chunks of 64 images
     class_summary(rows)  per-class figures of its manifest rows for the notebooks and the FID table
                   (DISEF: the filter's pass rate, the share kept unfiltered); empty for most
+    cost(p, n_classes, images, **assumptions)  what a run costs, in counts (`Cost`): for the cost
+                  estimate, which asks every method the same (assumptions: e.g. a filter's pass rate)
+    classifier_options(p)  what it asks of the classifier trained on its images (`ClassifierOptions`;
+                  IsSynth's zero-shot teacher, opt-in); by default nothing: Table 1's shared classifier
 
 and, on an instance made for one run (cheap: no model is loaded until `load`):
 
@@ -35,13 +40,39 @@ from __future__ import annotations
 
 from typing import Callable, ClassVar
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
 from datadream_lib.errors import DataDreamError
 
-# The parameters a method's defaults fill when they are left unset (None).
-GENERATION_PARAMETERS = ("scheduler", "num_inference_steps", "guidance_scale", "strength")
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierOptions:
+    """What a method may ask of the classifier trained on its images (all off: the shared classifier)."""
+    teacher_weight: float = 0.0  # a soft cross-entropy on the synthetic samples towards the frozen zero-shot CLIP
+    teacher_temperature: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """What one run of a method costs, in counts that `benchmarks/cost_estimate.py` prices (FLOPs of
+    each network, or measured rates): its preparation and its images (all of one seed)."""
+    adapt_samples: float = 0.0  # LoRA training samples (each a UNet forward + backward, a VAE encode)
+    adapt_text_encoder: bool = False  # whether the text encoder is trained too
+    captioner_tokens: float = 0.0  # tokens through a captioner of `captioner_params` parameters
+    captioner_params: float = 0.0
+    images_made: float = 0.0  # images generated, rejected candidates included
+    unet_passes: float = 0.0  # UNet forward passes of one sample each, guidance doubled
+    vae_encodes: float = 0.0
+    vae_decodes: float = 0.0
+    filter_images: float = 0.0  # images through a filter network (`filter_model`)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoParameters:
+    """The group of a method with no parameters of its own."""
 
 
 def seed_of(*words: int) -> int:
@@ -52,12 +83,9 @@ def seed_of(*words: int) -> int:
 
 class Method:
     name: ClassVar[str]
+    parameters: ClassVar[type] = NoParameters
     prepares: ClassVar[bool] = False
     columns: ClassVar[tuple[str, ...]] = ("prompt",)
-
-    @classmethod
-    def defaults(cls, shots: int) -> dict:
-        raise NotImplementedError
 
     @classmethod
     def label(cls, p) -> str:
@@ -74,6 +102,14 @@ class Method:
     @classmethod
     def class_summary(cls, rows: list[dict]) -> pd.DataFrame:
         return pd.DataFrame({"class_index": []})
+
+    @classmethod
+    def classifier_options(cls, p) -> ClassifierOptions:
+        return ClassifierOptions()
+
+    @classmethod
+    def cost(cls, p, n_classes: int, images: int, **assumptions) -> Cost:
+        raise NotImplementedError
 
     def __init__(self, p, run, split):
         self.p, self.run, self.split = p, run, split

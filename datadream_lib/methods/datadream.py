@@ -1,7 +1,7 @@
 """DataDream (the paper): text-to-image from the class prompt with the run's LoRA adapter.
 
 Preparation: the adapters (`adaptation.py`: one for the dataset, `dset`, or one per class, `cls`).
-Generation: PNDM, 50 steps, guidance 2.0 (hyperparameters.md section 2); the dset adapter is
+Generation: PNDM, 50 steps, guidance 2.0 (docs/hyperparameters.md §2); the dset adapter is
 loaded once, a cls run loads each class's own before its images. With `synth_fuse_lora` (the
 default) the adapter is fused into the attention weights (no LoRA branch left to run); the next
 class's adapter starts from an exact copy of the base weights, so fusing never makes an image
@@ -11,22 +11,55 @@ roundoff only; each manifest row says which (`fused`).
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import torch
 
 from datadream_lib import adaptation
 from datadream_lib.errors import DataDreamError
-from datadream_lib.methods.stable_diffusion import StableDiffusion, refresh_fused_qkv
+from datadream_lib.methods.base import Cost, Method
+from datadream_lib.methods.stable_diffusion import Generator, Sampling, check_weights, refresh_fused_qkv
+from datadream_lib.schema import field
+
+VARIANTS = ("dset", "cls")
 
 
-class DataDream(StableDiffusion):
+@dataclasses.dataclass(frozen=True)
+class DataDreamParameters(Sampling):
+    """DataDream's group: the sampler (PNDM, 50, 2.0), the adaptation (docs/hyperparameters.md §1)."""
+    variant: str = field("dset", "'dset': one adapter for the dataset; 'cls': one per class, adapt_epochs over its K shots", choices=VARIANTS)
+    adapt_epochs: int = field(200, "epochs over the few-shot set (dset) or over each class's shots (cls): equal compute at 8 and 16 shots", min=1)
+    adapt_batch_size: int = field(8, "adaptation batch size", min=1)
+    adapt_lr: float = field(1e-4, "AdamW learning rate", min=0.0)
+    adapt_weight_decay: float = field(1e-2, "AdamW weight decay", min=0.0)
+    adapt_warmup_steps: int = field(100, "linear warm-up steps before the cosine decay", min=0)
+    adapt_max_grad_norm: float = field(1.0, "gradient-norm clip", min=0.0)
+    adapt_lora_rank: int = field(16, "LoRA rank r on q, k, v, out", min=1)
+    adapt_lora_alpha: int = field(16, "LoRA alpha (scale alpha / r = 1)", min=1)
+    adapt_train_text_encoder: bool = field(True, "LoRA on the text encoder as well as the UNet")
+    synth_fuse_lora: bool = field(True, "DataDream: fuse the adapter into the attention weights while generating (faster; pixels change by roundoff only, recorded per image)", identity=False)
+
+
+class DataDream(Method):
     name = "datadream"
+    parameters = DataDreamParameters
     prepares = True
     columns = ("prompt", "adapter")
 
     @classmethod
     def label(cls, p) -> str:
         return f"DataDream-{p.variant}"
+
+    @classmethod
+    def weights(cls, p):
+        return [lambda: check_weights(p)]
+
+    @classmethod
+    def cost(cls, p, n_classes: int, images: int, **assumptions) -> Cost:
+        samples = p.adapt_epochs * n_classes * p.shots  # dset and cls alike: every shot once per epoch
+        made = Generator(p).cost(n_classes, images)
+        return dataclasses.replace(made, adapt_samples=samples, adapt_text_encoder=p.adapt_train_text_encoder)
 
     def prepare(self, progress: bool = True) -> pd.DataFrame:
         summary = adaptation.train_adapters(self.p, self.run, self.split, progress)
@@ -38,15 +71,18 @@ class DataDream(StableDiffusion):
     def _folder(self, class_index: int):
         return adaptation.adapter_folder(self.p, self.run, class_index, self.split)
 
+    def plan(self, job) -> dict:
+        return {"prompt": self.split.prompts()[job.class_index]}
+
     def describe(self, class_index: int) -> dict:
-        return {**super().describe(class_index), "adapter": str(self._folder(class_index).relative_to(self.run.dir)),
+        return {**self.sd.describe(), "adapter": str(self._folder(class_index).relative_to(self.run.dir)),
                 "fused": self.p.synth_fuse_lora}
 
-    def fuses_qkv(self) -> bool:
-        return self.p.synth_fuse_qkv and self.p.synth_fuse_lora  # an unfused LoRA runs on q, k, v apart
-
     def load(self, images: int = 0, batch_size: int | None = None) -> None:
-        super().load(images if self.p.synth_fuse_lora else 0)  # unfused, each class's LoRA layers would recompile
+        fuse = self.p.synth_fuse_lora
+        self.sd = Generator(self.p, fuse_qkv=self.p.synth_fuse_qkv and fuse)  # an unfused LoRA runs on q, k, v apart
+        self.sd.load(images if fuse else 0)  # unfused, each class's LoRA layers would recompile
+        self.pipe = self.sd.pipe
         self._loaded = None
         self._base = {}  # the attention weights an adapter is fused into, as the model has them
 
@@ -80,3 +116,7 @@ class DataDream(StableDiffusion):
             self.pipe.unload_lora_weights()  # the LoRA layers go, the fused delta stays: the modules are the base ones
             refresh_fused_qkv(self.pipe.unet)
         self._loaded = folder
+
+    def generate(self, jobs: list) -> list[tuple]:
+        images = self.sd.text_to_image([job.plan["prompt"] for job in jobs], [job.seed for job in jobs])
+        return [(image, {}) for image in images]

@@ -41,6 +41,9 @@ attempt has its own seed, the pipeline sets its timesteps per call, and the toke
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import numpy as np
 import pandas as pd
 import torch
@@ -49,9 +52,11 @@ from tqdm.auto import tqdm
 from datadream_lib import catalog, models
 from datadream_lib.catalog import JsonlWriter, read_jsonl
 from datadream_lib.errors import DataDreamError
-from datadream_lib.methods.base import seed_of
-from datadream_lib.methods.issynth import IsSynth
+from datadream_lib.methods.base import Cost, Method, seed_of
+from datadream_lib.methods.issynth import source_shot
+from datadream_lib.methods.stable_diffusion import Generator, Sampling
 from datadream_lib.methods.stable_diffusion import check_weights as check_sd_weights
+from datadream_lib.schema import field
 
 QUERY = "Provide a detailed caption for the image focusing on the object, knowing it's a {}."
 # The `llava_v1` conversation of the original LLaVA repository, which the authors caption with.
@@ -61,6 +66,8 @@ CAPTIONS_FILE = "captions.jsonl"
 DRAW_BATCH = 8  # the authors' batch: its source shots drawn and captions shuffled together; the budget counts these
 DRAW_TAG, NOISE_TAG = 0xD15EF, 0xD15EF + 1  # seed words of a batch's draw and of a candidate's noise
 FILTER_COLUMNS = ("attempts", "kept_attempt", "filter_prob", "filter_passed", "unfiltered")
+LLAVA_PARAMS = 7.06e9  # LLaVA-1.5-7B, for the cost estimate
+LLAVA_PROMPT_TOKENS = 576 + 40  # the image's patch tokens and the query
 # The filter's zero-shot template per dataset (the authors' `get_prompt`), not the classifier's prompt.
 # (With the dataset names their README passes, only dtd and eurosat reach their own template; we give
 # each dataset the template written for it.)
@@ -158,8 +165,26 @@ def cut_to_text_encoder(caption: str, tokenizer) -> tuple[str, bool]:
     return tokenizer.decode(ids[1:limit - 1], skip_special_tokens=True), True
 
 
-class DISEF(IsSynth):
+@dataclasses.dataclass(frozen=True)
+class DISEFParameters(Sampling):
+    """DISEF's group: DPM-Solver++ 20 steps at strength 0.75, guidance 8.0, its captioner and filter."""
+    scheduler: str = field("dpmsolver++", Sampling.__dataclass_fields__["scheduler"].metadata["help"],
+                           check=Sampling.__dataclass_fields__["scheduler"].metadata["check"])
+    num_inference_steps: int = field(20, "sampler steps (the authors: 20, noised at step 5)", min=1)
+    guidance_scale: float = field(8.0, "classifier-free guidance scale", min=0.0)
+    strength: float = field(0.75, "how far the source shot is noised before denoising, 0-1 (the authors: step 5 of 20)", min=0.0, max=1.0)
+    filter_rule: str = field("class", "DISEF: how rejected images are replaced. 'class' (the authors'): each class draws candidates in batches of 8 (source shots at random, captions shuffled within the batch) and keeps those the CLIP filter assigns to it until filter_budget batches are spent, then keeps the rest unfiltered; 'image': each image is retried up to filter_attempts times with new noise, then its most probable attempt is kept", choices=("class", "image"))
+    filter_budget: int = field(100, "DISEF, filter_rule 'class': batches of 8 candidates a class may spend on the filter before it keeps the rest unfiltered (the authors: 100; 0 = no filter)", min=0)
+    filter_attempts: int = field(12, "DISEF, filter_rule 'image': attempts per image until the CLIP filter assigns it to its class (then the most probable attempt is kept)", min=1)
+    caption_model: str = field("llava-hf/llava-1.5-7b-hf", "DISEF: the captioner, a hub id or local folder of a transformers LLaVA model (models: pretrained)")
+    caption_max_tokens: int = field(120, "DISEF: the longest caption LLaVA may write, in its tokens", min=1)
+    filter_model: str = field("ViT-H-14", "DISEF: the open_clip architecture of the CLIP filter")
+    filter_pretrained: str = field("laion2b_s32b_b79k", "DISEF: the filter's open_clip pretrained tag, or a local checkpoint file (models: pretrained)")
+
+
+class DISEF(Method):
     name = "disef"
+    parameters = DISEFParameters
     prepares = True
     timestep_spacing = "linspace"  # the authors' DPM-Solver++ from SD 2.1-base's hub config: t 749 at strength 0.75
     source_fit = "pad"  # the authors pad the shot to a square with black, then resize
@@ -167,8 +192,12 @@ class DISEF(IsSynth):
                "candidate", "attempts", "kept_attempt", "attempt_seed", "filter_prob", "filter_passed", "unfiltered")
 
     @classmethod
-    def defaults(cls, shots: int) -> dict:
-        return {"scheduler": "dpmsolver++", "num_inference_steps": 20, "guidance_scale": 8.0, "strength": 0.75}
+    def cost(cls, p, n_classes: int, images: int, filter_pass_rate: float = 0.5, **assumptions) -> Cost:
+        """At an assumed filter pass rate (`expected_candidates`), with the captions of the shots."""
+        candidates = expected_candidates(images, filter_pass_rate, p.filter_rule, p.filter_budget, p.filter_attempts) / images
+        made = Generator(p, img2img=True, timestep_spacing=cls.timestep_spacing).cost(n_classes, images, candidates)
+        return dataclasses.replace(made, filter_images=made.images_made, captioner_params=LLAVA_PARAMS,
+                                   captioner_tokens=n_classes * p.shots * (LLAVA_PROMPT_TOKENS + p.caption_max_tokens))
 
     @classmethod
     def label(cls, p) -> str:
@@ -187,6 +216,11 @@ class DISEF(IsSynth):
     @property
     def captions_path(self):
         return self.run.path("adaptation", CAPTIONS_FILE)
+
+    @functools.cached_property
+    def _captions(self) -> dict[tuple[int, int], dict]:
+        """The prepared captions, read once (a plan needs nothing else)."""
+        return self.captions()
 
     def captions(self) -> dict[tuple[int, int], dict]:
         """(class, shot) -> its caption row, for the run's K shots."""
@@ -241,20 +275,22 @@ class DISEF(IsSynth):
         return p.filter_rule == "class"  # a class's images come from one stream of candidates
 
     def describe(self, class_index: int) -> dict:
-        return {**super().describe(class_index), "filter_rule": self.p.filter_rule}
+        return {**self.sd.describe(), "filter_rule": self.p.filter_rule}
 
     def plan(self, job) -> dict:
         if self.p.filter_rule == "class":
             return {}  # which candidate fills the slot is known only once the earlier ones are filtered
-        k, path = self.shot(job)
+        k = source_shot(job, self.p.shots)
         others = [j for j in range(self.p.shots) if j != k] or [k]  # at K = 1 the only shot captions itself
         caption_shot = others[int(np.random.default_rng(job.seed).integers(len(others)))]
         return {"prompt": self._captions[(job.class_index, caption_shot)]["prompt"], "source_shot": k,
-                "source_image": path, "caption_shot": caption_shot, "strength": self.p.strength}
+                "source_image": self.split.shot_order[job.class_index][k], "caption_shot": caption_shot,
+                "strength": self.p.strength}
 
     def load(self, images: int = 0, batch_size: int | None = None) -> None:
-        super().load(images * 2)  # with its refills, DISEF makes about twice the images it keeps
-        self._captions = self.captions()
+        self.sd = Generator(self.p, img2img=True, timestep_spacing=self.timestep_spacing,
+                            fuse_qkv=self.p.synth_fuse_qkv, source_fit=self.source_fit)
+        self.sd.load(images * 2)  # with its refills, DISEF makes about twice the images it keeps
         device = models.resolve_device(self.p)
         clip, tokenizer, self.filter_size = load_filter(self.p)
         self.filter = clip.to(device)
@@ -271,7 +307,7 @@ class DISEF(IsSynth):
     @torch.no_grad()
     def class_probabilities(self, images) -> np.ndarray:
         """The filter's zero-shot probabilities over the classes, one row per image."""
-        from datadream_lib.classification import test_transform
+        from datadream_lib.augmentation import test_transform
 
         transform = test_transform(self.filter_size)
         batch = torch.stack([transform(image) for image in images]).to(self.filter_text.device)
@@ -304,8 +340,8 @@ class DISEF(IsSynth):
         if (c, block) != (class_index, j // self.stream_batch):
             block = j // self.stream_batch
             plans = [self.candidate(class_index, i) for i in range(block * self.stream_batch, (block + 1) * self.stream_batch)]
-            images = self.img2img([q["source_image"] for q in plans], [q["prompt"] for q in plans],
-                                  [q["attempt_seed"] for q in plans])
+            images = self.sd.img2img([q["source_image"] for q in plans], [q["prompt"] for q in plans],
+                                     [q["attempt_seed"] for q in plans], [q["strength"] for q in plans])
             made = {q["candidate"]: (q, image, probs) for q, image, probs in zip(plans, images, self.class_probabilities(images))}
             self._block = (class_index, block, made)
         return made[j]
@@ -330,7 +366,8 @@ class DISEF(IsSynth):
                 out.append((None, {}))
             elif listed is not None and listed.get("candidate") is not None:  # listed, then lost: made again as it was
                 plan, image, _ = self._made(c, listed["candidate"])
-                out.append((image, {**plan, **{k: listed[k] for k in FILTER_COLUMNS}, "batch_size": self.stream_batch}))
+                out.append((image, {**plan, **{k: listed[k] for k in FILTER_COLUMNS}, "batch_size": self.stream_batch,
+                                    "first_timestep": self.sd.first_timestep(plan["strength"])}))
             else:
                 previous = self._kept_candidate((c, job.index - 1)) if job.index else -1
                 j = previous + 1
@@ -342,7 +379,8 @@ class DISEF(IsSynth):
                     j += 1
                 self._kept[job.key] = j
                 out.append((image, {**plan, "attempts": j - previous, "kept_attempt": None, "filter_prob": float(probs[c]),
-                                    "filter_passed": passed, "unfiltered": unfiltered, "batch_size": self.stream_batch}))
+                                    "filter_passed": passed, "unfiltered": unfiltered, "batch_size": self.stream_batch,
+                                    "first_timestep": self.sd.first_timestep(plan["strength"])}))
         return out
 
     # --- the per-image rule (an option) ---------------------------------------------------------
@@ -357,11 +395,11 @@ class DISEF(IsSynth):
             if not pending:
                 break
             batch = [jobs[i] for i in pending]
-            if self.speed["compiled"]:  # a smaller batch would recompile the UNet: fill it up, drop the extra images
+            if self.sd.speed["compiled"]:  # a smaller batch would recompile the UNet: fill it up, drop the extra images
                 batch += [batch[-1]] * (len(jobs) - len(batch))
             seeds = [self.attempt_seed(job, attempt) for job in batch]
-            images = self.img2img([job.plan["source_image"] for job in batch], [job.plan["prompt"] for job in batch],
-                                  seeds)[:len(pending)]
+            images = self.sd.img2img([job.plan["source_image"] for job in batch], [job.plan["prompt"] for job in batch],
+                                     seeds, [job.plan["strength"] for job in batch])[:len(pending)]
             probabilities = self.class_probabilities(images)
             still = []
             for i, image, seed, probs in zip(pending, images, seeds, probabilities):
@@ -376,7 +414,8 @@ class DISEF(IsSynth):
         if any(b is None for b in best):
             raise DataDreamError("filter_attempts must be at least 1.")
         return [(image, {"candidate": None, "attempts": made[i], "kept_attempt": attempt, "attempt_seed": seed,
-                         "filter_prob": prob, "filter_passed": passed, "unfiltered": not passed})
+                         "filter_prob": prob, "filter_passed": passed, "unfiltered": not passed,
+                         "first_timestep": self.sd.first_timestep(jobs[i].plan["strength"])})
                 for i, (prob, image, attempt, seed, passed) in enumerate(best)]
 
     # --- per-class figures -----------------------------------------------------------------------

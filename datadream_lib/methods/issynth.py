@@ -15,9 +15,11 @@ classifier-side soft cross-entropy with a zero-shot teacher is the classifier op
 
 from __future__ import annotations
 
-import torch
+import dataclasses
 
-from datadream_lib.methods.stable_diffusion import StableDiffusion, first_timestep, source_image
+from datadream_lib.methods.base import ClassifierOptions, Cost, Method
+from datadream_lib.methods.stable_diffusion import Generator, Sampling, check_weights
+from datadream_lib.schema import field
 
 STRENGTH_BY_SHOTS = {16: 0.15, 8: 0.20, 4: 0.35, 2: 0.40, 1: 0.50}
 
@@ -26,14 +28,25 @@ def strength_for(shots: int) -> float:
     return STRENGTH_BY_SHOTS[max(k for k in STRENGTH_BY_SHOTS if k <= shots)]
 
 
-class IsSynth(StableDiffusion):
+@dataclasses.dataclass(frozen=True)
+class IsSynthParameters(Sampling):
+    """IsSynth's group: PNDM 50, guidance 3.0, the strength by K, and its classifier option."""
+    guidance_scale: float = field(3.0, "classifier-free guidance scale", min=0.0)
+    strength: float = field(None, "how far the real shot is noised before denoising, 0-1 (default: by K, the IsSynth authors' table STRENGTH_BY_SHOTS)", min=0.0, max=1.0, by_shots=strength_for)
+    clf_teacher_weight: float = field(0.0, "IsSynth's classifier option: weight of a soft cross-entropy on the synthetic samples towards the frozen zero-shot CLIP (0 = off, as in Table 1; the authors: 0.5)", min=0.0)
+    clf_teacher_temperature: float = field(2.0, "temperature of that soft cross-entropy (the authors: 2)", min=0.01)
+
+
+def source_shot(job, shots: int) -> int:
+    """The source shot of image `index`: index mod K of its class's shots."""
+    return job.index % shots
+
+
+class IsSynth(Method):
     name = "issynth"
+    parameters = IsSynthParameters
     columns = ("prompt", "source_shot", "source_image", "strength", "first_timestep")
     source_fit = "crop"  # the authors resize the shot, no bars (see stable_diffusion.source_image)
-
-    @classmethod
-    def defaults(cls, shots: int) -> dict:
-        return {"scheduler": "pndm", "num_inference_steps": 50, "guidance_scale": 3.0, "strength": strength_for(shots)}
 
     @classmethod
     def label(cls, p) -> str:
@@ -41,33 +54,32 @@ class IsSynth(StableDiffusion):
         strength sweep's runs then stand beside each other in Table 1)."""
         return "IsSynth" if p.strength == strength_for(p.shots) else f"IsSynth, strength {p.strength:g}"
 
-    def shot(self, job) -> tuple[int, str]:
-        """The source shot of an image: index mod K of its class's shots."""
-        k = job.index % self.p.shots
-        return k, self.split.shot_order[job.class_index][k]
+    @classmethod
+    def weights(cls, p):
+        return [lambda: check_weights(p)]
+
+    @classmethod
+    def classifier_options(cls, p) -> ClassifierOptions:
+        return ClassifierOptions(teacher_weight=p.clf_teacher_weight, teacher_temperature=p.clf_teacher_temperature)
+
+    @classmethod
+    def cost(cls, p, n_classes: int, images: int, **assumptions) -> Cost:
+        return Generator(p, img2img=True).cost(n_classes, images)
 
     def plan(self, job) -> dict:
-        k, path = self.shot(job)
-        return {"prompt": self.split.prompts()[job.class_index], "source_shot": k, "source_image": path,
-                "strength": self.p.strength}
+        k = source_shot(job, self.p.shots)
+        return {"prompt": self.split.prompts()[job.class_index], "source_shot": k,
+                "source_image": self.split.shot_order[job.class_index][k], "strength": self.p.strength}
 
     def load(self, images: int = 0, batch_size: int | None = None) -> None:
-        self._load(images, img2img=True)
-        self.start = first_timestep(self.pipe, self.p.num_inference_steps, self.p.strength)
+        self.sd = Generator(self.p, img2img=True, fuse_qkv=self.p.synth_fuse_qkv, source_fit=self.source_fit)
+        self.sd.load(images)
 
     def describe(self, class_index: int) -> dict:
-        return {**super().describe(class_index), "first_timestep": self.start}
-
-    @torch.no_grad()
-    def img2img(self, source_paths: list[str], prompts: list[str], seeds: list[int]):
-        """One batch: each real shot (a path) noised and denoised with its prompt, from its seed."""
-        p = self.p
-        sources = [source_image(path, p.resolution, self.source_fit) for path in source_paths]
-        generators = [torch.Generator().manual_seed(seed) for seed in seeds]  # CPU: the same noise on any device
-        return self.pipe(prompts, image=sources, strength=p.strength, num_inference_steps=p.num_inference_steps,
-                         guidance_scale=p.guidance_scale, generator=generators, output_type="pil").images
+        return self.sd.describe()
 
     def generate(self, jobs: list) -> list[tuple]:
-        images = self.img2img([job.plan["source_image"] for job in jobs], [job.plan["prompt"] for job in jobs],
-                              [job.seed for job in jobs])
-        return [(image, {}) for image in images]
+        strengths = [job.plan["strength"] for job in jobs]
+        images = self.sd.img2img([job.plan["source_image"] for job in jobs], [job.plan["prompt"] for job in jobs],
+                                 [job.seed for job in jobs], strengths)
+        return [(image, {"first_timestep": self.sd.first_timestep(s)}) for image, s in zip(images, strengths)]

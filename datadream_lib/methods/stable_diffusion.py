@@ -7,11 +7,41 @@ shot prepared as an img2img source, and the preflight check of the weights.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+
 import torch
 from PIL import Image
 
 from datadream_lib import models
-from datadream_lib.methods.base import Method
+from datadream_lib.errors import DataDreamError
+from datadream_lib.methods.base import Cost, Method
+from datadream_lib.schema import field
+
+SCHEDULERS = ("pndm", "ddim", "dpmsolver++", "euler", "euler_ancestral", "ddpm", "unipc")
+
+
+def check_scheduler(name: str, where: str) -> None:
+    """A short name of SCHEDULERS or a diffusers scheduler class name, or stop naming the nearest."""
+    if name in SCHEDULERS:
+        return
+    import diffusers
+
+    if not (name.endswith("Scheduler") and hasattr(diffusers, name)):
+        close = difflib.get_close_matches(name, SCHEDULERS, n=1, cutoff=0.5)
+        raise DataDreamError(f"{where}: {name!r} is neither one of {list(SCHEDULERS)} nor a diffusers scheduler class."
+                             + (f" Did you mean '{close[0]}'?" if close else ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """Stable Diffusion's generation settings: the group of `stable_diffusion`, and the start of
+    every other Stable Diffusion method's (each sets its own defaults)."""
+    scheduler: str = field("pndm", f"sampler: one of {list(SCHEDULERS)} or any diffusers scheduler class name, e.g. 'KDPM2DiscreteScheduler'", check=check_scheduler)
+    num_inference_steps: int = field(50, "sampler steps", min=1)
+    guidance_scale: float = field(2.0, "classifier-free guidance scale", min=0.0)
+    resolution: int = field(512, "generation resolution in pixels (DataDream: also the adapters' training resolution)", min=8)
+    synth_fuse_qkv: bool = field(True, "one matmul for the UNet's q, k, v projections (k, v in cross-attention) while generating; with synth_fuse_lora off it is off (roundoff only, recorded per image)", identity=False)
 
 
 def make_scheduler(name: str, config, timestep_spacing: str | None = None):
@@ -148,15 +178,84 @@ def check_weights(p) -> None:
     models.check_sd_reachable(p)
 
 
+class Generator:
+    """Stable Diffusion as a method uses it, held by the method (composition): the pipeline on the
+    run's device and precision with the run's sampler (its timestep spacing pinned), the fast path,
+    and batches seeded per image (CPU generators: the same noise on any device). `img2img`: the
+    img2img pipeline on the same components, its sources prepared with `source_fit`."""
+
+    def __init__(self, p, *, img2img: bool = False, timestep_spacing: str = TIMESTEP_SPACING, fuse_qkv: bool = True,
+                 source_fit: str = "crop"):
+        self.p, self.is_img2img, self.timestep_spacing = p, img2img, timestep_spacing
+        self.fuse_qkv, self.source_fit = fuse_qkv, source_fit
+
+    def load(self, images: int = 0) -> None:
+        """Build the pipeline; `images`: how many this process makes (a long run compiles)."""
+        p = self.p
+        self.pipe = load_pipeline(p, self.is_img2img, self.timestep_spacing)
+        self.speed = speed_up(self.pipe, p, images, self.fuse_qkv)
+        self._starts: dict[float, int] = {}
+
+    def first_timestep(self, strength: float) -> int:
+        """The timestep img2img starts from at `strength` with the run's sampler (recorded per image)."""
+        if strength not in self._starts:
+            self._starts[strength] = first_timestep(self.pipe, self.p.num_inference_steps, strength)
+        return self._starts[strength]
+
+    @property
+    def start(self) -> int:
+        """The first timestep at the run's strength."""
+        return self.first_timestep(self.p.strength)
+
+    def describe(self) -> dict:
+        p = self.p
+        return {"model": model_name(p), "sampler": p.scheduler, "timestep_spacing": self.timestep_spacing,
+                "steps": p.num_inference_steps, "guidance": p.guidance_scale, **self.speed}
+
+    @torch.no_grad()
+    def text_to_image(self, prompts: list[str], seeds: list[int]) -> list:
+        p = self.p
+        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        return self.pipe(prompts, height=p.resolution, width=p.resolution, num_inference_steps=p.num_inference_steps,
+                         guidance_scale=p.guidance_scale, generator=generators, output_type="pil").images
+
+    @torch.no_grad()
+    def img2img(self, source_paths: list[str], prompts: list[str], seeds: list[int],
+                strengths: list[float] | None = None) -> list:
+        """One batch: each real shot (a path) noised to its strength (default: the run's; a method may
+        plan one per image) and denoised with its prompt; images of one strength share a pipeline call."""
+        p = self.p
+        strengths = strengths or [p.strength] * len(prompts)
+        sources = [source_image(path, p.resolution, self.source_fit) for path in source_paths]
+        out: list = [None] * len(prompts)
+        for strength in sorted(set(strengths)):
+            chosen = [i for i, s in enumerate(strengths) if s == strength]
+            images = self.pipe([prompts[i] for i in chosen], image=[sources[i] for i in chosen], strength=strength,
+                               num_inference_steps=p.num_inference_steps, guidance_scale=p.guidance_scale,
+                               generator=[torch.Generator().manual_seed(seeds[i]) for i in chosen],
+                               output_type="pil").images
+            for i, image in zip(chosen, images):
+                out[i] = image
+        return out
+
+    def unet_calls(self) -> int:
+        """UNet calls of one image (before the doubling of guidance), counted on the sampler."""
+        return unet_calls(self.p.scheduler, self.p.num_inference_steps, self.p.strength if self.is_img2img else None,
+                          self.timestep_spacing)
+
+    def cost(self, n_classes: int, images: int, candidates_per_image: float = 1.0) -> Cost:
+        """What making `images` images per class costs, in counts (see `base.Cost`)."""
+        made = n_classes * images * candidates_per_image
+        calls = self.unet_calls() * (2 if self.p.guidance_scale > 1 else 1)
+        return Cost(unet_passes=made * calls, vae_decodes=made, vae_encodes=made if self.is_img2img else 0.0,
+                    images_made=made)
+
+
 class StableDiffusion(Method):
     """Text-to-image with the class prompt and the frozen model: DataDream without its adapters."""
 
     name = "stable_diffusion"
-    timestep_spacing = TIMESTEP_SPACING  # PNDM's, as SD 2.1-base's hub config gives it
-
-    @classmethod
-    def defaults(cls, shots: int) -> dict:
-        return {"scheduler": "pndm", "num_inference_steps": 50, "guidance_scale": 2.0, "strength": None}
+    parameters = Sampling
 
     @classmethod
     def label(cls, p) -> str:
@@ -166,29 +265,20 @@ class StableDiffusion(Method):
     def weights(cls, p):
         return [lambda: check_weights(p)]
 
+    @classmethod
+    def cost(cls, p, n_classes: int, images: int, **assumptions) -> Cost:
+        return Generator(p).cost(n_classes, images)
+
     def plan(self, job) -> dict:
         return {"prompt": self.split.prompts()[job.class_index]}
 
-    def fuses_qkv(self) -> bool:
-        return self.p.synth_fuse_qkv
-
     def load(self, images: int = 0, batch_size: int | None = None) -> None:
-        self._load(images, img2img=False)
-
-    def _load(self, images: int, img2img: bool) -> None:
-        self.pipe = load_pipeline(self.p, img2img, self.timestep_spacing)
-        self.speed = speed_up(self.pipe, self.p, images, self.fuses_qkv())
+        self.sd = Generator(self.p, fuse_qkv=self.p.synth_fuse_qkv)
+        self.sd.load(images)
 
     def describe(self, class_index: int) -> dict:
-        return {"model": model_name(self.p), "sampler": self.p.scheduler, "timestep_spacing": self.timestep_spacing,
-                "steps": self.p.num_inference_steps,
-                "guidance": self.p.guidance_scale, **self.speed}
+        return self.sd.describe()
 
-    @torch.no_grad()
     def generate(self, jobs: list) -> list[tuple]:
-        p = self.p
-        generators = [torch.Generator().manual_seed(job.seed) for job in jobs]  # CPU: the same noise on any device
-        out = self.pipe([job.plan["prompt"] for job in jobs], height=p.resolution, width=p.resolution,
-                        num_inference_steps=p.num_inference_steps, guidance_scale=p.guidance_scale,
-                        generator=generators, output_type="pil")
-        return [(image, {}) for image in out.images]
+        images = self.sd.text_to_image([job.plan["prompt"] for job in jobs], [job.seed for job in jobs])
+        return [(image, {}) for image in images]
