@@ -6,7 +6,7 @@ benchmark run measured, or, without one, from FLOPs at an assumed rate.
     python benchmarks/cost_estimate.py                      # no measurement: FLOPs at --tflops (an estimate)
     python benchmarks/cost_estimate.py --json
 
-Counts come from the shipped presets (params/paper/<dataset>_{dset,cls,issynth,disef}.yaml,
+Counts come from the shipped presets (params/paper/<dataset>_{dset,cls,issynth,disef,dafusion}.yaml,
 fig5_*.yaml) and the samplers themselves (`stable_diffusion.unet_calls`: PNDM with N steps makes
 N + 1 UNet calls, img2img at strength s int(N * s) + 1).
 
@@ -55,7 +55,7 @@ SPLIT_SIZES = {"imagenet": (1_153_051, 128_116, 50_000), "caltech101": (4128, 16
                "stanford_cars": (6509, 1635, 8041), "sun397": (15880, 3970, 19850), "food101": (50500, 20200, 30300),
                "flowers102": (4093, 1633, 2463)}
 LORA_TRAIN = 2.0  # forward + backward through frozen weights, in forward passes
-METHOD_FILES = {"DataDream-dset": "dset", "DataDream-cls": "cls", "IsSynth": "issynth", "DISEF": "disef"}
+METHOD_FILES = {"DataDream-dset": "dset", "DataDream-cls": "cls", "IsSynth": "issynth", "DISEF": "disef", "DA-Fusion": "dafusion"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -200,7 +200,7 @@ def markdown(result: dict) -> str:
         cells = " | ".join(f"{r['gpu_hours'][m]:.1f}" for m in labels)
         lines.append(f"| {r['dataset']} | {r['classes']} | {cells} | {r['total_gpu_hours']:.0f} |")
     totals = " | ".join(f"{sum(r['gpu_hours'][m] * r['seeds'] for r in result['datasets']):.0f}" for m in labels)
-    lines.append(f"| **Table 1, all seeds** | | {totals} | **{result['table1_gpu_hours']:.0f}** |")
+    lines.append(f"| **all presets, all seeds** | | {totals} | **{result['table1_gpu_hours']:.0f}** |")
     fig5 = result["fig5_fgvc_aircraft_gpu_hours"]
     measured = result["rates"] is not None
     lines.append(f"\nSource: {result['source']}" + (f"; DISEF's captions and filter and FID's Inception in FLOPs at an "

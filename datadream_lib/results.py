@@ -149,7 +149,8 @@ def table1(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def table1_display(table: pd.DataFrame) -> pd.DataFrame:
     """The paper's layout: per method a row of ours (mean ± std over seeds) and a row of the paper's
-    number with our difference in brackets; columns are the ten datasets (then others) and Avg."""
+    number with our difference in brackets (a method the paper has no row for, e.g. DA-Fusion: "not in
+    the paper"); columns are the ten datasets (then others) and Avg."""
     columns = [*_columns(table["dataset"][table["dataset"] != "Avg"]), "Avg"]
     headers = {c: DATASETS[c].table_name if c in DATASETS and DATASETS[c].table_name else c for c in columns}
     cells = {(r.method, r.dataset): r for r in table.itertuples(index=False)}
@@ -163,7 +164,7 @@ def table1_display(table: pd.DataFrame) -> pd.DataFrame:
             mark = "≈" if (method, column) in PAPER_DERIVED else ""
             paper[header] = ("" if reference is None else f"{mark}{reference:.1f}" if r is None
                              else f"{mark}{reference:.1f} ({r.mean - reference:+.1f})")
-        rows += [ours, paper] if method in PAPER_TABLE1 else [ours]
+        rows += [ours, paper] if method in PAPER_TABLE1 else [ours, {"method": "  not in the paper"}]
     return pd.DataFrame(rows, columns=["method", *headers.values()])
 
 

@@ -190,6 +190,7 @@ DEMO: dict[str, Any] = {
     "ablation_shots": [1, 2],
     "ablation_settings": ["synthetic_real", "real_finetune"],
     "caption_max_tokens": 12,
+    "inversion_steps": 4,
 }
 BASES: dict[str, dict[str, Any]] = {"paper": {}, "demo": DEMO}
 

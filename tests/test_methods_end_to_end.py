@@ -9,7 +9,9 @@ import pytest
 from datadream_lib import catalog, methods, results, runs, stages
 from tests.conftest import run_pipeline_cli
 
-OTHER_METHODS = {"stable_diffusion": "Stable Diffusion", "issynth": "IsSynth", "disef": "DISEF"}
+OTHER_METHODS = {"stable_diffusion": "Stable Diffusion", "issynth": "IsSynth", "disef": "DISEF", "dafusion": "DA-Fusion"}
+# smaller settings of a method's own group, for the methods that have them
+OWN = {"disef": ["--set", "filter_attempts=2", "--set", "filter_budget=2"], "dafusion": ["--set", "inversion_steps=2"]}
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +23,7 @@ def method_runs(tmp_path_factory):
                                   "--set", f"run_name=demo_{method}", "--set", f"synth_method={method}",
                                   "--set", "images_per_class=4", "--set", "ablation_images_per_class=[2, 4]",
                                   "--set", "ablation_shots=[1]", "--set", "clf_epochs=2", "--set", "num_inference_steps=8",
-                                  "--set", "filter_attempts=2", "--set", "filter_budget=2")
+                                  *OWN.get(method, []))
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         outputs[method] = result.stdout
     return root
@@ -66,6 +68,12 @@ def test_table1_and_figures_carry_every_methods_rows(method_runs, tmp_path):
             row = table[(table["method"] == f"{label}, {setting}") & (table["dataset"] == "toy")]
             assert len(row) == 1 and pd.isna(row["paper"]).all()  # the toy dataset has no paper number
     assert "Stable Diffusion, synthetic + real" in methods_in_table
+    assert "DA-Fusion, synthetic + real" in methods_in_table and "DA-Fusion, synthetic + real" not in results.PAPER_TABLE1
+    shown = results.table1_display(results.table1(results.collect(results.find_runs([method_runs]))["metrics"]))
+    after = list(shown["method"]).index("DA-Fusion, synthetic + real") + 1
+    assert shown["method"][after] == "  not in the paper"
+    tokens = list((method_runs / "demo_dafusion" / "adaptation" / "tokens").glob("*/learned_embeds.safetensors"))
+    assert len(tokens) == 4  # a token per class, diffusers' textual-inversion files
     assert "IsSynth, synthetic only" in results.PAPER_TABLE1 and results.PAPER_TABLE1["DISEF, synthetic + real"]["Avg"] == 85.4
     assert written["fig3_toy"].stat().st_size > 0 and written["fig4_toy"].stat().st_size > 0
     split_file, sources = results.fig3_sources(results.find_runs([method_runs]))["toy"]

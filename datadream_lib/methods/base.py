@@ -24,6 +24,7 @@ and, on an instance made for one run (cheap: no model is loaded until `load`):
 
     prepare()             the resumable preparation; returns one row per prepared item
     preparation_damage()  prepared items that are missing or damaged (cheap), for the resume check
+    preparation_losses()  per prepared item its training losses (adapters, tokens), for notebook 01
     check_prepared()      stop before any image is made if the preparation is incomplete
     plan(job)             the image's own plan, derived from its seed alone (prompt, source shot,
                           strength, caption shot, ...): written into its manifest row
@@ -120,6 +121,10 @@ class Method:
 
     def preparation_damage(self) -> list[str]:
         return []
+
+    def preparation_losses(self) -> dict[str, list[float]]:
+        """Per prepared item, its training losses (for notebook 01's plot); none for most methods."""
+        return {}
 
     def check_prepared(self) -> None:
         damaged = self.preparation_damage()

@@ -68,6 +68,9 @@ class DataDream(Method):
     def preparation_damage(self) -> list[str]:
         return adaptation.damaged_adapters(self.p, self.run, self.split)
 
+    def preparation_losses(self) -> dict[str, list[float]]:
+        return adaptation.loss_history(self.run)
+
     def _folder(self, class_index: int):
         return adaptation.adapter_folder(self.p, self.run, class_index, self.split)
 

@@ -158,10 +158,13 @@ def first_timestep(pipe, steps: int, strength: float) -> int:
 def source_image(path: str, resolution: int, fit: str = "crop") -> Image.Image:
     """A real shot as an img2img source at the generation resolution. fit "crop": the shorter side
     resized to it and the centre cropped, as test images are (no bars; for IsSynth, whose authors
-    resize without padding); "pad": padded to a square with black, then resized (DISEF's authors)."""
+    resize without padding); "pad": padded to a square with black, then resized (DISEF's authors);
+    "stretch": resized to the square, aspect ratio lost (DA-Fusion's authors)."""
     from datadream_lib.splits import load_rgb
 
     image = load_rgb(path)
+    if fit == "stretch":  # DA-Fusion's authors: stretched to a square, bilinear
+        return image.resize((resolution, resolution), Image.BILINEAR)
     if fit == "crop":
         scale = resolution / min(image.size)
         w, h = max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale))
