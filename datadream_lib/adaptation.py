@@ -179,9 +179,11 @@ def adapter_damage(folder: Path, full: bool = True) -> Optional[str]:
 
 
 def damaged_adapters(p, run: Run, split: FewShotSplit) -> list[str]:
-    """The saved adapters of the run that cannot be used (a cheap check: sizes), for the pipeline."""
+    """The saved adapters of the run that cannot be used, for the pipeline's resume check: the check
+    synthesis makes before loading one (the SHA-256 recorded in adapter.json), so an adapter that
+    synthesis would refuse is trained again by the rerun, never skipped."""
     return [f"{job.folder(run, p.variant)}: {why}" for job in adapter_jobs(p, split)
-            if (why := adapter_damage(job.folder(run, p.variant), full=False))]
+            if (why := adapter_damage(job.folder(run, p.variant), full=True))]
 
 
 COMPILE_PAYS_BACK = 2000  # adaptation steps in one process from which `compile` (unset) compiles the UNet

@@ -103,8 +103,14 @@ def damaged_outputs(p, run, split, stage: str) -> list[str]:
 
     if stage == "adaptation":
         return methods.get(p, run, split).preparation_damage()
-    if stage == "synthesis":
-        return catalog.damaged_images(catalog.folder(run, p.synth_method))
+    if stage == "synthesis":  # every planned image listed and intact: a lost or torn manifest row is missing work
+        from datadream_lib import synthesis
+
+        folder = catalog.folder(run, p.synth_method)
+        damaged = catalog.damaged_images(folder)
+        listed = {(r["class_index"], r["index"]) for r in catalog.read_manifest(folder)}
+        unlisted = [job for job in synthesis.all_jobs(p, split) if job.key not in listed]
+        return damaged + [f"{folder / job.relpath}: not listed in any manifest" for job in unlisted]
     return []
 
 

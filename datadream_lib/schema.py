@@ -89,7 +89,7 @@ class Params:
 
     # --- synthesis (docs/hyperparameters.md §2) ----------------------------------------------
     synth_method: str = _field("datadream", "the generation method: a name from datadream_lib.methods.METHODS; its own parameters (sampler, resolution, ...) are its group, in its module")
-    images_per_class: int = _field(500, "synthetic images per class", min=1)
+    images_per_class: int = _field(500, "synthetic images per class (at most 100,000: the engine plans every image of a run in memory)", min=1, max=100_000)
     synth_batch_size: Optional[int] = _field(None, "images per UNet batch (unset: from the GPU's free memory, at most 64; 10 on a CPU): shards and resumes are bit-identical at a fixed batch size; another size changes pixels by roundoff only (recorded per image)", min=1, max=SYNTH_BATCH_MAX, identity=False)
     channels_last: Optional[bool] = _field(None, "the UNet and VAE in channels_last layout for cuDNN (adaptation, synthesis); unset: on a CUDA GPU (roundoff only, recorded)", identity=False)
     compile: Optional[bool] = _field(None, "torch.compile the UNet (adaptation, synthesis) and the VAE decoder (synthesis); unset: on a CUDA GPU when the stage is long enough to pay the compile back (roundoff only, recorded per image and per adapter)", identity=False)
@@ -282,6 +282,8 @@ def _check_value(name: str, value: Any, field: dataclasses.Field, owner: type) -
             if not isinstance(item, item_type) or isinstance(item, bool):
                 raise DataDreamError(f"{where}: {item!r} is not a {item_type.__name__}.")
             _check_range(where, item, meta)
+            if meta.get("check"):
+                meta["check"](item, where)
         return items
     if base_type is bool:
         if not isinstance(value, bool):

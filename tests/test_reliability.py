@@ -358,3 +358,55 @@ def test_a_refused_shard_leaves_nothing_behind(tmp_path, toy_root, capsys):
     code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), "--set", "num_shards=2")
     assert code == 2 and "prepare them first" in err
     assert not (tmp_path / "runs").exists()
+
+
+# --- Reliability II (issue 20): what the resume check used to miss, and bounds refused up front --------
+
+@pytest.mark.parametrize("method, override", [("issynth", "strength=0"), ("disef", "strength=0.0"),
+                                              ("issynth", "strength=1.5"), ("dafusion", "dafusion_strengths=[0.5, 0.0]")])
+def test_an_img2img_strength_outside_0_1_is_refused_before_anything_is_written(tmp_path, toy_root, capsys, method, override):
+    code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), "--set", f"synth_method={method}",
+                      "--set", override)
+    _one_line(code, err)
+    assert "must lie in (0, 1]" in err and not (tmp_path / "runs").exists()
+
+
+def test_an_adapter_corrupted_at_the_same_size_is_trained_again_by_the_resume_check(make_params):
+    p = make_params(adapt_epochs=1, images_per_class=2, ablation_images_per_class=[2])
+    run, split = splits.start_run(p)
+    methods.prepare(p, run, split, progress=False)
+    weights = run.path("adaptation", "dset", "pytorch_lora_weights.safetensors")
+    good = weights.read_bytes()
+    weights.write_bytes(good[:-16] + bytes(16))  # same size, other bytes: only the checksum sees it
+    damaged = pipeline.damaged_outputs(p, run, split, "adaptation")
+    assert len(damaged) == 1 and "checksum" in damaged[0]  # the rerun redoes the stage instead of skipping it
+    methods.prepare(p, run, split, progress=False)
+    assert weights.read_bytes() == good and pipeline.damaged_outputs(p, run, split, "adaptation") == []
+
+
+def test_a_lost_or_torn_manifest_row_is_missing_work_and_is_made_again_identically(make_params):
+    p = make_params(synth_method="stable_diffusion", images_per_class=3, ablation_images_per_class=[3],
+                    num_inference_steps=3, synth_batch_size=3)
+    run, split = splits.start_run(p)
+    from datadream_lib import synthesis
+
+    synthesis.generate(p, run, split, progress=False)
+    folder = catalog.folder(run, "stable_diffusion")
+    reference = {r["path"]: (folder / r["path"]).read_bytes() for r in catalog.read_manifest(folder)}
+    manifest = folder / catalog.manifest_name(0, 1)
+    lines = manifest.read_text().splitlines()
+    lost = json.loads(lines[4])["path"]
+    lines[4] = "not json at all"  # a row replaced by garbage
+    lines[7] = lines[7][:20]  # a torn row in the middle
+    manifest.write_text("\n".join(lines) + "\n")
+    assert pipeline.damaged_outputs(p, run, split, "synthesis") != []
+    assert any(lost in line and "not listed" in line for line in pipeline.damaged_outputs(p, run, split, "synthesis"))
+    synthesis.generate(p, run, split, progress=False)
+    assert pipeline.damaged_outputs(p, run, split, "synthesis") == []
+    assert {r["path"]: (folder / r["path"]).read_bytes() for r in catalog.read_manifest(folder)} == reference
+
+
+def test_an_absurd_images_per_class_is_refused_in_one_line_before_work(tmp_path, toy_root, capsys):
+    code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), "--set", "images_per_class=10000000")
+    _one_line(code, err)
+    assert "images_per_class" in err and "100000" in err and not (tmp_path / "runs").exists()

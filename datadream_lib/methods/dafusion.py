@@ -27,7 +27,7 @@ import pandas as pd
 from datadream_lib import inversion
 from datadream_lib.methods.base import Cost, Method, seed_of
 from datadream_lib.methods.issynth import source_shot
-from datadream_lib.methods.stable_diffusion import Generator, Sampling, check_weights, unet_calls
+from datadream_lib.methods.stable_diffusion import Generator, Sampling, check_strength, check_weights, unet_calls
 from datadream_lib.runs import read_json
 from datadream_lib.schema import field
 
@@ -38,7 +38,7 @@ PROMPT = "a photo of a {}"
 class DAFusionParameters(Sampling):
     """DA-Fusion's group: PNDM 50, guidance 7.5, the strengths drawn per image, the inversion recipe."""
     guidance_scale: float = field(7.5, "classifier-free guidance scale (the authors: 7.5)", min=0.0)
-    dafusion_strengths: list = field([0.25, 0.5, 0.75, 1.0], "the strengths an image's seed draws from, uniformly (the authors: 0.25, 0.5, 0.75, 1.0; the paper's ablation: [0.5])", min=0.01, max=1.0)
+    dafusion_strengths: list = field([0.25, 0.5, 0.75, 1.0], "the strengths an image's seed draws from, uniformly (the authors: 0.25, 0.5, 0.75, 1.0; the paper's ablation: [0.5]), each in (0, 1]", check=check_strength)
     inversion_recipe: str = field("paper", "textual inversion: 'paper' (4 vectors from the class name, 2000 steps, batch 8, lr 4e-3: what produced the published numbers) or 'scripts' (1 vector from 'the', 1000 steps, batch 4, lr 2e-3: the repository's scripts)", choices=tuple(inversion.RECIPES))
     inversion_steps: int = field(0, "textual-inversion steps per class (0: the recipe's)", min=0)
     inversion_vectors: int = field(0, "vectors of each class token (0: the recipe's)", min=0)

@@ -54,7 +54,7 @@ from datadream_lib.catalog import JsonlWriter, read_jsonl
 from datadream_lib.errors import DataDreamError
 from datadream_lib.methods.base import Cost, Method, seed_of
 from datadream_lib.methods.issynth import source_shot
-from datadream_lib.methods.stable_diffusion import Generator, Sampling
+from datadream_lib.methods.stable_diffusion import Generator, Sampling, check_strength
 from datadream_lib.methods.stable_diffusion import check_weights as check_sd_weights
 from datadream_lib.schema import field
 
@@ -172,7 +172,7 @@ class DISEFParameters(Sampling):
                            check=Sampling.__dataclass_fields__["scheduler"].metadata["check"])
     num_inference_steps: int = field(20, "sampler steps (the authors: 20, noised at step 5)", min=1)
     guidance_scale: float = field(8.0, "classifier-free guidance scale", min=0.0)
-    strength: float = field(0.75, "how far the source shot is noised before denoising, 0-1 (the authors: step 5 of 20)", min=0.0, max=1.0)
+    strength: float = field(0.75, "how far the source shot is noised before denoising, in (0, 1] (the authors: step 5 of 20)", check=check_strength)
     filter_rule: str = field("class", "DISEF: how rejected images are replaced. 'class' (the authors'): each class draws candidates in batches of 8 (source shots at random, captions shuffled within the batch) and keeps those the CLIP filter assigns to it until filter_budget batches are spent, then keeps the rest unfiltered; 'image': each image is retried up to filter_attempts times with new noise, then its most probable attempt is kept", choices=("class", "image"))
     filter_budget: int = field(100, "DISEF, filter_rule 'class': batches of 8 candidates a class may spend on the filter before it keeps the rest unfiltered (the authors: 100; 0 = no filter)", min=0)
     filter_attempts: int = field(12, "DISEF, filter_rule 'image': attempts per image until the CLIP filter assigns it to its class (then the most probable attempt is kept)", min=1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 
 from datadream_lib.methods.base import ClassifierOptions, Cost, Method
-from datadream_lib.methods.stable_diffusion import Generator, Sampling, check_weights
+from datadream_lib.methods.stable_diffusion import Generator, Sampling, check_strength, check_weights
 from datadream_lib.schema import field
 
 STRENGTH_BY_SHOTS = {16: 0.15, 8: 0.20, 4: 0.35, 2: 0.40, 1: 0.50}
@@ -32,7 +32,7 @@ def strength_for(shots: int) -> float:
 class IsSynthParameters(Sampling):
     """IsSynth's group: PNDM 50, guidance 3.0, the strength by K, and its classifier option."""
     guidance_scale: float = field(3.0, "classifier-free guidance scale", min=0.0)
-    strength: float = field(None, "how far the real shot is noised before denoising, 0-1 (default: by K, the IsSynth authors' table STRENGTH_BY_SHOTS)", min=0.0, max=1.0, by_shots=strength_for)
+    strength: float = field(None, "how far the real shot is noised before denoising, in (0, 1] (default: by K, the IsSynth authors' table STRENGTH_BY_SHOTS)", by_shots=strength_for, check=check_strength)
     clf_teacher_weight: float = field(0.0, "IsSynth's classifier option: weight of a soft cross-entropy on the synthetic samples towards the frozen zero-shot CLIP (0 = off, as in Table 1; the authors: 0.5)", min=0.0)
     clf_teacher_temperature: float = field(2.0, "temperature of that soft cross-entropy (the authors: 2)", min=0.01)
 

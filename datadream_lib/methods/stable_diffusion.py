@@ -177,6 +177,13 @@ def source_image(path: str, resolution: int, fit: str = "crop") -> Image.Image:
     return square.resize((resolution, resolution), Image.BICUBIC)
 
 
+def check_strength(value: float, where: str) -> None:
+    """An img2img strength lies in (0, 1]: 0 would return the source unchanged (no denoising step)."""
+    if not 0 < value <= 1:
+        raise DataDreamError(f"{where} must lie in (0, 1], got {value!r}: 0 returns the shot itself (no denoising "
+                             f"step); 1 noises it to the last timestep, where about 7 % of the shot remains.")
+
+
 def check_weights(p) -> None:
     models.check_sd_reachable(p)
 
