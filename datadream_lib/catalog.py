@@ -51,9 +51,11 @@ def image_damage(folder: Path, row: dict) -> Optional[str]:
     return None
 
 
-def damaged_images(folder: Path) -> list[str]:
-    """The listed images that are missing or damaged (for the pipeline's resume check)."""
-    return [f"{folder / row['path']}: {why}" for row in read_manifest(folder) if (why := image_damage(folder, row))]
+def damaged_images(folder: Path, rows: Optional[list[dict]] = None) -> list[str]:
+    """The listed images that are missing or damaged (for the pipeline's resume check); `rows`: the
+    manifest if already read."""
+    rows = read_manifest(folder) if rows is None else rows
+    return [f"{folder / row['path']}: {why}" for row in rows if (why := image_damage(folder, row))]
 
 
 def intact_keys(folder: Path) -> set[tuple[int, int]]:

@@ -107,8 +107,9 @@ def damaged_outputs(p, run, split, stage: str) -> list[str]:
         from datadream_lib import synthesis
 
         folder = catalog.folder(run, p.synth_method)
-        damaged = catalog.damaged_images(folder)
-        listed = {(r["class_index"], r["index"]) for r in catalog.read_manifest(folder)}
+        rows = catalog.read_manifest(folder)  # read once: a manifest has a row per image (500,000 for ImageNet)
+        damaged = catalog.damaged_images(folder, rows)
+        listed = {(r["class_index"], r["index"]) for r in rows}
         unlisted = [job for job in synthesis.all_jobs(p, split) if job.key not in listed]
         return damaged + [f"{folder / job.relpath}: not listed in any manifest" for job in unlisted]
     return []

@@ -52,75 +52,73 @@ def field(default=None, help: str = "", *, choices=None, min=None, max=None, ide
     return dataclasses.field(default=default, metadata=meta)
 
 
-_field = field
-
 
 @dataclasses.dataclass(frozen=True)
 class Params:
     # --- the run -------------------------------------------------------------------------------
-    run_name: str = _field("datadream", "folder name of the run under runs_root")
-    runs_root: str = _field("runs", "where run folders live; relative paths are taken from the project root", identity=False)
-    seed: int = _field(0, "seeds the few-shot draw, LoRA init, training order and every synthetic image", min=0)
-    device: str = _field("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", identity=False)
-    mixed_precision: str = _field("auto", "'auto' = bf16 autocast on GPU (fp32 LoRA weights), fp32 on CPU", choices=PRECISIONS)
-    num_workers: int = _field(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+    run_name: str = field("datadream", "folder name of the run under runs_root")
+    runs_root: str = field("runs", "where run folders live; relative paths are taken from the project root", identity=False)
+    seed: int = field(0, "seeds the few-shot draw, LoRA init, training order and every synthetic image", min=0)
+    device: str = field("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", identity=False)
+    mixed_precision: str = field("auto", "'auto' = bf16 autocast on GPU (fp32 LoRA weights), fp32 on CPU", choices=PRECISIONS)
+    num_workers: int = field(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
                               "data-loader worker processes for the classifier (default: the CPU cores this process may use)",
                               min=0, identity=False)
-    stages: list = _field(list(STAGES), "the stages the pipeline runs, in order (Table 1 runs leave out 'ablations')", choices=STAGES, identity=False)
+    stages: list = field(list(STAGES), "the stages the pipeline runs, in order (Table 1 runs leave out 'ablations')", choices=STAGES, identity=False)
 
     # --- data (docs/hyperparameters.md §4) ---------------------------------------------------
-    dataset: str = _field("toy", "a name from datadream_lib.datasets.DATASETS")
-    data_root: str = _field("data", "the folder holding the datasets in torchvision's layout (the ImageFolder root for 'imagefolder')", identity=False)
-    download: bool = _field(False, "let torchvision download the dataset if it is missing", identity=False)
-    shots: int = _field(16, "K real images per class", min=1)
-    split_seed: int = _field(0, "seeds the val/test carve-outs of datasets without those splits; kept fixed across run seeds so every seed is tested on the same images", min=0)
-    val_fraction: float = _field(0.1, "share of train carved out (seeded) as validation where a dataset has no val split", min=0.01, max=0.5)
-    test_fraction: float = _field(0.2, "share carved out as test where a dataset has no test split", min=0.01, max=0.5)
-    class_names: str = _field("authors", "'authors': the class names of the authors' code, behind Table 1 (EuroSAT 'AnnualCrop', Stanford Cars with the year last); 'coop': CoOp's names ('Annual Crop Land', year first)", choices=CLASS_NAMES)
-    skip_corrupt_images: bool = _field(False, "skip unreadable images (each is logged) instead of stopping")
+    dataset: str = field("toy", "a name from datadream_lib.datasets.DATASETS")
+    data_root: str = field("data", "the folder holding the datasets in torchvision's layout (the ImageFolder root for 'imagefolder')", identity=False)
+    download: bool = field(False, "let torchvision download the dataset if it is missing", identity=False)
+    shots: int = field(16, "K real images per class", min=1)
+    split_seed: int = field(0, "seeds the val/test carve-outs of datasets without those splits; kept fixed across run seeds so every seed is tested on the same images", min=0)
+    val_fraction: float = field(0.1, "share of train carved out (seeded) as validation where a dataset has no val split", min=0.01, max=0.5)
+    test_fraction: float = field(0.2, "share carved out as test where a dataset has no test split", min=0.01, max=0.5)
+    class_names: str = field("authors", "'authors': the class names of the authors' code, behind Table 1 (EuroSAT 'AnnualCrop', Stanford Cars with the year last); 'coop': CoOp's names ('Annual Crop Land', year first)", choices=CLASS_NAMES)
+    skip_corrupt_images: bool = field(False, "skip unreadable images (each is logged) instead of stopping")
 
     # --- models (docs/hyperparameters.md §1, §3) ----------------------------------------------
-    models: str = _field("pretrained", "'pretrained' weights, 'tiny' random offline models, or 'full_random' full-size architectures with random weights", choices=MODEL_PRESETS)
-    sd_model: str = _field("stabilityai/stable-diffusion-2-1-base", "hub id or local folder of Stable Diffusion (models: pretrained)")
-    clip_model: str = _field("ViT-B-16", "open_clip architecture name")
-    clip_pretrained: str = _field("openai", "open_clip pretrained tag, or a local checkpoint file (models: pretrained)")
-    clip_quick_gelu: bool = _field(True, "QuickGELU activations: the OpenAI CLIP weights need them (open_clip only warns when they are off); false for LAION/DataComp weights")
-    local_files_only: bool = _field(False, "never reach the hub; use the local cache or folders only", identity=False)
+    models: str = field("pretrained", "'pretrained' weights, 'tiny' random offline models, or 'full_random' full-size architectures with random weights", choices=MODEL_PRESETS)
+    sd_model: str = field("stabilityai/stable-diffusion-2-1-base", "hub id or local folder of Stable Diffusion (models: pretrained)")
+    clip_model: str = field("ViT-B-16", "open_clip architecture name")
+    clip_pretrained: str = field("openai", "open_clip pretrained tag, or a local checkpoint file (models: pretrained)")
+    clip_quick_gelu: bool = field(True, "QuickGELU activations: the OpenAI CLIP weights need them (open_clip only warns when they are off); false for LAION/DataComp weights")
+    local_files_only: bool = field(False, "never reach the hub; use the local cache or folders only", identity=False)
 
     # --- synthesis (docs/hyperparameters.md §2) ----------------------------------------------
-    synth_method: str = _field("datadream", "the generation method: a name from datadream_lib.methods.METHODS; its own parameters (sampler, resolution, ...) are its group, in its module")
-    images_per_class: int = _field(500, "synthetic images per class (at most 100,000: the engine plans every image of a run in memory)", min=1, max=100_000)
-    synth_batch_size: Optional[int] = _field(None, "images per UNet batch (unset: from the GPU's free memory, at most 64; 10 on a CPU): shards and resumes are bit-identical at a fixed batch size; another size changes pixels by roundoff only (recorded per image)", min=1, max=SYNTH_BATCH_MAX, identity=False)
-    channels_last: Optional[bool] = _field(None, "the UNet and VAE in channels_last layout for cuDNN (adaptation, synthesis); unset: on a CUDA GPU (roundoff only, recorded)", identity=False)
-    compile: Optional[bool] = _field(None, "torch.compile the UNet (adaptation, synthesis) and the VAE decoder (synthesis); unset: on a CUDA GPU when the stage is long enough to pay the compile back (roundoff only, recorded per image and per adapter)", identity=False)
-    shard_index: int = _field(0, "this process's shard of the synthesis jobs", min=0, identity=False)
-    num_shards: int = _field(1, "number of synthesis shards", min=1, identity=False)
-    allow_environment_change: bool = _field(False, "resume a run under other versions of torch, diffusers, transformers, peft or open_clip than it was last written with (refused otherwise: images and weights change); each manifest row and adapter.json names the environment it was made under", identity=False)
+    synth_method: str = field("datadream", "the generation method: a name from datadream_lib.methods.METHODS; its own parameters (sampler, resolution, ...) are its group, in its module")
+    images_per_class: int = field(500, "synthetic images per class (at most 100,000: the engine plans every image of a run in memory)", min=1, max=100_000)
+    synth_batch_size: Optional[int] = field(None, "images per UNet batch (unset: from the GPU's free memory, at most 64; 10 on a CPU): shards and resumes are bit-identical at a fixed batch size; another size changes pixels by roundoff only (recorded per image)", min=1, max=SYNTH_BATCH_MAX, identity=False)
+    channels_last: Optional[bool] = field(None, "the UNet and VAE in channels_last layout for cuDNN (adaptation, synthesis); unset: on a CUDA GPU (roundoff only, recorded)", identity=False)
+    compile: Optional[bool] = field(None, "torch.compile the UNet (adaptation, synthesis) and the VAE decoder (synthesis); unset: on a CUDA GPU when the stage is long enough to pay the compile back (roundoff only, recorded per image and per adapter)", identity=False)
+    shard_index: int = field(0, "this process's shard of the synthesis jobs", min=0, identity=False)
+    num_shards: int = field(1, "number of synthesis shards", min=1, identity=False)
+    allow_environment_change: bool = field(False, "resume a run under other versions of torch, diffusers, transformers, peft or open_clip than it was last written with (refused otherwise: images and weights change); each manifest row and adapter.json names the environment it was made under", identity=False)
 
     # --- classifier (docs/hyperparameters.md §3) ---------------------------------------------
-    clf_settings: list = _field(list(CLASSIFIER_SETTINGS), "classifier settings to run", choices=CLASSIFIER_SETTINGS)
-    clf_epochs: int = _field(10, "classifier epochs (authors' scripts: 10)", min=1)
-    clf_warmup_epochs: int = _field(3, "linear warm-up epochs (authors' scripts: 3)", min=0)
-    clf_batch_size: int = _field(64, "classifier batch size, drawn from the pool of synthetic images and repeated real shots", min=1)
-    clf_lr: float = _field(1e-4, "AdamW learning rate", min=0.0)
-    clf_min_lr: float = _field(1e-8, "floor of the cosine schedule", min=0.0)
-    clf_weight_decay: float = _field(1e-4, "AdamW weight decay", min=0.0)
-    clf_lora_rank: int = _field(16, "LoRA rank on Q and V of both CLIP towers", min=1)
-    clf_lora_alpha: int = _field(32, "LoRA alpha", min=1)
-    clf_lora_dropout: float = _field(0.1, "LoRA dropout", min=0.0, max=1.0)
-    real_loss_weight: float = _field(0.8, "lambda of eq. 4: weight of the real loss in synthetic_real", min=0.0, max=1.0)
-    clf_blur: str = _field("gaussian", "the augmentation's blur: 'gaussian' (a true Gaussian of std sigma on an 11-px kernel, on the device) or 'pil' (the authors' PIL GaussianBlur(radius=sigma), on the host for the blurred images)", choices=("gaussian", "pil"))
-    mix_aug_prob: float = _field(0.0, "probability of CutMix-or-MixUp per step (one coin per batch); the authors' code has it at 0.2 but their released scripts run with it off", min=0.0, max=1.0)
+    clf_settings: list = field(list(CLASSIFIER_SETTINGS), "classifier settings to run", choices=CLASSIFIER_SETTINGS)
+    clf_epochs: int = field(10, "classifier epochs (authors' scripts: 10)", min=1)
+    clf_warmup_epochs: int = field(3, "linear warm-up epochs (authors' scripts: 3)", min=0)
+    clf_batch_size: int = field(64, "classifier batch size, drawn from the pool of synthetic images and repeated real shots", min=1)
+    clf_lr: float = field(1e-4, "AdamW learning rate", min=0.0)
+    clf_min_lr: float = field(1e-8, "floor of the cosine schedule", min=0.0)
+    clf_weight_decay: float = field(1e-4, "AdamW weight decay", min=0.0)
+    clf_lora_rank: int = field(16, "LoRA rank on Q and V of both CLIP towers", min=1)
+    clf_lora_alpha: int = field(32, "LoRA alpha", min=1)
+    clf_lora_dropout: float = field(0.1, "LoRA dropout", min=0.0, max=1.0)
+    real_loss_weight: float = field(0.8, "lambda of eq. 4: weight of the real loss in synthetic_real", min=0.0, max=1.0)
+    clf_blur: str = field("gaussian", "the augmentation's blur: 'gaussian' (a true Gaussian of std sigma on an 11-px kernel, on the device) or 'pil' (the authors' PIL GaussianBlur(radius=sigma), on the host for the blurred images)", choices=("gaussian", "pil"))
+    mix_aug_prob: float = field(0.0, "probability of CutMix-or-MixUp per step (one coin per batch); the authors' code has it at 0.2 but their released scripts run with it off", min=0.0, max=1.0)
 
     # --- FID analysis (docs/hyperparameters.md §5) -------------------------------------------
-    fid_features: str = _field("inception", "feature extractor: 'inception' (standard FID weights) or 'tiny'", choices=FID_FEATURES)
-    inception_weights: Optional[str] = _field(None, "local path of pt_inception-2015-12-05-6726825d.pth; None = download")
-    fid_real_set: str = _field("train", "real images compared per class: all 'train' images or the 'shots'", choices=FID_REAL_SETS)
+    fid_features: str = field("inception", "feature extractor: 'inception' (standard FID weights) or 'tiny'", choices=FID_FEATURES)
+    inception_weights: Optional[str] = field(None, "local path of pt_inception-2015-12-05-6726825d.pth; None = download")
+    fid_real_set: str = field("train", "real images compared per class: all 'train' images or the 'shots'", choices=FID_REAL_SETS)
 
     # --- ablations (Fig. 5) --------------------------------------------------------------------
-    ablation_images_per_class: list = _field([100, 200, 300, 400, 500], "Fig. 5 left: synthetic images per class, drawn from one pool", min=1)
-    ablation_shots: list = _field([1, 2, 4, 8, 16], "Fig. 5 right: real shots; each re-runs adapt -> synthesize -> classify", min=1)
-    ablation_settings: list = _field(["synthetic", "synthetic_real", "real_finetune"], "classifier settings of the ablations (settings without synthetic images, e.g. Real-finetune, vary only with the real shots)", choices=CLASSIFIER_SETTINGS)
+    ablation_images_per_class: list = field([100, 200, 300, 400, 500], "Fig. 5 left: synthetic images per class, drawn from one pool", min=1)
+    ablation_shots: list = field([1, 2, 4, 8, 16], "Fig. 5 right: real shots; each re-runs adapt -> synthesize -> classify", min=1)
+    ablation_settings: list = field(["synthetic", "synthetic_real", "real_finetune"], "classifier settings of the ablations (settings without synthetic images, e.g. Real-finetune, vary only with the real shots)", choices=CLASSIFIER_SETTINGS)
 
     # --- not parameters: the run's method group and what was given ------------------------------
     method_params: Any = dataclasses.field(default=None, repr=False, metadata={"internal": True})
