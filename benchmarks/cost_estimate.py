@@ -6,7 +6,7 @@ benchmark run measured, or, without one, from FLOPs at an assumed rate.
     python benchmarks/cost_estimate.py                      # no measurement: FLOPs at --tflops (an estimate)
     python benchmarks/cost_estimate.py --json
 
-Counts come from the shipped presets (params/paper/<dataset>_{dset,cls,issynth,disef,dafusion}.yaml,
+Counts come from the shipped presets (params/paper/<dataset>_{dset,cls,issynth,disef,dafusion,augcond}.yaml,
 fig5_*.yaml) and the samplers themselves (`stable_diffusion.unet_calls`: PNDM with N steps makes
 N + 1 UNet calls, img2img at strength s int(N * s) + 1).
 
@@ -15,8 +15,10 @@ the measured seconds per step of batch 8; synthesis its UNet passes at the measu
 second times the passes per image of the measurement (51 UNet calls of PNDM's 50 steps x 2 for guidance; the VAE's share is
 taken as in that measurement); the classifier its training images at the slower of the measured
 input pipeline and training step, and its evaluation images at LORA_TRAIN times the step's rate.
-What no benchmark measures (DISEF's captions and filter, FID's Inception) is counted in FLOPs at
---tflops; the table says so.
+What no benchmark measures (DISEF's captions and filter, unCLIP's image encoder, FID's Inception)
+is counted in FLOPs at --tflops; the table says so. A method on another UNet (Stable unCLIP at 768
+px) counts each of its passes as its FLOPs' ratio to a 512-px SD 2.1-base pass (2.67: counted), at
+the measured rate of the latter.
 
 Without `--rates`, everything is FLOPs at --tflops: the FLOPs of one forward pass of each full-size
 network (SD 2.1-base UNet at 512 px, its VAE and text encoder, CLIP ViT-B/16, Inception-v3) are
@@ -55,7 +57,9 @@ SPLIT_SIZES = {"imagenet": (1_153_051, 128_116, 50_000), "caltech101": (4128, 16
                "stanford_cars": (6509, 1635, 8041), "sun397": (15880, 3970, 19850), "food101": (50500, 20200, 30300),
                "flowers102": (4093, 1633, 2463)}
 LORA_TRAIN = 2.0  # forward + backward through frozen weights, in forward passes
-METHOD_FILES = {"DataDream-dset": "dset", "DataDream-cls": "cls", "IsSynth": "issynth", "DISEF": "disef", "DA-Fusion": "dafusion"}
+METHOD_FILES = {"DataDream-dset": "dset", "DataDream-cls": "cls", "IsSynth": "issynth", "DISEF": "disef", "DA-Fusion": "dafusion",
+                "AugCond unCLIP": "augcond"}
+UNETS = {"sd21_base_512": "unet", "unclip_768": "unet_unclip_768"}  # a method's `Cost.unet` -> its forward_flops key
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,6 +77,7 @@ def forward_flops() -> dict[str, float]:
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**models.SD21_BASE_UNET)
+        unclip = UNet2DConditionModel(**models.UNCLIP_UNET)
         vae = AutoencoderKL(**models.SD21_BASE_VAE)
         text = CLIPTextModel(CLIPTextConfig(**models.SD21_TEXT_ENCODER))
         clip = open_clip.create_model("ViT-B-16", pretrained=None, device="meta")
@@ -81,6 +86,8 @@ def forward_flops() -> dict[str, float]:
         tokens = torch.zeros(1, 77, dtype=torch.long)
         return {
             "unet": count(lambda: unet(torch.zeros(1, 4, 64, 64), torch.tensor([1]), torch.zeros(1, 77, 1024))),
+            "unet_unclip_768": count(lambda: unclip(torch.zeros(1, 4, 96, 96), torch.tensor([1]), torch.zeros(1, 77, 1024),
+                                                    class_labels=torch.zeros(1, 2048))),
             "vae_encode": count(lambda: vae.encode(torch.zeros(1, 3, 512, 512))),
             "vae_decode": count(lambda: vae.decode(torch.zeros(1, 4, 64, 64))),
             "sd_text": count(lambda: text(tokens)),
@@ -107,12 +114,14 @@ def run_cost(p, n_classes: int, sizes: tuple[int, int, int], f: dict, settings=N
         captions = 2 * method.captioner_params * method.captioner_tokens
         out["flops"] += captions
         out["unmeasured_flops"] += captions
-    if synthesize:
-        out["unet_passes"] += method.unet_passes
-        out["synth_passes"] += method.unet_passes
-        out["flops"] += (method.unet_passes * f["unet"] + method.vae_decodes * f["vae_decode"]
-                         + method.vae_encodes * f["vae_encode"] + method.filter_images * f["filter_image"])
-        out["unmeasured_flops"] += method.filter_images * f["filter_image"]
+    if synthesize:  # UNet passes in SD 2.1-base 512-px passes (a 768-px unCLIP pass counts its FLOPs' ratio)
+        passes = method.unet_passes * f[UNETS[method.unet]] / f["unet"]
+        out["unet_passes"] += passes
+        out["synth_passes"] += passes
+        encodes = (method.filter_images + method.image_encodes) * f["filter_image"]  # both ViT-H/14 at 224 px
+        out["flops"] += (passes * f["unet"] + method.vae_decodes * f["vae_decode"]
+                         + method.vae_encodes * f["vae_encode"] + encodes)
+        out["unmeasured_flops"] += encodes
     evaluate = lambda n: n * f["clip_image"] + n_classes * f["clip_text"]  # noqa: E731
     for setting in settings or p.clf_settings:
         flops = evaluate(test)
@@ -206,7 +215,8 @@ def markdown(result: dict) -> str:
     lines.append(f"\nSource: {result['source']}" + (f"; DISEF's captions and filter and FID's Inception in FLOPs at an "
                                                       f"assumed {result['tflops_assumed']:.0f} TFLOP/s" if measured else "")
                  + f". Fig. 5 on FGVC Aircraft adds {fig5['dset']:.0f} (dset) + {fig5['cls']:.0f} (cls) GPU-hours over "
-                 f"three seeds. One UNet pass at 512 px = {result['forward_gflops']['unet']:.0f} GFLOPs; DISEF: a "
+                 f"three seeds. One UNet pass at 512 px = {result['forward_gflops']['unet']:.0f} GFLOPs (Stable unCLIP's at 768 px: "
+                 f"{result['forward_gflops']['unet_unclip_768']:.0f}; its VAE decodes are counted at 512 px); DISEF: a "
                  f"filter pass rate of {result['disef_pass_rate_assumed']:g} assumed.")
     return "\n".join(lines)
 

@@ -6,9 +6,9 @@
 #
 # Installs the carried wheels into a scratch folder (nothing of the machine's own is changed), then
 # runs benchmarks/throughput.py on the full-size random architectures (SD 2.1-base, ViT-B/16): the
-# engine's synthesis of DataDream-dset, -cls and IsSynth, an adaptation step, the classifier's input
-# and step, each with the authors' settings beside the library's defaults, compiled as a full run
-# compiles. Its JSON, written section by section, goes to $GPU_CHECK_OUT/throughput_gpu.json; the run
+# engine's synthesis of DataDream-dset, an adaptation step, the classifier's input and step, then
+# DataDream-cls, IsSynth, DA-Fusion and augmentation-conditioned unCLIP (768 px), each with the
+# authors' settings beside the library's defaults, compiled as a full run compiles. Its JSON, written section by section, goes to $GPU_CHECK_OUT/throughput_gpu.json; the run
 # stops at GPU_CHECK_SECONDS (default 450 s) and keeps the sections measured by then.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -5,8 +5,10 @@
     python benchmarks/cost_estimate.py --rates rates.json   # Table 1's GPU-hours at these rates
 
     synthesis     images per second through the whole engine (generation, PNG encoding, writing,
-                  manifest) of DataDream-dset, and (--all-methods, the default) of DataDream-cls and
-                  IsSynth: authors = fp16, LoRA unfused, batch 10, no fused q/k/v, NCHW, eager,
+                  manifest) of DataDream-dset, and (--all-methods, the default) of DataDream-cls,
+                  IsSynth, DA-Fusion (img2img at a strength per image) and augmentation-conditioned
+                  unCLIP (its own model, at 768 px on the full-size preset): authors = fp16, LoRA
+                  unfused, batch 10, no fused q/k/v, NCHW, eager,
                   each PNG written before the next image; library = the defaults (bf16, LoRA fused,
                   fused q/k/v, channels_last, batch from free memory, images written on background
                   threads), compiled on a GPU as a full-length run compiles
@@ -235,8 +237,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="classifier loader processes")
     parser.add_argument("--clf-batches", type=int, default=10)
     parser.add_argument("--all-methods", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time DataDream-cls (an adapter per class) and IsSynth (img2img); DISEF generates as "
-                             "IsSynth does, plus its filter, and is not timed")
+                        help="also time DataDream-cls (an adapter per class), IsSynth (img2img), DA-Fusion (img2img at "
+                             "a strength per image, its tokens loaded) and augmentation-conditioned unCLIP (768 px); "
+                             "DISEF generates as IsSynth does, plus its filter, and is not timed")
     parser.add_argument("--input-only", type=int, metavar="N", help="only the classifier's input pipeline, on N "
                         "generated 512-px PNGs (no models; runs on a CPU too)")
     parser.add_argument("--out", type=Path)
@@ -295,12 +298,20 @@ def main(argv=None) -> dict:
         methods.prepare(cls.replace(adapt_epochs=1), cls_run, split, progress=False)
         issynth = p.replace(synth_method="issynth", run_name="bench_issynth")
         issynth_run, _ = splits.start_run(issynth)
+        dafusion = p.replace(synth_method="dafusion", run_name="bench_dafusion", inversion_steps=1)
+        dafusion_run, _ = splits.start_run(dafusion)
+        methods.prepare(dafusion, dafusion_run, split, progress=False)  # tokens to load (their values do not matter)
+        augcond = p.replace(synth_method="augcond", run_name="bench_augcond", resolution=768 if full else 32)
+        augcond_run, _ = splits.start_run(augcond)
         report["synthesis_by_method"] = {}
-        for name, (q, q_run) in {"DataDream-cls": (cls, cls_run), "IsSynth": (issynth, issynth_run)}.items():
+        timed = {"DataDream-cls": (cls, cls_run), "IsSynth": (issynth, issynth_run), "DA-Fusion": (dafusion, dafusion_run),
+                 "AugCond unCLIP": (augcond, augcond_run)}
+        for name, (q, q_run) in timed.items():
             mine = lambda settings: {k: v for k, v in settings.items() if q.has(k)}  # noqa: E731 (IsSynth fuses no LoRA)
             pair = {"authors": synthesis_rate(q.replace(**mine(authors)), q_run, split, tuple(args.images), WriteEachImageFirst),
                     "library": synthesis_rate(q.replace(**mine(library)), q_run, split, tuple(args.images))}
             pair["ratio"] = _ratio(pair["library"]["images_per_second"], pair["authors"]["images_per_second"])
+            pair["resolution"], pair["steps"] = q.resolution, q.num_inference_steps
             report["synthesis_by_method"][name] = pair
             _save(report, args.out)
     report["date"] = time.strftime("%Y-%m-%d")

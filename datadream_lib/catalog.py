@@ -78,9 +78,9 @@ def accepted(folder: Path, limit_per_class: Optional[int] = None) -> list[dict]:
     return out
 
 
-def synthetic_items(run, method: str, limit_per_class: Optional[int] = None) -> list[tuple[str, int]]:
-    """(path, label) of a method's images for training, the first n listed per class. A listed image
-    that is missing or damaged stops here, with the fix."""
+def synthetic_rows(run, method: str, limit_per_class: Optional[int] = None) -> list[dict]:
+    """The manifest rows of a method's images for training, the first n listed per class, each with
+    its image's absolute path as `file`. A listed image that is missing or damaged stops here, with the fix."""
     where = folder(run, method)
     rows = accepted(where, limit_per_class)
     bad = [f"{where / r['path']} ({why})" for r in rows if (why := image_damage(where, r))]
@@ -88,7 +88,12 @@ def synthetic_items(run, method: str, limit_per_class: Optional[int] = None) -> 
         raise DataDreamError(f"{len(bad)} synthetic image(s) listed in the manifest are missing or damaged, e.g. "
                              f"{bad[0]}. Run the synthesis stage again (the pipeline, or notebooks/02_synthesis.ipynb): "
                              f"it regenerates exactly those images.")
-    return [(str(where / r["path"]), r["class_index"]) for r in rows]
+    return [{**r, "file": str(where / r["path"])} for r in rows]
+
+
+def synthetic_items(run, method: str, limit_per_class: Optional[int] = None) -> list[tuple[str, int]]:
+    """(path, label) of a method's images for training (see `synthetic_rows`)."""
+    return [(r["file"], r["class_index"]) for r in synthetic_rows(run, method, limit_per_class)]
 
 
 def source_label(folder: Path) -> Optional[str]:

@@ -165,18 +165,46 @@ class ImageList(Dataset):
 class TrainingPool(Dataset):
     """The authors' training set: the synthetic images and the real shots repeated `repeat` times,
     pooled into one dataset; each sample says whether it is real (for eq. 4's per-sample mask).
-    A sample is the decoded image as uint8 (the augmentation runs on the device, `augmentation.py`)."""
+    A sample is the decoded image as uint8 (the augmentation runs on the device, `augmentation.py`).
 
-    def __init__(self, real_items, synth_items, repeat: int = 1):
-        self.items = [(path, label, False) for path, label in synth_items] + \
-                     [(path, label, True) for path, label in real_items] * repeat
+    With `substitutes` (a method's classifier option, e.g. DA-Fusion's and unCLIP's authors'), each
+    real sample is replaced, at each draw, with probability `replace` by one of its substitutes
+    (per real shot, the synthetic images it may stand for); the draw comes from (seed, epoch,
+    sample), so it is the same with any number of loader workers, and a replaced sample counts as
+    synthetic in eq. 4. Set `epoch` before each pass."""
+
+    def __init__(self, real_items, synth_items, repeat: int = 1, substitutes: Optional[list[list[str]]] = None,
+                 replace: float = 0.0, seed: int = 0):
+        self.items = [(path, label, None) for path, label in synth_items] + \
+                     [(path, label, j) for j, (path, label) in enumerate(real_items)] * repeat
+        self.substitutes, self.replace, self.seed, self.epoch = substitutes, replace, seed, 0
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
-        path, label, is_real = self.items[i]
+        path, label, shot = self.items[i]
+        is_real = shot is not None
+        if is_real and self.replace > 0 and self.substitutes and self.substitutes[shot]:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            if rng.random() < self.replace:
+                choices = self.substitutes[shot]
+                path, is_real = choices[int(rng.integers(len(choices)))], False
         return augmentation.read_image(path), label, is_real
+
+
+def substitutes_for(real_items, synth_items, synth_shots, replace_from: str) -> list[list[str]]:
+    """Per real shot, the synthetic images that may replace it: those of its class ("class"), or
+    those made from it ("shot": the images whose manifest row names it as `source_shot`)."""
+    position, per_class = [], {}
+    for _, label in real_items:  # real items are class-major, shots in order: the k-th of its class
+        position.append(per_class.get(label, 0))
+        per_class[label] = position[-1] + 1
+    pools: dict = {}
+    for (path, label), shot in zip(synth_items, synth_shots):
+        pools.setdefault(label if replace_from == "class" else (label, shot), []).append(path)
+    return [pools.get(label if replace_from == "class" else (label, k), [])
+            for (_, label), k in zip(real_items, position)]
 
 
 def collate_pool(samples):
@@ -284,13 +312,15 @@ def per_class_accuracy(preds, labels, classnames) -> dict[str, float]:
 
 def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader, device, image_size,
         progress: bool = True, teacher: Optional[CLIPClassifier] = None,
-        options: ClassifierOptions = ClassifierOptions()) -> tuple[list[dict], int]:
+        options: ClassifierOptions = ClassifierOptions(), substitutes: Optional[list[list[str]]] = None
+        ) -> tuple[list[dict], int]:
     """Train; after every epoch score val and keep the best LoRA state (ties: the earlier epoch).
-    With a `teacher` (the method's option), its soft cross-entropy on the synthetic samples is added."""
+    With a `teacher` (the method's option), its soft cross-entropy on the synthetic samples is added;
+    with `substitutes`, real samples are replaced with probability `options.replace_real`."""
     amp = models.autocast_dtype(p, device)
     n_classes = model.prompt_tokens.shape[0]
     repeat = max(1, p.images_per_class // p.shots)
-    pool = TrainingPool(real_items, synth_items, repeat)
+    pool = TrainingPool(real_items, synth_items, repeat, substitutes, options.replace_real, p.seed + 4)
     loader = _loader(pool, p, True, p.seed + 1, p.clf_batch_size, device, collate_pool)
     augment = augmentation.DeviceAugment(image_size, device, p.clf_blur)
     real_weight = p.real_loss_weight if real_items and synth_items else float(bool(real_items))
@@ -302,6 +332,7 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
     history, best_state, best_val, best_epoch = [], model.lora_state(), -1.0, 0
     for epoch in range(1, p.clf_epochs + 1):
         model.train()
+        pool.epoch = epoch  # the replacement draws of this epoch (the workers copy the pool at each pass)
         losses = []
         batches = tqdm(loader, desc=f"epoch {epoch}/{p.clf_epochs}", disable=not progress, leave=False)
         for step, (images, labels, is_real) in enumerate(batches):
@@ -337,10 +368,12 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
 
 
 def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, progress: bool = True,
-                       source: Optional[str] = None, options: ClassifierOptions = ClassifierOptions()) -> dict:
+                       source: Optional[str] = None, options: ClassifierOptions = ClassifierOptions(),
+                       synth_shots: Optional[list] = None) -> dict:
     """One classifier setting, start to finish; the test split is read once, by the selected model.
     `source` names the synthetic images in tables (e.g. "DataDream-dset"); `options`: what the
-    images' method asks of the classifier (off by default: Table 1's shared classifier)."""
+    images' method asks of the classifier (off by default: Table 1's shared classifier);
+    `synth_shots`: each synthetic image's source shot (for a replacement by the shot's own images)."""
     device = models.resolve_device(p)
     amp = models.autocast_dtype(p, device)
     model, trainable, image_size = build_classifier(p, split)
@@ -358,8 +391,14 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
         if options.teacher_weight > 0 and synth:  # e.g. IsSynth's option: the frozen zero-shot CLIP as a teacher
             clip, tokenizer, _ = models.load_clip(p)
             teacher = CLIPClassifier(clip, tokenizer, split.classifier_prompts()).to(device).eval().requires_grad_(False)
+        substitutes = None
+        if options.replace_real > 0 and real and synth:  # e.g. DA-Fusion's, unCLIP's option: real samples replaced
+            if options.replace_from == "shot" and (synth_shots is None or None in synth_shots):
+                raise DataDreamError("the classifier option replaces a real sample by its own shot's synthetic images, "
+                                     "but the manifest rows do not name a source_shot; set clf_replace_real: 0.")
+            substitutes = substitutes_for(real, synth, synth_shots or [None] * len(synth), options.replace_from)
         history, best_epoch = fit(model, trainable, p, real, synth, val_loader, device, image_size, progress, teacher,
-                                  options)
+                                  options, substitutes)
     val_top1 = history[best_epoch - 1]["val_top1"] if history else accuracy(*predict(model, val_loader, device, amp))
     test_loader = _loader(ImageList(split.test, evaluation), p, False, 0, max(EVAL_BATCH, p.clf_batch_size), device)
     preds, labels = predict(model, test_loader, device, amp)  # the one read of the test split
@@ -371,6 +410,8 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
         "val_top1": val_top1, "best_epoch": best_epoch, "selected_on": "val", "test_evaluations": 1,
         "n_real": len(real), "n_synthetic": len(synth), "n_val": len(split.val), "n_test": len(labels),
         "teacher_weight": options.teacher_weight if synth else 0.0,
+        "replace_real": options.replace_real if synth and real else 0.0,
+        "replace_from": options.replace_from if synth and real and options.replace_real > 0 else None,
         "history": history, "seconds": round(time.time() - started, 2),
     }
 
@@ -391,10 +432,13 @@ def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: 
             results[setting] = read_json(path)
             continue
         if setting in SYNTHETIC_SETTINGS and synth is None:  # the manifest is read once, for every setting
-            synth = catalog.synthetic_items(run, p.synth_method, images_per_class)
+            rows = catalog.synthetic_rows(run, p.synth_method, images_per_class)
+            synth = [(row["file"], row["class_index"]) for row in rows]
+            shots = [row.get("source_shot") for row in rows]
             source = catalog.source_label(catalog.folder(run, p.synth_method))
         results[setting] = train_and_evaluate(p, setting, split, synth or [], progress, source,
-                                              methods.METHODS[p.synth_method].classifier_options(p))
+                                              methods.METHODS[p.synth_method].classifier_options(p),
+                                              shots if synth else None)
         write_json(path, results[setting])
     if the_stage:
         run.outputs_complete("classification", settings=sorted(path.parent.name for path in out_root.glob("*/metrics.json")))

@@ -4,6 +4,7 @@
     fig4_fid_histogram       per-class FID, a histogram per method (Fig. 4)
     fig5_ablations           accuracy vs synthetic images per class; accuracy vs real shots (Fig. 5)
     adaptation_losses        the adaptation loss of every adapter
+    preview                  a row of labelled images (a method's preview: unCLIP's conditioning variants)
 
 Table 1 is built in `results.py`, which also draws these figures across many runs.
 """
@@ -95,6 +96,20 @@ def adaptation_losses(losses: dict[str, list[float]], path: Optional[Path] = Non
     if len(losses) <= 10:
         ax.legend(fontsize=7)
     ax.set_title("DataDream adaptation loss", fontsize=9)
+    _save(fig, path)
+    return fig
+
+
+def preview(images: dict, title: str = "", path: Optional[Path] = None):
+    """A row of images ({label: PIL image}), each under its label (e.g. one image per unCLIP
+    conditioning variant, all from one seed)."""
+    fig, axes = plt.subplots(1, len(images), figsize=(1.6 * len(images), 2.0), squeeze=False)
+    for ax, (label, image) in zip(axes[0], images.items()):
+        ax.imshow(image.convert("RGB"))
+        ax.axis("off")
+        ax.set_title(label, fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
     _save(fig, path)
     return fig
 

@@ -1,4 +1,5 @@
-"""Stable Diffusion 2.1 and CLIP ViT-B/16, in three presets (parameter `models`):
+"""Stable Diffusion 2.1 (and Stable unCLIP 2.1, its image-conditioned sibling) and CLIP ViT-B/16,
+in three presets (parameter `models`):
 
     pretrained   the real weights, from a hub id or a local folder (what users run on a GPU)
     tiny         the same classes (UNet2DConditionModel, AutoencoderKL, CLIPTextModel + the real
@@ -54,6 +55,19 @@ SD_SCHEDULER = dict(  # the 2.1-base scheduler config (PNDM, epsilon prediction)
     clip_sample=False, timestep_spacing="leading",
 )
 
+# Stable unCLIP 2.1 (stabilityai/stable-diffusion-2-1-unclip, the H variant): the SD 2.1 UNet at 768 px
+# (96 latents), v-prediction, conditioned through its class embedding on an OpenCLIP ViT-H/14 image
+# embedding (1024) with a noise-level embedding (1024) appended; the same VAE and text encoder. The
+# full_random preset's architecture; the pretrained preset reads the hub's own configs.
+UNCLIP_UNET = dict(SD21_BASE_UNET, sample_size=96, class_embed_type="projection",  # upcast_attention: as SD 2.1 at 768 px
+                   projection_class_embeddings_input_dim=2048, upcast_attention=True)
+UNCLIP_IMAGE_ENCODER = dict(  # OpenCLIP ViT-H/14 image tower with its projection
+    hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16, image_size=224,
+    patch_size=14, projection_dim=1024, hidden_act="gelu", layer_norm_eps=1e-5,
+)
+UNCLIP_SCHEDULER = dict(SD_SCHEDULER, prediction_type="v_prediction")
+UNCLIP_NOISING = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")  # noise on the image embedding
+
 TINY_UNET = dict(
     sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
@@ -68,6 +82,9 @@ TINY_TEXT_ENCODER = dict(
     vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
     max_position_embeddings=77, hidden_act="gelu", projection_dim=32,
 )
+TINY_UNCLIP_UNET = dict(TINY_UNET, class_embed_type="projection", projection_class_embeddings_input_dim=64)
+TINY_IMAGE_ENCODER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                          patch_size=8, projection_dim=32, hidden_act="gelu")
 TINY_CLIP = dict(embed_dim=32, vision=dict(layers=2, width=64, head_width=32, patch_size=8, image_size=32),
                  text=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
 
@@ -241,6 +258,8 @@ class Family:
     weights: str  # the parameter that names the pretrained weights
     presets: Mapping[str, Callable[[], Any]]
     download_hint: str  # how to get the weights onto an offline machine, with {weights}
+    load_options: Mapping[str, Any] = dataclasses.field(  # what `from_pretrained` is told beyond the weights
+        default_factory=lambda: {"safety_checker": None, "requires_safety_checker": False})
 
     def load(self, p):
         """The family's pipeline on the CPU in fp32 (callers move and cast it)."""
@@ -251,8 +270,8 @@ class Family:
         name = getattr(p, self.weights)
         try:
             return getattr(diffusers, self.pipeline).from_pretrained(
-                name, safety_checker=None, requires_safety_checker=False, use_safetensors=True,
-                local_files_only=p.local_files_only, torch_dtype=torch.float32)
+                name, **self.load_options, use_safetensors=True, local_files_only=p.local_files_only,
+                torch_dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise model_unreachable(self.name, name, exc, self.download_hint.format(weights=name)) from None
 
@@ -267,7 +286,35 @@ SD21 = Family("Stable Diffusion", "StableDiffusionPipeline", "sd_model",
               {"tiny": lambda: _build_sd(TINY_UNET, TINY_VAE, TINY_TEXT_ENCODER),
                "full_random": lambda: _build_sd(SD21_BASE_UNET, SD21_BASE_VAE, SD21_TEXT_ENCODER)},
               "`hf download {weights} --local-dir /models/sd21-base`, then sd_model: /models/sd21-base")
-FAMILIES = {"sd21": SD21}
+
+
+def _build_unclip(unet_cfg: dict, vae_cfg: dict, text_cfg: dict, image_cfg: dict):
+    """Stable unCLIP's img2img pipeline from configs: SD's parts, an image encoder with its
+    projection, the embedding normalizer (mean 0, std 1 until trained) and the noising scheduler."""
+    from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, StableUnCLIPImg2ImgPipeline, UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig,
+                              CLIPVisionModelWithProjection)
+
+    with seeded(TINY_SEED):
+        unet = UNet2DConditionModel(**unet_cfg)
+        vae = AutoencoderKL(**vae_cfg)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
+        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**image_cfg))
+    side = image_cfg["image_size"]
+    return StableUnCLIPImg2ImgPipeline(
+        feature_extractor=CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}),
+        image_encoder=image_encoder, image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=image_cfg["projection_dim"]),
+        image_noising_scheduler=DDPMScheduler(**UNCLIP_NOISING), tokenizer=clip_tokenizer(), text_encoder=text_encoder,
+        unet=unet, scheduler=PNDMScheduler.from_config(UNCLIP_SCHEDULER), vae=vae)
+
+
+UNCLIP = Family("Stable unCLIP", "StableUnCLIPImg2ImgPipeline", "unclip_model",
+                {"tiny": lambda: _build_unclip(TINY_UNCLIP_UNET, TINY_VAE, TINY_TEXT_ENCODER, TINY_IMAGE_ENCODER),
+                 "full_random": lambda: _build_unclip(UNCLIP_UNET, SD21_BASE_VAE, SD21_TEXT_ENCODER, UNCLIP_IMAGE_ENCODER)},
+                "`hf download {weights} --local-dir /models/sd21-unclip`, then unclip_model: /models/sd21-unclip",
+                load_options={})
+FAMILIES = {"sd21": SD21, "unclip": UNCLIP}
 
 
 def load_sd_pipeline(p):
@@ -290,6 +337,24 @@ def check_hub_folder(what: str, name: str, parameter: str, marker: str, local_fi
         hf_hub_download(name, marker, local_files_only=local_files_only)
     except Exception as exc:  # offline, unknown repo, gated: all mean "not reachable"
         raise model_unreachable(what, name, exc, local_hint) from None
+
+
+def read_config(name: str, file: str, local_files_only: bool, parameter: str) -> dict:
+    """One config file of a model folder (local, or from the hub cache), without loading the model."""
+    local = Path(name).expanduser()
+    path = local / file if local.is_dir() else None
+    if path is None:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(name, file, local_files_only=local_files_only))
+        except Exception as exc:
+            raise model_unreachable(parameter, name, exc, f"its {file} is needed") from None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataDreamError(f"{parameter} {name!r}: {file} cannot be read ({type(exc).__name__}); download the model "
+                             f"folder again.") from None
 
 
 def check_sd_reachable(p) -> None:

@@ -41,6 +41,11 @@ def test_cost_estimate_counts_the_unet_passes_of_the_presets():
     assert passes["eurosat"]["IsSynth"] == 10 * 500 * 8 * 2
     assert passes["eurosat"]["DISEF"] == 10 * (800 + 100) * 15 * 2
     assert module.estimate(tflops=200.0, disef_pass_rate=1.0)["datasets"][3]["unet_passes"]["DISEF"] == 10 * 500 * 15 * 2
+    # AugCond unCLIP: 20 PNDM steps make 21 calls, x 2 for guidance, each a 768-px unCLIP pass counted as its
+    # FLOPs' ratio to a 512-px SD 2.1-base pass (baselines.md: 2,149 / 804 GFLOPs, 2.67)
+    ratio = result["forward_gflops"]["unet_unclip_768"] / result["forward_gflops"]["unet"]
+    assert 2.6 < ratio < 2.75
+    assert passes["eurosat"]["AugCond unCLIP"] == pytest.approx(10 * 500 * 21 * 2 * ratio, rel=1e-4)
     assert result["table1_gpu_hours"] == pytest.approx(sum(r["total_gpu_hours"] for r in rows.values()))
     assert module.markdown(result).count("\n| ") == len(datasets.BENCHMARKS) + 1
 
@@ -64,7 +69,7 @@ def test_throughput_runs_every_stage_both_ways_on_the_tiny_preset(tmp_path):
     assert report["classifier"]["step_images_per_second"] > 0
     assert {"torch", "diffusers"} <= set(report["versions"])
     by_method = report["synthesis_by_method"]
-    assert set(by_method) == {"DataDream-cls", "IsSynth"}
+    assert set(by_method) == {"DataDream-cls", "IsSynth", "DA-Fusion", "AugCond unCLIP"}
     assert all(pair["library"]["images_per_second"] > 0 and pair["ratio"] > 0 for pair in by_method.values()), by_method
     assert by_method["IsSynth"]["library"]["fused"] is None and by_method["DataDream-cls"]["library"]["fused"] is True
 

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from datadream_lib import catalog, methods, params, pipeline, runs, schema, splits, synthesis
+from datadream_lib import catalog, methods, models, params, pipeline, runs, schema, splits, synthesis
 from datadream_lib.errors import DataDreamError
 
 NAMES = sorted(methods.METHODS)
@@ -100,10 +100,12 @@ def test_images_are_the_same_in_one_process_two_shards_and_after_a_kill(make_par
 
 @pytest.mark.parametrize("name", NAMES)
 def test_weights_are_checked_before_any_work(tmp_path, name):
+    mine = params.from_dict({"base": "paper", "synth_method": name})
+    weights = [family.weights for family in models.FAMILIES.values() if mine.has(family.weights)]  # sd_model, unclip_model
     p = params.from_dict({"base": "paper", "synth_method": name, "runs_root": str(tmp_path / "runs"), "device": "cpu",
-                          "local_files_only": True, "sd_model": str(tmp_path / "no-sd"),
-                          "models": "pretrained", "stages": ["synthesis"]})
-    with pytest.raises(DataDreamError, match="sd_model"):
+                          "local_files_only": True, "models": "pretrained", "stages": ["synthesis"],
+                          **{key: str(tmp_path / f"no-{key}") for key in weights}})
+    with pytest.raises(DataDreamError, match="|".join(weights)):
         pipeline.preflight(p)
     assert not (tmp_path / "runs").exists()
 

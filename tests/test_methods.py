@@ -333,9 +333,9 @@ SPLIT_PARAMETERS = ("dataset", "data_root", "seed", "split_seed", "val_fraction"
 @pytest.mark.parametrize("name", datasets.BENCHMARKS)
 def test_baseline_presets_read_the_same_shots_as_datadream(name):
     paper = ROOT / "params" / "paper"
-    runs_of = {m: params.load_runs(paper / f"{name}_{m}.yaml") for m in ("dset", "issynth", "disef", "dafusion")}
+    runs_of = {m: params.load_runs(paper / f"{name}_{m}.yaml") for m in ("dset", "issynth", "disef", "dafusion", "augcond")}
     for dset, *others in zip(*runs_of.values(), strict=True):
-        for p, method in zip(others, ("issynth", "disef", "dafusion")):
+        for p, method in zip(others, ("issynth", "disef", "dafusion", "augcond")):
             assert p.synth_method == method and p.clf_settings == ["synthetic", "synthetic_real"]
             assert {k: getattr(p, k) for k in SPLIT_PARAMETERS} == {k: getattr(dset, k) for k in SPLIT_PARAMETERS}
             assert runs.run_dir(p) != runs.run_dir(dset)

@@ -9,7 +9,8 @@ import pytest
 from datadream_lib import catalog, methods, results, runs, stages
 from tests.conftest import run_pipeline_cli
 
-OTHER_METHODS = {"stable_diffusion": "Stable Diffusion", "issynth": "IsSynth", "disef": "DISEF", "dafusion": "DA-Fusion"}
+OTHER_METHODS = {"stable_diffusion": "Stable Diffusion", "issynth": "IsSynth", "disef": "DISEF", "dafusion": "DA-Fusion",
+                 "augcond": "AugCond unCLIP, Embed-CutMix-Dropout"}
 # smaller settings of a method's own group, for the methods that have them
 OWN = {"disef": ["--set", "filter_attempts=2", "--set", "filter_budget=2"], "dafusion": ["--set", "inversion_steps=2"]}
 
@@ -49,6 +50,8 @@ def test_every_method_runs_every_stage(method_runs, method):
     assert f"{OTHER_METHODS[method]}, synthetic + real" in set(shots["method"])
     recorded = runs.read_json(run.path("stages", "adaptation.json"))
     assert recorded["method"] == method
+    previews = methods.METHODS[method].preview is not methods.Method.preview  # notebook 01 draws a method's preview
+    assert run.path("figures", "preview.png").exists() == previews
 
 
 def test_the_shots_ablation_redoes_the_methods_own_preparation_and_strength(method_runs):
@@ -68,10 +71,11 @@ def test_table1_and_figures_carry_every_methods_rows(method_runs, tmp_path):
             row = table[(table["method"] == f"{label}, {setting}") & (table["dataset"] == "toy")]
             assert len(row) == 1 and pd.isna(row["paper"]).all()  # the toy dataset has no paper number
     assert "Stable Diffusion, synthetic + real" in methods_in_table
-    assert "DA-Fusion, synthetic + real" in methods_in_table and "DA-Fusion, synthetic + real" not in results.PAPER_TABLE1
     shown = results.table1_display(results.table1(results.collect(results.find_runs([method_runs]))["metrics"]))
-    after = list(shown["method"]).index("DA-Fusion, synthetic + real") + 1
-    assert shown["method"][after] == "  not in the paper"
+    for label in ("DA-Fusion", "AugCond unCLIP, Embed-CutMix-Dropout"):
+        assert f"{label}, synthetic + real" in methods_in_table and f"{label}, synthetic + real" not in results.PAPER_TABLE1
+        after = list(shown["method"]).index(f"{label}, synthetic + real") + 1
+        assert shown["method"][after] == "  not in the paper"
     tokens = list((method_runs / "demo_dafusion" / "adaptation" / "tokens").glob("*/learned_embeds.safetensors"))
     assert len(tokens) == 4  # a token per class, diffusers' textual-inversion files
     assert "IsSynth, synthetic only" in results.PAPER_TABLE1 and results.PAPER_TABLE1["DISEF, synthetic + real"]["Avg"] == 85.4

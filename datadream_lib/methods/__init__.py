@@ -6,6 +6,7 @@
     issynth           IsSynth "Real Guidance": img2img from a real shot, strength by K
     disef             DISEF: img2img prompted with another shot's LLaVA caption, CLIP-filtered
     dafusion          DA-Fusion: a textual-inversion token per class, img2img at a strength per image
+    augcond           augmentation-conditioned Stable unCLIP: an augmented CLIP embedding of the shots
 
 A new method is a module with a `Method` subclass, added to `METHODS`; nothing else in the library
 names a method. `prepare` is the adaptation stage (notebook 01): the method's resumable preparation.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from datadream_lib.methods.augcond import AugCond
 from datadream_lib.methods.base import ClassifierOptions, Cost, Method, seed_of
 from datadream_lib.methods.dafusion import DAFusion
 from datadream_lib.methods.datadream import DataDream
@@ -22,7 +24,8 @@ from datadream_lib.methods.disef import DISEF
 from datadream_lib.methods.issynth import IsSynth
 from datadream_lib.methods.stable_diffusion import StableDiffusion
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (DataDream, StableDiffusion, IsSynth, DISEF, DAFusion)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (DataDream, StableDiffusion, IsSynth, DISEF, DAFusion,
+                                                                      AugCond)}
 
 __all__ = ["METHODS", "ClassifierOptions", "Cost", "Method", "class_summary", "get", "prepare", "seed_of"]
 

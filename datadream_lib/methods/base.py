@@ -25,6 +25,8 @@ and, on an instance made for one run (cheap: no model is loaded until `load`):
     prepare()             the resumable preparation; returns one row per prepared item
     preparation_damage()  prepared items that are missing or damaged (cheap), for the resume check
     preparation_losses()  per prepared item its training losses (adapters, tokens), for notebook 01
+    preview(c)            {label: image} of what its choices do for class c, for notebook 01 (unCLIP:
+                          one image per conditioning variant); none for most methods
     check_prepared()      stop before any image is made if the preparation is incomplete
     plan(job)             the image's own plan, derived from its seed alone (prompt, source shot,
                           strength, caption shot, ...): written into its manifest row
@@ -54,6 +56,8 @@ class ClassifierOptions:
     """What a method may ask of the classifier trained on its images (all off: the shared classifier)."""
     teacher_weight: float = 0.0  # a soft cross-entropy on the synthetic samples towards the frozen zero-shot CLIP
     teacher_temperature: float = 2.0
+    replace_real: float = 0.0  # each real sample of synthetic_real replaced, at each draw, with this probability ...
+    replace_from: str = "class"  # ... by a random synthetic image of its class ("class") or of its own shot ("shot")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +69,9 @@ class Cost:
     captioner_tokens: float = 0.0  # tokens through a captioner of `captioner_params` parameters
     captioner_params: float = 0.0
     images_made: float = 0.0  # images generated, rejected candidates included
-    unet_passes: float = 0.0  # UNet forward passes of one sample each, guidance doubled
+    unet_passes: float = 0.0  # UNet forward passes of one sample each, guidance doubled ...
+    unet: str = "sd21_base_512"  # ... of this network: SD 2.1-base at 512 px, or "unclip_768" (Stable unCLIP at 768 px)
+    image_encodes: float = 0.0  # images through an image-conditioning encoder (unCLIP's ViT-H/14 at 224 px)
     vae_encodes: float = 0.0
     vae_decodes: float = 0.0
     filter_images: float = 0.0  # images through a filter network (`filter_model`)
@@ -124,6 +130,11 @@ class Method:
 
     def preparation_losses(self) -> dict[str, list[float]]:
         """Per prepared item, its training losses (for notebook 01's plot); none for most methods."""
+        return {}
+
+    def preview(self, class_index: int = 0) -> dict[str, object]:
+        """{label: image} showing what the method's choices do, for notebook 01 (augmentation-
+        conditioned unCLIP: one image per conditioning variant); none for most methods."""
         return {}
 
     def check_prepared(self) -> None:

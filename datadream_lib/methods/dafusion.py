@@ -12,8 +12,9 @@ about 7 % of the source remains. The authors resize each output back to the shot
 images stay at the resolution, as every method's do. Each manifest row names the token, the source
 shot, the strength and the first timestep.
 
-Not yet here: the authors' classifier-side rule (each real sample replaced, with p 0.5, by one of
-its own shot's synthetic images): open work.
+The authors' classifier side, each real sample replaced with probability 0.5 by one of its own
+shot's synthetic images (the rows' `source_shot`), is the classifier option `clf_replace_real` (off
+by default, as Table 1 trained every method with the shared classifier).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from datadream_lib import inversion
-from datadream_lib.methods.base import Cost, Method, seed_of
+from datadream_lib.methods.base import ClassifierOptions, Cost, Method, seed_of
 from datadream_lib.methods.issynth import source_shot
 from datadream_lib.methods.stable_diffusion import Generator, Sampling, check_strength, check_weights, unet_calls
 from datadream_lib.runs import read_json
@@ -44,6 +45,7 @@ class DAFusionParameters(Sampling):
     inversion_vectors: int = field(0, "vectors of each class token (0: the recipe's)", min=0)
     inversion_batch_size: int = field(0, "textual-inversion batch size (0: the recipe's)", min=0)
     inversion_lr: float = field(0.0, "textual-inversion learning rate, constant (0: the recipe's)", min=0.0)
+    clf_replace_real: float = field(0.0, "the authors' classifier option: each real sample of synthetic_real replaced, at each draw, with this probability by one of its own shot's synthetic images (0 = off, as in Table 1; the authors: 0.5)", min=0.0, max=1.0)
 
 
 class DAFusion(Method):
@@ -60,6 +62,10 @@ class DAFusion(Method):
     @classmethod
     def weights(cls, p):
         return [lambda: check_weights(p)]
+
+    @classmethod
+    def classifier_options(cls, p) -> ClassifierOptions:
+        return ClassifierOptions(replace_real=p.clf_replace_real, replace_from="shot")
 
     @classmethod
     def cost(cls, p, n_classes: int, images: int, **assumptions) -> Cost:
