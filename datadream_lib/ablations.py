@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from datadream_lib import classification, stages
 from datadream_lib.results import method_label
+from datadream_lib.schema import literal_braces
 from datadream_lib.runs import Run, open_run
 from datadream_lib.splits import FewShotSplit
 
@@ -51,7 +52,7 @@ def shots(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFra
     for k in tqdm(p.ablation_shots, desc="real shots", disable=not progress):
         sub_p, sub = p, run
         if k != p.shots:
-            sub_p = p.replace(shots=k, run_name=f"{p.run_name}_shots_k{k}")
+            sub_p = p.replace(shots=k, run_name=f"{literal_braces(p.run_name)}_shots_k{k}")
             sub = open_run(sub_p, run.path("ablations", "shots", f"k{k}"))
             if any(s in classification.SYNTHETIC_SETTINGS for s in p.ablation_settings):
                 for stage in stages.GENERATION:  # the method's preparation and images, at K shots

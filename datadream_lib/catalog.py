@@ -3,12 +3,13 @@
 A method's images live in `synthetic/<synth_method>/<class folder>/<index>.png`, each listed by one
 row of a shard's manifest (`manifest-SSS-of-NNN.jsonl`) once it is complete on disk: class, index,
 seed, the image's own plan (prompt, source shot, strength, ...), how it was made (method, model,
-sampler, steps, guidance, batch) and its size in bytes. The classifier, the FID analysis and the
+sampler, steps, guidance, batch), its size in bytes and the sha256 of its bytes. The classifier, the FID analysis and the
 figures read images through this module only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -37,30 +38,47 @@ def read_manifest(folder: Path) -> list[dict]:
         for row in read_jsonl(path):
             rows.setdefault((row["class_index"], row["index"]), []).append(row)
     return [listed[-1] if len(listed) == 1 else
-            ([r for r in listed if image_damage(folder, r) is None] or listed)[-1] for listed in rows.values()]
+            ([r for r in listed if image_damage(folder, r, checksum=True) is None] or listed)[-1] for listed in rows.values()]
 
 
-def image_damage(folder: Path, row: dict) -> Optional[str]:
-    """Why a listed image cannot be used (None if it can): a cheap check, its size against the row's."""
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def image_damage(folder: Path, row: dict, checksum: bool = False) -> Optional[str]:
+    """Why a listed image cannot be used (None if it can): its size against the row's, and with
+    `checksum` also its bytes against the row's sha256 (a same-size corruption; rows written before
+    checksums were recorded are checked by size only)."""
     path = Path(folder) / row["path"]
     if not path.is_file():
         return "missing"
     size = path.stat().st_size
     if size != row.get("bytes", size) or size == 0:
         return f"{size} bytes, not the {row.get('bytes')} written"
+    if checksum and row.get("sha256") and file_sha256(path) != row["sha256"]:
+        return "its bytes differ from the checksum written (same size: corrupted in place)"
     return None
 
 
 def damaged_images(folder: Path, rows: Optional[list[dict]] = None) -> list[str]:
-    """The listed images that are missing or damaged (for the pipeline's resume check); `rows`: the
-    manifest if already read."""
+    """The listed images that are missing or damaged, checksums compared (for the pipeline's resume
+    check); `rows`: the manifest if already read."""
     rows = read_manifest(folder) if rows is None else rows
-    return [f"{folder / row['path']}: {why}" for row in rows if (why := image_damage(folder, row))]
+    return [f"{folder / row['path']}: {why}" for row in rows if (why := image_damage(folder, row, checksum=True))]
 
 
-def intact_keys(folder: Path) -> set[tuple[int, int]]:
-    """(class, index) of every listed image that is intact."""
-    return {(r["class_index"], r["index"]) for r in read_manifest(folder) if image_damage(folder, r) is None}
+def intact_keys(folder: Path, rows: Optional[list[dict]] = None,
+                checksum_keys: Optional[set] = None) -> set[tuple[int, int]]:
+    """(class, index) of every listed image that is intact; the images of `checksum_keys` (a shard's
+    own) are also checked against their checksums, the others by size."""
+    rows = read_manifest(folder) if rows is None else rows
+    keys = lambda r: (r["class_index"], r["index"])  # noqa: E731
+    return {keys(r) for r in rows
+            if image_damage(folder, r, checksum=checksum_keys is not None and keys(r) in checksum_keys) is None}
 
 
 def accepted(folder: Path, limit_per_class: Optional[int] = None) -> list[dict]:

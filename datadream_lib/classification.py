@@ -416,6 +416,18 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
     }
 
 
+def _read_metrics(path: Path) -> Optional[dict]:
+    """A setting's metrics, or None where they are missing or damaged (the setting is then trained again)."""
+    if not path.exists():
+        return None
+    try:
+        metrics = read_json(path)
+    except (ValueError, UnicodeDecodeError):
+        print(f"[classification] {path} is damaged; training that setting again")
+        return None
+    return metrics if isinstance(metrics, dict) and "top1" in metrics else None
+
+
 def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: Optional[list[str]] = None,
              out_root: Optional[Path] = None, images_per_class: Optional[int] = None) -> dict[str, dict]:
     """The classification stage: every setting in p.clf_settings (or `settings`, the first
@@ -428,8 +440,9 @@ def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: 
     synth, source = None, None
     for setting in settings:
         path = out_root / setting / "metrics.json"
-        if path.exists():
-            results[setting] = read_json(path)
+        kept = _read_metrics(path)
+        if kept is not None:
+            results[setting] = kept
             continue
         if setting in SYNTHETIC_SETTINGS and synth is None:  # the manifest is read once, for every setting
             rows = catalog.synthetic_rows(run, p.synth_method, images_per_class)

@@ -129,9 +129,10 @@ class InceptionFeatures(nn.Module):
     def state_dict_from(weights):
         if weights is not None:
             path = Path(weights).expanduser()
+            fix = f"download {FID_WEIGHTS_URL} and point inception_weights at it."
             if not path.is_file():
-                raise DataDreamError(f"inception_weights {str(path)!r} does not exist; download {FID_WEIGHTS_URL} "
-                                     f"and point inception_weights at it.")
+                raise DataDreamError(f"inception_weights {str(path)!r} does not exist; {fix}")
+            models.check_weights_file(path, "inception_weights", fix)
             return torch.load(path, map_location="cpu", weights_only=True)
         try:
             return torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, map_location="cpu", progress=False, weights_only=True)

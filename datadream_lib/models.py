@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -322,14 +323,77 @@ def load_sd_pipeline(p):
     return SD21.load(p)
 
 
+def check_weights_file(path: Path, parameter: str, fix: str) -> None:
+    """A weights file is readable as weights, checked cheaply before any work: a safetensors file by
+    its header; anything else is loaded with `weights_only=True` (a pickle that needs code never
+    runs). Empty, truncated, garbage or code-carrying files stop here in one line naming the fix."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataDreamError(f"{parameter} {str(path)!r} is not a file; {fix}")
+    size = path.stat().st_size
+    if size == 0:
+        raise DataDreamError(f"{parameter} {str(path)!r} is empty (0 bytes): a broken download? {fix}")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if 2 <= length <= min(size - 8, 100_000_000):
+            try:
+                header = json.loads(handle.read(length))
+            except (ValueError, UnicodeDecodeError):
+                header = None
+            if isinstance(header, dict):
+                ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+                if max(ends, default=0) + 8 + length > size:
+                    raise DataDreamError(f"{parameter} {str(path)!r} is a truncated safetensors file ({size} bytes, its "
+                                         f"header names {max(ends) + 8 + length}); {fix}")
+                return
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as exc:  # unpickling errors of every kind: garbage, a code-carrying pickle, a torn zip
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise DataDreamError(f"{parameter} {str(path)!r} is not a readable weights file ({type(exc).__name__}: {first}); "
+                             f"it is damaged, or a pickle that needs code to load, which is never run. {fix}") from None
+
+
+def check_weights_folder(folder: Path, parameter: str, fix: str) -> None:
+    """A local model folder holds its weights, each checked as `check_weights_file`: a transformers
+    folder its `*.safetensors` (every file its index names), a diffusers folder the same in every
+    component folder that has a config."""
+    folder = Path(folder)
+    components = [folder]
+    index = folder / "model_index.json"
+    if index.exists():
+        try:
+            names = [k for k, v in json.loads(index.read_text()).items() if isinstance(v, list) and v[0] is not None]
+        except (ValueError, AttributeError, IndexError):
+            raise DataDreamError(f"{parameter} {str(folder)!r}: model_index.json is not readable JSON; {fix}") from None
+        components = [folder / n for n in names if (folder / n / "config.json").exists()]
+    for component in components:
+        listed = component.glob("*.safetensors.index.json")
+        needed = set()
+        for path in listed:
+            try:
+                needed |= set(json.loads(path.read_text())["weight_map"].values())
+            except (ValueError, KeyError, AttributeError):
+                raise DataDreamError(f"{parameter} {str(path)!r} is not a readable index; {fix}") from None
+        files = [component / n for n in sorted(needed)] or sorted(component.glob("*.safetensors"))
+        if not files:
+            raise DataDreamError(f"{parameter} folder {str(component)!r} has a config but no .safetensors weights (only "
+                                 f"safetensors are loaded); {fix}")
+        for path in files:
+            check_weights_file(path, parameter, fix)
+
+
 def check_hub_folder(what: str, name: str, parameter: str, marker: str, local_files_only: bool, local_hint: str) -> None:
-    """Cheap preflight of a transformers / diffusers model: a local folder holding `marker`, or a hub
-    repository whose `marker` is in (or reachable into) the hub cache. `parameter` names the setting."""
+    """Cheap preflight of a transformers / diffusers model: a local folder holding `marker` and its
+    weights (`check_weights_folder`), or a hub repository whose `marker` is in (or reachable into)
+    the hub cache. `parameter` names the setting."""
     local = Path(name).expanduser()
     if local.is_dir():
         if not (local / marker).exists():
             raise DataDreamError(f"{parameter} folder {str(local)!r} has no {marker}; it must be a {what} model folder "
                                  f"as the hub holds it ({local_hint}).")
+        check_weights_folder(local, parameter, f"download the {what} folder again ({local_hint}).")
         return
     from huggingface_hub import hf_hub_download
 
@@ -404,9 +468,8 @@ def check_open_clip_reachable(model: str, pretrained: str, parameter: str) -> No
 
     local = Path(pretrained).expanduser()
     if local.suffix or local.exists() or "/" in pretrained:
-        if not local.is_file():
-            raise DataDreamError(f"{parameter} {pretrained!r} is not a file; give an open_clip checkpoint "
-                                 f"(e.g. open_clip_model.safetensors) or a tag such as 'openai'.")
+        check_weights_file(local, parameter, "give an open_clip checkpoint (e.g. open_clip_model.safetensors, "
+                                             "downloaded again) or a tag such as 'openai'.")
         return
     cfg = open_clip.get_pretrained_cfg(model, pretrained)
     if not cfg:

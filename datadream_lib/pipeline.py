@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -109,10 +110,57 @@ def damaged_outputs(p, run, split, stage: str) -> list[str]:
         folder = catalog.folder(run, p.synth_method)
         rows = catalog.read_manifest(folder)  # read once: a manifest has a row per image (500,000 for ImageNet)
         damaged = catalog.damaged_images(folder, rows)
+        damaged += [f"{folder / r['path']}: made from a prepared input that has changed since"
+                    for r in methods.get(p, run, split).outdated(rows)]
         listed = {(r["class_index"], r["index"]) for r in rows}
         unlisted = [job for job in synthesis.all_jobs(p, split) if job.key not in listed]
         return damaged + [f"{folder / job.relpath}: not listed in any manifest" for job in unlisted]
+    if stage == "classification":  # every setting's metrics, readable (a lost one would leave Table 1 a row short)
+        return [f"{path}: {why}" for path in (run.path("classification", s, "metrics.json") for s in p.clf_settings)
+                if (why := record_damage(path, "json"))]
+    if stage == "fid":
+        return [f"{path}: {why}" for path in (run.path("fid", "per_class.csv"), run.path("fid", "summary.json"))
+                if (why := record_damage(path, path.suffix[1:]))]
+    if stage == "ablations":
+        path = run.path("ablations", "results.csv")
+        return [f"{path}: {why}"] if (why := record_damage(path, "csv")) else []
     return []
+
+
+def record_damage(path: Path, kind: str) -> Optional[str]:
+    """Why a result file cannot be read (None if it can): missing, or not valid JSON / CSV."""
+    import json
+
+    import pandas as pd
+
+    if not path.is_file():
+        return "missing"
+    try:
+        if kind == "json":
+            json.loads(path.read_text())
+        else:
+            pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        return f"not readable {kind.upper()} ({type(exc).__name__})"
+    return None
+
+
+RUN_FOLDERS = ("stages", "notebooks", "adaptation", "synthetic", "classification", "fid", "ablations", "figures",
+               "environments")
+
+
+def check_run_layout(folder: Path) -> None:
+    """The run folder's own subfolders are folders: a file in their place stops here, not in a notebook cell."""
+    for name in RUN_FOLDERS:
+        if (folder / name).exists() and not (folder / name).is_dir():
+            raise DataDreamError(f"run folder {folder}: {folder / name} is a file, but the run keeps its {name} there "
+                                 f"as a folder. Move that file away (or set run_name to a new name); nothing was changed.")
+
+
+def _literal(path: Path) -> str:
+    """A path as papermill reads it literally: papermill fills `{name}` in paths from the parameters,
+    so a run folder or runs_root with braces (`x{seed}`) has them doubled."""
+    return str(path).replace("{", "{{").replace("}", "}}")
 
 
 def _keep_previous(path: Path) -> None:
@@ -137,6 +185,7 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
     logging.getLogger("papermill").addFilter(_KnownParameters())
 
     folder = runs.run_dir(p)
+    check_run_layout(folder)
     runs.check_compatible(p, folder)  # a folder holding another run is refused first,
     if folder.is_dir():               # then one that another process is writing,
         locks.lock_run(folder, p.shard_index, p.num_shards)
@@ -161,8 +210,9 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
         _keep_previous(out)
         started = time.time()
         print(f"[pipeline] {stage}: executing {notebook} -> {out}", flush=True)
-        papermill.execute_notebook(str(root / "notebooks" / notebook), str(out), parameters={"base": "paper", **p.given()},
-                                   cwd=str(root), progress_bar=False, log_output=log_output)
+        papermill.execute_notebook(_literal(root / "notebooks" / notebook), _literal(out),
+                                   parameters={"base": "paper", **p.given()}, cwd=str(root), progress_bar=False,
+                                   log_output=log_output)
         timings[stage] = round(time.time() - started, 1)
         print(f"[pipeline] {stage}: done in {timings[stage]:.1f} s", flush=True)
         if not run.stage_done(stage):

@@ -92,27 +92,54 @@ def find_runs(roots: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def _run_params(run_dir: Path) -> dict:
-    return yaml.safe_load((run_dir / PARAMS_FILE).read_text())
+def _run_params(run_dir: Path) -> Optional[dict]:
+    """A run's params.yaml, or None where it is not readable (`collect` lists such a run as skipped)."""
+    try:
+        values = yaml.safe_load((run_dir / PARAMS_FILE).read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return values if isinstance(values, dict) else None
 
 
 def collect(run_dirs: Iterable[Path]) -> dict[str, pd.DataFrame]:
-    """{"metrics", "fid", "ablations"}: tidy tables over all runs; a run without a stage adds no rows."""
-    metrics, fid, ablations = [], [], []
+    """{"metrics", "fid", "ablations", "skipped"}: tidy tables over all runs; a run without a stage
+    adds no rows, and every result file that could not be read, or a finished stage whose result is
+    missing, is a row of "skipped" (run, file, why), never a silent gap."""
+    metrics, fid, ablations, skipped = [], [], [], []
+
+    def read(path: Path, reader, run_dir: Path):
+        try:
+            return reader(path)
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError, pd.errors.ParserError) as exc:
+            skipped.append({"run": str(run_dir), "file": str(path), "why": f"not readable ({type(exc).__name__})"})
+            return None
+
     for run_dir in run_dirs:
-        p = _run_params(run_dir)
+        p = read(run_dir / PARAMS_FILE, lambda path: {k: yaml.safe_load(path.read_text())[k]
+                                                      for k in ("dataset", "seed", "synth_method", "clf_settings")}, run_dir)
+        if p is None:
+            continue
         common = {"run": run_dir.name, "dataset": p["dataset"], "seed": p["seed"], "synth_method": p["synth_method"]}
+        if (run_dir / "stages" / "classification.json").exists():
+            for setting in p["clf_settings"]:  # a finished stage has every setting's metrics
+                if not (run_dir / "classification" / setting / "metrics.json").exists():
+                    skipped.append({"run": str(run_dir), "file": str(run_dir / "classification" / setting / "metrics.json"),
+                                    "why": "missing, though the classification stage is marked done (rerun the pipeline: it trains it again)"})
         for path in sorted(run_dir.glob("classification/*/metrics.json")):
-            m = json.loads(path.read_text())
-            metrics.append({**common, "setting": m["setting"], "method": method_label(m["setting"], m.get("source")),
-                            "top1": m["top1"], "file": str(path)})
-        if (run_dir / "fid" / "per_class.csv").exists():
-            fid.append(pd.read_csv(run_dir / "fid" / "per_class.csv").assign(**common))
-        if (run_dir / "ablations" / "results.csv").exists():
-            ablations.append(pd.read_csv(run_dir / "ablations" / "results.csv").assign(**common))
+            m = read(path, lambda path: (lambda m: {"setting": m["setting"], "source": m.get("source"), "top1": m["top1"]})(
+                json.loads(path.read_text())), run_dir)
+            if m is not None:
+                metrics.append({**common, "setting": m["setting"], "method": method_label(m["setting"], m["source"]),
+                                "top1": m["top1"], "file": str(path)})
+        for folder, name, out in (("fid", "per_class.csv", fid), ("ablations", "results.csv", ablations)):
+            if (run_dir / folder / name).exists():
+                table = read(run_dir / folder / name, pd.read_csv, run_dir)
+                if table is not None:
+                    out.append(table.assign(**common))
     return {"metrics": pd.DataFrame(metrics, columns=["run", "dataset", "seed", "synth_method", "setting", "method", "top1", "file"]),
             "fid": pd.concat(fid, ignore_index=True) if fid else pd.DataFrame(),
-            "ablations": pd.concat(ablations, ignore_index=True) if ablations else pd.DataFrame()}
+            "ablations": pd.concat(ablations, ignore_index=True) if ablations else pd.DataFrame(),
+            "skipped": pd.DataFrame(skipped, columns=["run", "file", "why"])}
 
 
 # --- Table 1 ------------------------------------------------------------------------------------
@@ -211,6 +238,8 @@ def fig3_sources(run_dirs: Iterable[Path]) -> dict[str, tuple[Path, dict[str, Pa
     by_dataset: dict[str, dict[int, list[Path]]] = {}
     for run_dir in run_dirs:
         p = _run_params(run_dir)
+        if p is None:
+            continue
         by_dataset.setdefault(p["dataset"], {}).setdefault(p["seed"], []).append(run_dir)
     out = {}
     for dataset, seeds in sorted(by_dataset.items()):
@@ -233,7 +262,9 @@ def rebuild(roots: Iterable[str | Path], out_dir: str | Path = "figures") -> dic
     tables = collect(run_dirs)
     out = project_path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = {"runs": [str(r) for r in run_dirs]}
+    written = {"runs": [str(r) for r in run_dirs], "skipped": tables["skipped"]}
+    for row in tables["skipped"].itertuples():
+        print(f"[results] skipped {row.file}: {row.why}")
     if not tables["metrics"].empty:
         written["table1"] = write_table1(tables["metrics"], out / "table1")
     fid = tables["fid"]
@@ -245,7 +276,11 @@ def rebuild(roots: Iterable[str | Path], out_dir: str | Path = "figures") -> dic
         written[f"fig4_{dataset}"] = path
     for dataset, (split_file, sources) in fig3_sources(run_dirs).items():
         path = out / f"fig3_{dataset}.png"
-        figures.fig3_real_vs_synthetic(split_file, sources, path=path)
+        try:
+            figures.fig3_real_vs_synthetic(split_file, sources, path=path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged split.json: said, not fatal
+            print(f"[results] skipped Fig. 3 of {dataset}: {split_file} is not readable ({type(exc).__name__})")
+            continue
         written[f"fig3_{dataset}"] = path
     ablation = tables["ablations"]
     for dataset in sorted(set(ablation.get("dataset", []))):

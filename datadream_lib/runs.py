@@ -103,6 +103,8 @@ _ENVIRONMENTS: dict[Path, str] = {}  # run folder -> the id of this process's re
 @dataclasses.dataclass
 class Run:
     dir: Path
+    identity: Optional[dict] = None  # the parameters that make the run what it is (set by open_run)
+    split_fingerprint: Optional[str] = None  # the split's (set by splits.start_run)
 
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
@@ -122,9 +124,13 @@ class Run:
         return self.path("stages", f"{stage}.json").exists()
 
     def outputs_complete(self, stage: str, **info) -> None:
-        """The stage's outputs are complete; it is done once its notebook finishes (`finish_stage`)."""
+        """The stage's outputs are complete; it is done once its notebook finishes (`finish_stage`).
+        The marker records what they were made with: the run's identity and the split's fingerprint,
+        so the run's identity rests on every marker, not on params.yaml alone."""
+        made_with = {key: value for key, value in (("identity", self.identity), ("split", self.split_fingerprint))
+                     if value is not None}
         write_json(self.path("stages", f"{stage}.pending.json"),
-                   {"stage": stage, "outputs_complete": time.strftime("%Y-%m-%d %H:%M:%S"), **info})
+                   {"stage": stage, "outputs_complete": time.strftime("%Y-%m-%d %H:%M:%S"), **info, **made_with})
 
     def finish_stage(self, stage: str) -> bool:
         """The last cell of a stage's notebook: the pending marker becomes the done marker. Returns
@@ -156,21 +162,58 @@ def run_dir(p) -> Path:
     return project_path(p.runs_root) / p.run_name
 
 
-def check_compatible(p, folder: Path) -> None:
-    """Stop if `folder` holds a run with other parameters, or was last written under other versions
-    of the packages that change pixels (changes nothing)."""
+def read_params_record(folder: Path) -> Optional[dict]:
+    """The run's params.yaml, or None where it is missing or not readable YAML (the stage markers
+    carry the run's identity too: see `identity_records`)."""
     record = Path(folder) / PARAMS_FILE
+    if not record.exists():
+        return None
+    try:
+        values = yaml.safe_load(record.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return None
+    return values if isinstance(values, dict) else None
+
+
+def stage_markers(folder: Path) -> list[tuple[Path, dict]]:
+    """Every readable stage marker (done or pending) of a run folder, with its path."""
+    out = []
+    for path in sorted(Path(folder).glob("stages/*.json")):
+        try:
+            marker = read_json(path)
+        except (OSError, ValueError):
+            continue
+        if isinstance(marker, dict):
+            out.append((path, marker))
+    return out
+
+
+def identity_records(folder: Path) -> list[tuple[Path, dict]]:
+    """What the run folder says its identity is: params.yaml (if readable) and every stage marker
+    that recorded one."""
+    records = []
+    params = read_params_record(folder)
+    if params is not None:
+        records.append((Path(folder) / PARAMS_FILE, params))
+    records += [(path, marker["identity"]) for path, marker in stage_markers(folder) if isinstance(marker.get("identity"), dict)]
+    return records
+
+
+def check_compatible(p, folder: Path) -> None:
+    """Stop if `folder` holds a run with other parameters, by its params.yaml or by any stage marker
+    (a run whose params.yaml was deleted is still recognised), or was last written under other
+    versions of the packages that change pixels (changes nothing)."""
     identity = p.identity()
-    if record.exists():
-        old = yaml.safe_load(record.read_text()) or {}
-        old_identity = {k: old.get(k) for k in identity}
-        changed = {k: (old_identity[k], v) for k, v in identity.items() if old_identity[k] != v}
+    for record, old in identity_records(folder):
+        marker = record.name != PARAMS_FILE
+        old_identity = {k: old.get(k) for k in identity if not marker or k in old}
+        changed = {k: (old_identity[k], identity[k]) for k in old_identity if old_identity[k] != identity[k]}
         if changed:
             listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:8])
             raise DataDreamError(
-                f"run folder {folder} holds a run with other parameters ({listing}). To resume it, use the "
-                f"parameters it was started with ({record}); to start a new run, set run_name to a new name. "
-                f"Nothing in the folder was changed.")
+                f"run folder {folder} holds a run with other parameters ({listing}, as {record.relative_to(folder)} "
+                f"records). To resume it, use the parameters it was started with; to start a new run, set run_name "
+                f"to a new name. Nothing in the folder was changed.")
     environment.check_resume(folder, p.allow_environment_change)
 
 
@@ -183,8 +226,10 @@ def open_run(p, folder: Path | None = None) -> Run:
     locks.lock_run(folder, p.shard_index, p.num_shards)
     check_compatible(p, folder)  # again, under the lock: the folder may have been started meanwhile
     record = folder / PARAMS_FILE
-    if not record.exists():
+    if record.exists() and read_params_record(folder) is None:  # damaged: the markers vouched for p above
+        print(f"[run] {record} was not readable YAML; written again from this run's parameters")
+    if read_params_record(folder) is None:
         atomic_write_text(record, yaml.safe_dump(p.to_dict(), sort_keys=False))
-    run = Run(folder)
+    run = Run(folder, identity=p.identity())
     run.environment  # this process's record
     return run

@@ -248,7 +248,7 @@ def build(given: dict, inherited: dict, groups: Mapping[str, type]) -> Params:
     sources = {**inherited, **given}
     if "{" in p.run_name or "}" in p.run_name:
         p = dataclasses.replace(p, run_name=_format_run_name(p.run_name, p.to_dict()))
-        merged["run_name"] = sources["run_name"] = p.run_name
+        merged["run_name"] = sources["run_name"] = literal_braces(p.run_name)  # formatted once: braces left are plain
     check_run_name(p.run_name)
     p = dataclasses.replace(p, given_values=merged, source_values=sources, groups=groups)  # what `replace` builds from
     _check_consistency(p)
@@ -315,6 +315,11 @@ def _check_range(where: str, value: Any, meta: dict) -> None:
         raise DataDreamError(f"{where} must be >= {meta['min']}, got {value!r} ({meta['help']}).")
     if meta["max"] is not None and value > meta["max"]:
         raise DataDreamError(f"{where} must be <= {meta['max']}, got {value!r} ({meta['help']}).")
+
+
+def literal_braces(name: str) -> str:
+    """A formatted run name as a template that formats to itself (`x{seed}` -> `x{{seed}}`)."""
+    return name.replace("{", "{{").replace("}", "}}")
 
 
 def _format_run_name(template: str, values: dict) -> str:

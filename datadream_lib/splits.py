@@ -9,10 +9,12 @@ nested (the 1-shot image is the first of the 2-shot images, and so on), and writ
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -20,7 +22,7 @@ from PIL import Image
 from datadream_lib import locks
 from datadream_lib.datasets import DATASETS, Item, Splits, by_class, check_unique_classnames
 from datadream_lib.errors import DataDreamError
-from datadream_lib.runs import atomic_write_text, check_compatible, open_run, run_dir
+from datadream_lib.runs import atomic_write_text, check_compatible, open_run, run_dir, stage_markers
 
 SPLIT_FILE = "split.json"
 
@@ -100,8 +102,8 @@ class FewShotSplit:
     def class_dirs(self) -> list[str]:
         return [class_dirname(i, name) for i, name in enumerate(self.classnames)]
 
-    def save(self, path: Path) -> None:
-        """Compact JSON, image paths relative to their common folder (ImageNet's train list is 1.3 M rows)."""
+    def _relative(self) -> tuple[str, dict]:
+        """(image root, the split with image paths relative to it)."""
         raw = dataclasses.asdict(self)
         root = os.path.commonpath([p for paths in self.shot_order for p in paths] +
                                   [p for p, _ in self.train + self.val + self.test])
@@ -109,7 +111,19 @@ class FewShotSplit:
         raw["shot_order"] = [[rel(p) for p in paths] for paths in self.shot_order]
         for key in ("val", "test", "train"):
             raw[key] = [[rel(p), label] for p, label in raw[key]]
+        return root, raw
+
+    def save(self, path: Path) -> None:
+        """Compact JSON, image paths relative to their common folder (ImageNet's train list is 1.3 M rows)."""
+        root, raw = self._relative()
         atomic_write_text(path, json.dumps({"image_root": root, **raw}, separators=(",", ":")))
+
+    def fingerprint(self) -> str:
+        """What the split is (classes, prompts, shots, val, test, train, relative to their root), as a
+        sha256: each stage marker records the one its outputs were made with."""
+        _, raw = self._relative()
+        raw.pop("skipped_corrupt", None)
+        return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     @classmethod
     def load(cls, path: Path) -> "FewShotSplit":
@@ -174,8 +188,10 @@ def build_split(p) -> FewShotSplit:
     """Load the dataset, check it, and draw the shots. Stops with a message on bad data."""
     spec = DATASETS[p.dataset]
     splits = spec.load(p)
-    if not splits.classnames:
-        raise DataDreamError(f"dataset {p.dataset!r} has no classes.")
+    if len(splits.classnames) < 2:
+        found = f"one class ({splits.classnames[0]!r})" if splits.classnames else "no classes"
+        raise DataDreamError(f"dataset {p.dataset!r} has {found}: a classifier needs at least two classes (every "
+                             f"accuracy of one class is 100 %). Add a folder per class under train/.")
     classnames = spec.classnames(splits.classnames, p.class_names)
     check_unique_classnames(classnames)
     _check_counts(p, splits)  # cheap checks first, before any image is decoded
@@ -198,8 +214,37 @@ def start_run(p):
     check_compatible(p, folder)
     if folder.is_dir():  # a run another process is writing stops here, before the dataset is read
         locks.lock_run(folder, p.shard_index, p.num_shards)
-    split = FewShotSplit.load(folder / SPLIT_FILE) if (folder / SPLIT_FILE).exists() else build_split(p)
+    split = read_split(folder / SPLIT_FILE)
+    fresh = split is None
+    if fresh:  # not drawn yet, deleted or damaged: drawn again, then checked against the stages' records
+        split = build_split(p)
+    check_split(folder, split)
     run = open_run(p, folder)
-    if not run.path(SPLIT_FILE).exists():
+    run.split_fingerprint = split.fingerprint()
+    if fresh:
         split.save(run.path(SPLIT_FILE))
     return run, split
+
+
+def read_split(path: Path) -> Optional[FewShotSplit]:
+    """The run's split, or None where the file is missing or damaged (it is then drawn again)."""
+    if not Path(path).exists():
+        return None
+    try:
+        return FewShotSplit.load(path)
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        print(f"[run] {path} is damaged ({type(exc).__name__}); drawing the split again from the parameters")
+        return None
+
+
+def check_split(folder: Path, split: FewShotSplit) -> None:
+    """Every finished stage was made with this split (its marker records the split's fingerprint):
+    a split drawn again after split.json was lost must be the one the outputs were made with."""
+    fingerprint = split.fingerprint()
+    for path, marker in stage_markers(folder):
+        if marker.get("split") not in (None, fingerprint):
+            raise DataDreamError(
+                f"run folder {folder}: {path.relative_to(folder)} was made with another split than the one drawn now "
+                f"(split.json is missing or damaged, and drawing it again from the parameters gave other shots: the "
+                f"dataset changed?). Restore {SPLIT_FILE} or the dataset, or start a new run with another run_name. "
+                f"Nothing in the folder was changed.")

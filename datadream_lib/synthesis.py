@@ -17,8 +17,9 @@ the environment record it was made under (`environment.py`).
 
 Each image is encoded and written atomically (temporary file + rename) on background threads, off
 the generation loop, and then listed by one row of the shard's manifest (`catalog.py`), in the
-order the images were made: its plan, how it was made, and its size in bytes. A job is done when
-its row exists and its image is intact, so an interrupted run resumes exactly where it stopped,
+order the images were made: its plan, how it was made, its size in bytes and the sha256 of its
+bytes. A job is done when its row exists and its image is intact (a shard checks its own images
+against their checksums), so an interrupted run resumes exactly where it stopped,
 nothing half-written is ever listed (a kill -9 loses only images not yet listed), and an image
 deleted or damaged later is generated again, bit for bit.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -113,11 +115,12 @@ class ImageWriter:
         self.pending.append((self.pool.submit(self._write, image, relpath), row))
         return self.list_finished(keep=self.in_flight)
 
-    def _write(self, image, relpath: str) -> int:
+    def _write(self, image, relpath: str) -> dict:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
-        atomic_write_bytes(self.folder / relpath, buffer.getvalue())
-        return buffer.tell()
+        data = buffer.getvalue()
+        atomic_write_bytes(self.folder / relpath, data)
+        return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
     def list_finished(self, keep: int) -> int:
         """List the finished images at the head of the queue, waiting while more than `keep` are queued."""
@@ -125,11 +128,11 @@ class ImageWriter:
         while self.pending and (len(self.pending) > keep or self.pending[0][0].done()):
             future, row = self.pending.popleft()
             try:
-                size = future.result()
+                written = future.result()
             except BaseException:
                 self.failed = True
                 raise
-            self.manifest.append({**row, "bytes": size})
+            self.manifest.append({**row, **written})
             listed += 1
         return listed
 
@@ -143,9 +146,19 @@ class ImageWriter:
 
 
 def status(p, run: Run, split: FewShotSplit) -> dict:
-    done = catalog.intact_keys(catalog.folder(run, p.synth_method))
+    folder = catalog.folder(run, p.synth_method)
+    rows = catalog.read_manifest(folder)
+    done = catalog.intact_keys(folder, rows) - {(r["class_index"], r["index"])
+                                                for r in methods.get(p, run, split).outdated(rows)}
     jobs = all_jobs(p, split)
     return {"total": len(jobs), "done": sum(job.key in done for job in jobs)}
+
+
+def my_blocks(p, split: FewShotSplit, batch_size: int) -> list[list[ImageJob]]:
+    """This shard's fixed blocks of jobs."""
+    whole_classes = methods.METHODS[p.synth_method].whole_classes(p)
+    return [block for block in blocks(all_jobs(p, split), batch_size)
+            if shard_of(block, p.images_per_class, p.num_shards, whole_classes) == p.shard_index]
 
 
 def generate(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
@@ -155,16 +168,16 @@ def generate(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
     for stale in folder.rglob(".*.tmp"):  # temporary files of an interrupted write: never valid
         stale.unlink()
     rows = catalog.read_manifest(folder)
-    done = catalog.intact_keys(folder)
-    if len(done) < len(rows):
-        print(f"[synthesis] {len(rows) - len(done)} listed image(s) are missing or damaged; generating them again")
     batch_size = models.synth_batch_size(p, models.resolve_device(p))
-    whole_classes = methods.METHODS[p.synth_method].whole_classes(p)
-    mine = [block for block in blocks(all_jobs(p, split), batch_size)
-            if shard_of(block, p.images_per_class, p.num_shards, whole_classes) == p.shard_index]
+    mine = my_blocks(p, split, batch_size)
+    method = methods.get(p, run, split)  # (nothing is loaded until there is work)
+    done = catalog.intact_keys(folder, rows, checksum_keys={job.key for block in mine for job in block})
+    done -= {(r["class_index"], r["index"]) for r in method.outdated(rows)}  # made from inputs that changed since
+    if len(done) < len(rows):
+        print(f"[synthesis] {len(rows) - len(done)} listed image(s) are missing, damaged or made from inputs that "
+              f"changed since; generating them again")
     todo = [block for block in mine if any(job.key not in done for job in block)]
     if todo:
-        method = methods.get(p, run, split)
         method.check_prepared()
         method.load(images=sum(len(block) for block in todo), batch_size=batch_size)
         source = type(method).label(p)

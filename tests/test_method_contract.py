@@ -20,7 +20,7 @@ NAMES = sorted(methods.METHODS)
 SMALL = dict(images_per_class=5, num_inference_steps=4, synth_batch_size=2, ablation_images_per_class=[5],
              adapt_epochs=2, filter_budget=2, filter_attempts=2, inversion_steps=2)
 ENGINE_COLUMNS = {"class_index", "class_name", "index", "seed", "path", "method", "source", "resolution", "batch_size",
-                  "environment", "torch_threads", "bytes"}
+                  "environment", "torch_threads", "bytes", "sha256"}
 
 
 def _small(make_params, name, **more):

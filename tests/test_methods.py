@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from datadream_lib import catalog, datasets, methods, models, params, pipeline, runs, schema, splits, synthesis
 from datadream_lib.errors import DataDreamError
@@ -307,8 +308,10 @@ def test_preflight_names_the_disef_weights_to_set(tmp_path):
     sd = tmp_path / "sd"
     sd.mkdir()
     (sd / "model_index.json").write_text("{}")
+    from safetensors.torch import save_file
+
     clip = tmp_path / "clip.safetensors"
-    clip.write_bytes(b"x")
+    save_file({"w": torch.zeros(2)}, str(clip))  # a readable weights file (preflight reads its header)
     base = {"base": "paper", "synth_method": "disef", "sd_model": str(sd), "clip_pretrained": str(clip),
             "runs_root": str(tmp_path / "runs"), "device": "cpu", "local_files_only": True, "fid_features": "inception",
             "inception_weights": str(clip), "stages": ["adaptation", "synthesis", "classification"]}
@@ -317,12 +320,15 @@ def test_preflight_names_the_disef_weights_to_set(tmp_path):
     with pytest.raises(DataDreamError, match="caption_model folder .* has no config.json"):
         pipeline.preflight(params.from_dict({**base, "caption_model": str(llava)}))
     (llava / "config.json").write_text("{}")
+    with pytest.raises(DataDreamError, match="caption_model folder .* has a config but no .safetensors weights"):
+        pipeline.preflight(params.from_dict({**base, "caption_model": str(llava)}))
+    save_file({"w": torch.zeros(2)}, str(llava / "model.safetensors"))
     with pytest.raises(DataDreamError, match="filter_pretrained '/nowhere/filter.bin' is not a file"):
         pipeline.preflight(params.from_dict({**base, "caption_model": str(llava), "filter_pretrained": "/nowhere/filter.bin"}))
     with pytest.raises(DataDreamError, match="LLaVA weights 'nobody/no-llava' are not reachable.*caption_model"):
         pipeline.preflight(params.from_dict({**base, "caption_model": "nobody/no-llava"}))
     filter_file = tmp_path / "filter.safetensors"
-    filter_file.write_bytes(b"x")
+    save_file({"w": torch.zeros(2)}, str(filter_file))
     pipeline.preflight(params.from_dict({**base, "caption_model": str(llava), "filter_pretrained": str(filter_file)}))
 
 
@@ -454,3 +460,38 @@ def test_img2img_takes_a_strength_per_image_and_records_its_first_timestep(demo_
             for job, s in zip(synthesis.all_jobs(p, split)[:2], (0.3, 0.8))]
     made = [row for _, row in method.generate(jobs)]
     assert [row["first_timestep"] for row in made] == [method.sd.first_timestep(0.3), method.sd.first_timestep(0.8)]
+
+
+def test_damaged_or_changed_captions_are_redone_and_their_images_made_again(demo_run, disef_run):
+    p, run, split = demo_run(synth_method="disef", run_name="captions", **DISEF_SMALL)
+    run.path("adaptation").mkdir(parents=True, exist_ok=True)
+    path = run.path("adaptation", disef.CAPTIONS_FILE)
+    path.write_bytes(disef_run[1].path("adaptation", disef.CAPTIONS_FILE).read_bytes())
+    synthesis.generate(p, run, split, progress=False)
+    folder = catalog.folder(run, "disef")
+    reference = _images(run, "disef")
+    lines = path.read_text().splitlines()
+    # a deleted line, a garbage line, a line of valid JSON that is no caption row: each is a caption to redo
+    broken = [lines[0], "\x00garbage", json.dumps({"note": "not a caption"}), *lines[4:]]
+    path.write_text("\n".join(broken) + "\n")
+    method = methods.get(p, run, split)
+    assert len(method.preparation_damage()) == 2 + 1  # shots 1 and 2 of class 0 ... and the one deleted
+    assert pipeline.damaged_outputs(p, run, split, "adaptation")
+    methods.prepare(p, run, split, progress=False)  # redone, seeded: the same captions, so no image is stale
+    assert methods.get(p, run, split).preparation_damage() == []
+    assert pipeline.damaged_outputs(p, run, split, "synthesis") == []
+    # a caption that reads otherwise than when its images were made (made again on other hardware, say)
+    made = [r for r in catalog.read_manifest(folder) if r["class_index"] == 1]
+    rows = [r for r in catalog.read_jsonl(path) if "shot" in r]  # (the garbage lines stay in the file, ignored)
+    target = next(r for r in rows if (r["class_index"], r["shot"]) == (1, made[0]["caption_shot"]))
+    rows = [{**r, "prompt": r["prompt"] + " at dusk"} if r is target else r for r in rows]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stale = pipeline.damaged_outputs(p, run, split, "synthesis")
+    assert all("changed since" in line for line in stale)
+    assert len(stale) == len(made)  # the class rule: a caption steers the class's whole stream, made anew
+    synthesis.generate(p, run, split, progress=False)
+    assert pipeline.damaged_outputs(p, run, split, "synthesis") == []
+    after = _images(run, "disef")
+    assert {k: v for k, v in after.items() if k[0] != 1} == {k: v for k, v in reference.items() if k[0] != 1}
+    assert all(r["prompt"].endswith(" at dusk") for r in catalog.read_manifest(folder)
+               if r["class_index"] == 1 and r["caption_shot"] == target["shot"])

@@ -1,6 +1,7 @@
 """Reliability: one writer per run folder, nothing written outside runs_root, every damaged state
 repaired or named, and a one-line message (exit status 2) wherever a traceback used to be."""
 
+import io
 import json
 import os
 import stat
@@ -9,7 +10,9 @@ import sys
 import textwrap
 import time
 
+import pandas as pd
 import pytest
+import torch
 import yaml
 
 from datadream_lib import adaptation, catalog, classification, locks, methods, params, pipeline, runs, splits, stages
@@ -410,3 +413,235 @@ def test_an_absurd_images_per_class_is_refused_in_one_line_before_work(tmp_path,
     code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), "--set", "images_per_class=10000000")
     _one_line(code, err)
     assert "images_per_class" in err and "100000" in err and not (tmp_path / "runs").exists()
+
+
+def test_an_image_corrupted_at_the_same_size_is_seen_by_its_checksum_and_made_again_identically(make_params):
+    p = make_params(synth_method="stable_diffusion", images_per_class=3, ablation_images_per_class=[3],
+                    num_inference_steps=3, synth_batch_size=3)
+    run, split = splits.start_run(p)
+    from datadream_lib import synthesis
+
+    synthesis.generate(p, run, split, progress=False)
+    folder = catalog.folder(run, "stable_diffusion")
+    rows = catalog.read_manifest(folder)
+    assert all(r["sha256"] == catalog.file_sha256(folder / r["path"]) for r in rows)  # each row carries its checksum
+    reference = {r["path"]: (folder / r["path"]).read_bytes() for r in rows}
+    victim = folder / rows[2]["path"]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)  # same size, other bytes: a size check passes it
+    victim.write_bytes(bytes(data))
+    assert catalog.image_damage(folder, rows[2]) is None  # (the cheap size check alone would not see it)
+    damaged = pipeline.damaged_outputs(p, run, split, "synthesis")
+    assert len(damaged) == 1 and rows[2]["path"] in damaged[0] and "checksum" in damaged[0]
+    synthesis.generate(p, run, split, progress=False)  # the rerun regenerates exactly that image
+    assert pipeline.damaged_outputs(p, run, split, "synthesis") == []
+    assert {r["path"]: (folder / r["path"]).read_bytes() for r in catalog.read_manifest(folder)} == reference
+
+
+# --- damaged weights files: one line at preflight, exit status 2, nothing run or written ---------
+
+class _Payload:
+    """A pickle that would run code when loaded without weights_only."""
+
+    def __init__(self, flag):
+        self.flag = flag
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.flag}",))
+
+
+def _damaged(path, damage, tmp_path):
+    import pickle
+
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "garbage":
+        path.write_bytes(os.urandom(4096))
+    else:  # a code-carrying pickle
+        path.write_bytes(pickle.dumps({"state_dict": _Payload(tmp_path / "PWNED")}))
+    return path
+
+
+def _weights(path):
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"w": torch.zeros(2)}, str(path))
+    return path
+
+
+def _sd_folder(tmp_path):
+    sd = tmp_path / "sd"
+    (sd / "unet").mkdir(parents=True)
+    (sd / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                     "unet": ["diffusers", "UNet2DConditionModel"]}))
+    (sd / "unet" / "config.json").write_text("{}")
+    _weights(sd / "unet" / "diffusion_pytorch_model.safetensors")
+    return sd
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "pickle"])
+@pytest.mark.parametrize("parameter", ["inception_weights", "clip_pretrained", "filter_pretrained"])
+def test_a_damaged_weights_file_is_one_line_at_preflight(tmp_path, toy_root, capsys, parameter, damage):
+    bad = _damaged(tmp_path / f"{parameter}.pt", damage, tmp_path)
+    if parameter == "inception_weights":  # the tiny models, the real FID features
+        extra = ["--set", "fid_features=inception", "--set", f"inception_weights={bad}"]
+    else:
+        llava = tmp_path / "llava"
+        llava.mkdir()
+        (llava / "config.json").write_text("{}")
+        _weights(llava / "model.safetensors")
+        extra = ["--set", "models=pretrained", "--set", "device=cpu", "--set", "local_files_only=true",
+                 "--set", "fid_features=inception", "--set", "stages=[adaptation, synthesis, classification]",
+                 "--set", f"sd_model={_sd_folder(tmp_path)}",
+                 "--set", f"clip_pretrained={bad if parameter == 'clip_pretrained' else _weights(tmp_path / 'clip.safetensors')}"]
+        if parameter == "filter_pretrained":
+            extra += ["--set", "synth_method=disef", "--set", f"caption_model={llava}", "--set", f"filter_pretrained={bad}"]
+    code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), *extra)
+    _one_line(code, err)
+    assert f"{parameter} '{bad}'" in err and ("empty" in err or "not a readable weights file" in err)
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_model_folder_with_only_its_config_is_one_line_at_preflight(tmp_path, toy_root, capsys):
+    llava = tmp_path / "llava"
+    llava.mkdir()
+    (llava / "config.json").write_text("{}")
+    pretrained = ["--set", "models=pretrained", "--set", "device=cpu", "--set", "local_files_only=true",
+                  "--set", "fid_features=inception", "--set", "stages=[adaptation, synthesis, classification]"]
+    code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), *pretrained,
+                      "--set", f"sd_model={_sd_folder(tmp_path)}", "--set", "synth_method=disef",
+                      "--set", f"caption_model={llava}")
+    _one_line(code, err)
+    assert "caption_model folder" in err and "no .safetensors weights" in err and not (tmp_path / "runs").exists()
+    (tmp_path / "sd" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x10" + bytes(7) + b"{}")
+    code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), *pretrained,
+                      "--set", f"sd_model={tmp_path / 'sd'}")
+    _one_line(code, err)  # a torn safetensors file in a diffusers folder
+    assert "sd_model" in err and "diffusion_pytorch_model.safetensors" in err
+
+
+# --- names with braces or shell syntax, odd run folders, one class --------------------------------
+
+def test_braces_in_run_name_or_runs_root_are_plain_characters(tmp_path, toy_root, capsys):
+    root = tmp_path / "r{x}"
+    code, err = _main(capsys, "params/demo.yaml", "--set", f"runs_root={root}", "--set", f"data_root={toy_root}",
+                      "--set", "run_name=x{{seed}}", "--set", "stages=[adaptation]", "--set", "adapt_epochs=1")
+    assert code == 0, err
+    assert (root / "x{seed}" / "stages" / "adaptation.json").exists()
+    assert (root / "x{seed}" / "notebooks" / "01_adaptation.ipynb").exists()
+
+
+def test_a_run_name_with_shell_syntax_is_only_a_folder_name(tmp_path, toy_root, capsys):
+    name = "x;$(touch P)`touch Q`&|<>*"
+    code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), "--set", f"run_name={name}",
+                      "--set", "stages=[adaptation]", "--set", "adapt_epochs=1")
+    assert code == 0, err
+    assert (tmp_path / "runs" / name / "stages" / "adaptation.json").exists()
+    for place in (tmp_path, ROOT, tmp_path / "runs"):
+        assert not (place / "P").exists() and not (place / "Q").exists()  # nothing in the name ran
+
+
+def test_a_file_in_place_of_a_run_subfolder_stops_at_preflight(tmp_path, toy_root, capsys):
+    folder = tmp_path / "runs" / "demo"
+    folder.mkdir(parents=True)
+    (folder / "stages").write_text("not a folder")
+    code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root))
+    _one_line(code, err)
+    assert "stages" in err and "is a file" in err and sorted(os.listdir(folder)) == ["stages"]
+
+
+def test_a_dataset_of_one_class_is_refused_before_work(tmp_path, capsys):
+    from PIL import Image
+
+    data = tmp_path / "one"
+    for split, n in (("train", 6), ("val", 2), ("test", 2)):
+        (data / split / "cat").mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(data / split / "cat" / f"{i}.png")
+    code, err = _main(capsys, "params/demo.yaml", "--set", f"runs_root={tmp_path / 'runs'}", "--set", "dataset=imagefolder",
+                      "--set", f"data_root={data}")
+    _one_line(code, err)
+    assert "one class ('cat')" in err and "at least two classes" in err and not (tmp_path / "runs").exists()
+
+
+# --- the run's own records ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, toy_root):
+    """A whole small demo run (every stage), made once; tests copy it before damaging it."""
+    tmp = tmp_path_factory.mktemp("records")
+    args = ["params/demo.yaml", "--set", f"runs_root={tmp / 'runs'}", "--set", f"data_root={toy_root}",
+            "--set", "images_per_class=4", "--set", "ablation_images_per_class=[4]", "--set", "ablation_shots=[4]",
+            "--set", "clf_settings=[real_finetune, synthetic_real]", "--set", "clf_epochs=1", "--set", "clf_warmup_epochs=0"]
+    result = subprocess.run([sys.executable, "-m", "datadream_lib.pipeline", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return tmp / "runs" / "demo", args
+
+
+def _copy_run(finished_run, tmp_path):
+    import shutil
+
+    folder, args = finished_run
+    copy = tmp_path / "runs" / "demo"
+    shutil.copytree(folder, copy)
+    for lock in copy.rglob("*.lock"):
+        lock.unlink()
+    args = [a.replace(str(folder.parent), str(tmp_path / "runs")) for a in args]
+    return copy, args
+
+
+def test_a_run_without_params_yaml_is_still_recognised_by_its_stage_markers(finished_run, tmp_path, capsys):
+    folder, args = _copy_run(finished_run, tmp_path)
+    (folder / "params.yaml").unlink()
+    before = {p: p.read_bytes() for p in folder.rglob("*.json")}
+    code, err = _main(capsys, *args, "--set", "seed=1")
+    _one_line(code, err)
+    assert "seed: 0 -> 1" in err and "stages/" in err and not (folder / "params.yaml").exists()
+    assert {p: p.read_bytes() for p in folder.rglob("*.json")} == before  # nothing relabelled
+    (folder / "params.yaml").write_text("seed: [unclosed\n  :")  # not YAML: treated as lost, written again
+    code = pipeline.main(args)
+    assert code == 0 and yaml.safe_load((folder / "params.yaml").read_text())["seed"] == 0
+
+
+def test_a_lost_or_damaged_split_is_drawn_again_and_checked_against_the_stages(finished_run, tmp_path, capsys):
+    folder, args = _copy_run(finished_run, tmp_path)
+    split = (folder / "split.json").read_bytes()
+    (folder / "split.json").write_text("{torn")
+    assert pipeline.main(args) == 0
+    assert (folder / "split.json").read_bytes() == split  # drawn again: the same split, which the markers vouch for
+    marker = folder / "stages" / "fid.json"
+    record = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**record, "split": "0" * 64}))  # as if the outputs were made with other shots
+    (folder / "split.json").unlink()
+    code, err = _main(capsys, *args)
+    _one_line(code, err)
+    assert "another split" in err and "fid.json" in err and not (folder / "split.json").exists()
+
+
+@pytest.mark.parametrize("record, stage, damage", [
+    ("classification/synthetic_real/metrics.json", "classification", "deleted"),
+    ("classification/synthetic_real/metrics.json", "classification", "garbage"),
+    ("fid/per_class.csv", "fid", "deleted"), ("ablations/results.csv", "ablations", "garbage")])
+def test_a_lost_or_damaged_result_file_reopens_its_stage(finished_run, tmp_path, capsys, record, stage, damage):
+    from datadream_lib import results
+
+    folder, args = _copy_run(finished_run, tmp_path)
+    path = folder / record
+    good = path.read_text()
+    if damage == "deleted":
+        path.unlink()
+    else:
+        path.write_bytes(b"\x00\xff{ not a table" if path.suffix == ".csv" else b"{ not json")
+    if stage == "classification":  # notebook 06 says which result it skipped, and why
+        table = results.collect([folder])
+        assert len(table["skipped"]) == 1 and record in table["skipped"]["file"][0]
+        assert "synthetic_real" not in set(table["metrics"]["setting"])
+    assert pipeline.main(args) == 0
+    assert f"[pipeline] {stage}: 1 output(s) missing or damaged" in capsys.readouterr().out
+    if path.suffix == ".csv":
+        assert pd.read_csv(path).shape == pd.read_csv(io.StringIO(good)).shape
+    else:
+        assert json.loads(path.read_text())["top1"] == json.loads(good)["top1"]  # seeded: trained again, the same
+    assert results.collect([folder])["skipped"].empty

@@ -28,6 +28,7 @@ and, on an instance made for one run (cheap: no model is loaded until `load`):
     preview(c)            {label: image} of what its choices do for class c, for notebook 01 (unCLIP:
                           one image per conditioning variant); none for most methods
     check_prepared()      stop before any image is made if the preparation is incomplete
+    outdated(rows)        listed images made from prepared inputs that changed since (DISEF's captions)
     plan(job)             the image's own plan, derived from its seed alone (prompt, source shot,
                           strength, caption shot, ...): written into its manifest row
     load(images, batch_size)  build the models on the device (batch_size: the engine's, per call)
@@ -136,6 +137,12 @@ class Method:
         """{label: image} showing what the method's choices do, for notebook 01 (augmentation-
         conditioned unCLIP: one image per conditioning variant); none for most methods."""
         return {}
+
+    def outdated(self, rows: list[dict]) -> list[dict]:
+        """The listed images made from prepared inputs that have changed since (DISEF: a caption made
+        again that reads otherwise): synthesis makes them again, and the resume check counts them as
+        damaged. None for most methods (their preparation is checked by its checksums)."""
+        return []
 
     def check_prepared(self) -> None:
         damaged = self.preparation_damage()

@@ -223,9 +223,24 @@ class DISEF(Method):
         return self.captions()
 
     def captions(self) -> dict[tuple[int, int], dict]:
-        """(class, shot) -> its caption row, for the run's K shots."""
-        rows = {(r["class_index"], r["shot"]): r for r in read_jsonl(self.captions_path)}
+        """(class, shot) -> its caption row, for the run's K shots. A line that is not a whole caption
+        row (torn, garbage, keys missing) counts as no caption: the adaptation stage makes it again."""
+        rows = {(r["class_index"], r["shot"]): r for r in read_jsonl(self.captions_path)
+                if isinstance(r, dict) and isinstance(r.get("class_index"), int) and isinstance(r.get("shot"), int)
+                and isinstance(r.get("prompt"), str)}
         return {key: rows[key] for key in self._shot_keys() if key in rows}
+
+    def outdated(self, rows: list[dict]) -> list[dict]:
+        """Images whose caption has changed since they were made (a caption lost and made again that
+        reads otherwise, say on another GPU): made again. Under the class rule a caption steers the
+        whole class's stream of candidates, so every image of that class is made again."""
+        current = self.captions()
+        changed = [r for r in rows if r.get("caption_shot") is not None
+                   and current.get((r["class_index"], r["caption_shot"]), {}).get("prompt", r.get("prompt")) != r.get("prompt")]
+        if self.p.filter_rule == "class":
+            classes = {r["class_index"] for r in changed}
+            return [r for r in rows if r["class_index"] in classes]
+        return changed
 
     def _shot_keys(self) -> list[tuple[int, int]]:
         return [(c, k) for c in range(len(self.split.classnames)) for k in range(self.p.shots)]
@@ -300,7 +315,9 @@ class DISEF(Method):
         # the class rule's state: candidates are made in aligned blocks of `stream_batch` of a class's
         # stream, so a candidate is made in the same batch however the run was sharded or resumed
         self.stream_batch = batch_size or models.synth_batch_size(self.p, device)
-        self._listed = {(r["class_index"], r["index"]): r for r in catalog.read_manifest(catalog.folder(self.run, self.name))}
+        listed = catalog.read_manifest(catalog.folder(self.run, self.name))
+        outdated = {(r["class_index"], r["index"]) for r in self.outdated(listed)}  # their class's stream starts anew
+        self._listed = {(r["class_index"], r["index"]): r for r in listed if (r["class_index"], r["index"]) not in outdated}
         self._kept: dict[tuple[int, int], int] = {}  # (class, index) -> its candidate, made in this process
         self._block: tuple = (None, None, {})  # (class, block, {candidate: (plan, image, probabilities)})
 
