@@ -62,6 +62,7 @@ class AdapterJob:
     steps: int
     batch_size: int
     seed: int
+    class_index: int = 0  # the class it adapts to (dset: 0, so the shard of class 0 trains it)
 
     def folder(self, run: Run, variant: str) -> Path:
         return run.path("adaptation", variant if variant == "dset" else f"cls/{self.name}")
@@ -74,7 +75,7 @@ def adapter_jobs(p, split: FewShotSplit) -> list[AdapterJob]:
                            p.adapt_batch_size, p.seed)]
     steps = cls_steps(p.shots, p.adapt_epochs, p.adapt_batch_size)
     return [AdapterJob(dirname, [it for it in shots if it[1] == label], steps, min(p.adapt_batch_size, p.shots),
-                       p.seed * 100_003 + label)
+                       p.seed * 100_003 + label, label)
             for label, dirname in enumerate(split.class_dirs())]
 
 
@@ -326,11 +327,13 @@ def train_adapter(pipe, p, job: AdapterJob, prompts: list[str], device: torch.de
     return trainer.train(job, prompts, progress), trainer.trainable
 
 
-def train_adapters(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
-    """Train every adapter the variant needs; adapters already saved are kept (resume per class).
+def train_adapters(p, run: Run, split: FewShotSplit, progress: bool = True, classes: list[int] | None = None) -> dict:
+    """Train every adapter the variant needs (or those of `classes`: a shard's; the dset adapter
+    belongs to the shard of class 0); adapters already saved are kept (resume per class).
     Returns, per adapter, its record (steps, losses, seconds, ...)."""
     device = models.resolve_device(p)
-    jobs = adapter_jobs(p, split)
+    jobs = [job for job in adapter_jobs(p, split)
+            if classes is None or job.class_index in classes]
     prompts = split.prompts()
     trainer = None  # built at the first adapter to train; its LoRA modules are reset for each one
     summary = {}

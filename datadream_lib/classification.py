@@ -435,7 +435,7 @@ def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: 
     metrics exist is kept."""
     the_stage = out_root is None and settings is None  # not an ablation's cell
     out_root = out_root or run.path("classification")
-    settings = settings or p.clf_settings
+    settings = settings or p.clf_select or p.clf_settings  # clf_select: this process's part of the stage
     results = {}
     synth, source = None, None
     for setting in settings:
@@ -453,6 +453,6 @@ def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: 
                                               methods.METHODS[p.synth_method].classifier_options(p),
                                               shots if synth else None)
         write_json(path, results[setting])
-    if the_stage:
+    if the_stage and all(_read_metrics(out_root / s / "metrics.json") is not None for s in p.clf_settings):
         run.outputs_complete("classification", settings=sorted(path.parent.name for path in out_root.glob("*/metrics.json")))
     return results

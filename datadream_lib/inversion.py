@@ -212,12 +212,16 @@ def save_token(where: Path, token: str, vectors: torch.Tensor, info: dict) -> No
     tmp.rename(where)
 
 
-def train_tokens(p, run: Run, split: FewShotSplit, seed_of, progress: bool = True) -> list[dict]:
-    """Every class's token, resumed class by class (a damaged one trained again); one record per class."""
+def train_tokens(p, run: Run, split: FewShotSplit, seed_of, progress: bool = True,
+                 classes: list[int] | None = None) -> list[dict]:
+    """Every class's token (or those of `classes`), resumed class by class (a damaged one trained
+    again); one record per class."""
     device = models.resolve_device(p)
     trainer, rows = None, []
     shots = split.shots(p.shots)
     for c, class_dir in enumerate(tqdm(split.class_dirs(), desc="tokens", disable=not progress)):
+        if classes is not None and c not in classes:
+            continue
         where = folder(run, class_dir)
         if where.exists():
             damage = token_damage(where)

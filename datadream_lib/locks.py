@@ -4,8 +4,9 @@ A pipeline or a script that opens a run for writing holds the lock until it exit
 its first cell to its last (`pipeline.finish`); a second writer is refused at once, with who holds
 it (host, pid, since when). The kernels a pipeline starts for its notebooks inherit its lock (they
 find its token in the environment).
-Synthesis shards of one run work side by side: each takes the folder's lock shared and its own
-shard's lock exclusively, so two copies of one shard, or a whole run beside a shard, are refused.
+The parts of one run work side by side (synthesis shards, the classes of a per-class preparation,
+classifier settings: what the launcher's units select): each takes the folder's lock shared and its
+own part's lock exclusively, so two copies of one part, or a whole run beside a part, are refused.
 
 The operating system drops a lock when its process ends, kill -9 included, so a lock cannot go
 stale on a local disk. On a network filesystem without working `flock`, a crashed machine can
@@ -41,10 +42,6 @@ def _publish() -> None:
         os.environ.pop(ENV, None)
 
 
-def _shard_lock(shard_index: int, num_shards: int) -> str:
-    return f".lock-shard-{shard_index:03d}-of-{num_shards:03d}"
-
-
 def _holder(path: Path) -> dict:
     try:
         return json.loads(path.read_text() or "{}")
@@ -70,7 +67,7 @@ def _acquire(path: Path, shared: bool, folder: Path) -> None:
             return
         who = _holder(path)
         holder = (f"process {who.get('pid')} on {who.get('host')}, since {who.get('since')}" if "pid" in who
-                  else "synthesis shards of this run" if who.get("shared") else "another process")
+                  else "parts of this run (shards, classifier settings)" if who.get("shared") else "another process")
         raise DataDreamError(
             f"run folder {folder} is in use by {holder}: one process writes a run at a time. Wait for it to "
             f"finish, or stop it. If that process is gone (a crashed machine, with the run on a network "
@@ -85,13 +82,13 @@ def _acquire(path: Path, shared: bool, folder: Path) -> None:
     _publish()
 
 
-def lock_run(folder: Path, shard_index: int = 0, num_shards: int = 1) -> None:
-    """Hold `folder` for this process (exclusive; a shard: shared, plus its shard exclusively)."""
+def lock_run(folder: Path, part: str | None = None) -> None:
+    """Hold `folder` for this process: exclusively, or, for a part of the run (a shard, a classifier
+    setting: `runs.part_of`), the folder shared and the part exclusively."""
     folder = Path(folder)
-    sharded = num_shards > 1
-    _acquire(folder / LOCK_FILE, shared=sharded, folder=folder)
-    if sharded:
-        _acquire(folder / _shard_lock(shard_index, num_shards), shared=False, folder=folder)
+    _acquire(folder / LOCK_FILE, shared=part is not None, folder=folder)
+    if part is not None:
+        _acquire(folder / f"{LOCK_FILE}-{part}", shared=False, folder=folder)
 
 
 def release_all() -> None:

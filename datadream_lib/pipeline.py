@@ -79,7 +79,7 @@ def reads(p, stage: str) -> list[str]:
         return ["synthesis"] if any(s in SYNTHETIC_SETTINGS for s in settings) else []
 
     return {"adaptation": [], "synthesis": ["adaptation"] if methods.METHODS[p.synth_method].prepares else [],
-            "classification": images(p.clf_settings), "fid": ["synthesis"],
+            "classification": images(p.clf_select or p.clf_settings), "fid": ["synthesis"],
             "ablations": images(p.ablation_settings)}[stage]
 
 
@@ -92,7 +92,7 @@ def check_plan(p, folder: Path) -> None:
             raise DataDreamError(f"stages {p.stages}: {stage} reads the outputs of {missing[0]}, which is neither in "
                                  f"the plan nor done in {folder}. Add '{missing[0]}' to stages (they run in the "
                                  f"order {list(stages.NAMES)}).")
-    if p.num_shards > 1 and "adaptation" not in done and reads(p, "synthesis"):
+    if p.num_shards > 1 and "synthesis" in p.stages and "adaptation" not in done and reads(p, "synthesis"):
         raise DataDreamError(f"num_shards {p.num_shards}: shards share the run's prepared inputs ({p.synth_method}), so "
                              f"prepare them first with num_shards: 1 (notebooks/01_adaptation.ipynb, or the pipeline), "
                              f"then start the shards.")
@@ -157,6 +157,38 @@ def check_run_layout(folder: Path) -> None:
                                  f"as a folder. Move that file away (or set run_name to a new name); nothing was changed.")
 
 
+def _log_timing(run, stage: str, part, seconds: float) -> None:
+    """One row per stage (or part) executed, appended to the run's timings.jsonl: what the
+    launcher's status adds up into GPU-hours."""
+    import socket
+
+    from datadream_lib.catalog import JsonlWriter
+
+    writer = JsonlWriter(run.path("timings.jsonl"))
+    try:
+        writer.append({"stage": stage, "part": part, "seconds": seconds, "host": socket.gethostname(),
+                       "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    finally:
+        writer.close()
+
+
+def selects(p, stage: str) -> bool:
+    """Whether this process does only a part of `stage` (a shard, some classifier settings)."""
+    if stage in ("adaptation", "synthesis"):
+        return p.num_shards > 1
+    return stage == "classification" and runs.part_of(p) is not None and bool(p.clf_select)
+
+
+def unit_notebook(notebook: str, p, stage: str) -> str:
+    """The executed notebook of this process's part of a stage: every part keeps its own record
+    (`02_synthesis.shard-001-of-004.ipynb`, `03_classification.synthetic.ipynb`)."""
+    if not selects(p, stage):
+        return notebook
+    part = f"shard-{p.shard_index:03d}-of-{p.num_shards:03d}" if stage != "classification" else \
+        "+".join(sorted(p.clf_select))
+    return notebook.replace(".ipynb", f".{part}.ipynb")
+
+
 def _literal(path: Path) -> str:
     """A path as papermill reads it literally: papermill fills `{name}` in paths from the parameters,
     so a run folder or runs_root with braces (`x{seed}`) has them doubled."""
@@ -188,7 +220,7 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
     check_run_layout(folder)
     runs.check_compatible(p, folder)  # a folder holding another run is refused first,
     if folder.is_dir():               # then one that another process is writing,
-        locks.lock_run(folder, p.shard_index, p.num_shards)
+        locks.lock_run(folder, runs.part_of(p))
     check_plan(p, folder)             # then a plan whose stages lack their inputs,
     preflight(p)                      # then an unwritable runs_root and unreachable weights,
     run, split = splits.start_run(p)    # then bad data; only then is the run folder created (and locked)
@@ -205,7 +237,7 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
             print(f"[pipeline] {stage}: {len(damaged)} output(s) missing or damaged (e.g. {damaged[0]}); running it "
                   f"again to repair them", flush=True)
             run.reopen_stage(stage)
-        out = run.path("notebooks", notebook)
+        out = run.path("notebooks", unit_notebook(notebook, p, stage))
         out.parent.mkdir(parents=True, exist_ok=True)
         _keep_previous(out)
         started = time.time()
@@ -215,10 +247,11 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
                                    log_output=log_output)
         timings[stage] = round(time.time() - started, 1)
         print(f"[pipeline] {stage}: done in {timings[stage]:.1f} s", flush=True)
+        _log_timing(run, stage, runs.part_of(p) if selects(p, stage) else None, timings[stage])
         if not run.stage_done(stage):
-            if stage == "synthesis" and p.num_shards > 1:
-                print(f"[pipeline] shard {p.shard_index} of {p.num_shards} is done; run the other shards, then run the "
-                      f"pipeline again with num_shards: 1 to go on.")
+            if selects(p, stage):
+                print(f"[pipeline] {stage}: this part ({runs.part_of(p)}) is done; the stage is done once every part "
+                      f"is (the other shards or settings; `python -m datadream_lib.launch status` shows them).")
                 break
             raise DataDreamError(f"stage {stage} ran but did not mark itself done; see {out}.")
     runs.write_json(run.path("timings.json"), {"stages": timings, "total": round(sum(timings.values()), 1)})

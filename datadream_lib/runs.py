@@ -136,9 +136,12 @@ class Run:
         """The last cell of a stage's notebook: the pending marker becomes the done marker. Returns
         whether the stage is done (False where its outputs are not complete, e.g. one shard of several)."""
         pending = self.path("stages", f"{stage}.pending.json")
-        if pending.exists():
-            write_json(self.path("stages", f"{stage}.json"), {**read_json(pending), "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
-            pending.unlink()
+        try:
+            marker = read_json(pending)
+        except (FileNotFoundError, ValueError):  # none, or the last two parts of a stage finishing at once
+            return self.stage_done(stage)
+        write_json(self.path("stages", f"{stage}.json"), {**marker, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        pending.unlink(missing_ok=True)
         return self.stage_done(stage)
 
     def reopen_stage(self, stage: str) -> None:
@@ -155,6 +158,18 @@ def check_run_name(name: str) -> None:
         raise DataDreamError(f"run_name {name!r} is not a plain folder name: a run folder is always a direct child of "
                              f"runs_root: no '/' or '\\', not '.' or '..', not starting with '.' or a space, e.g. "
                              f"'eurosat_dset_seed0'. To put runs elsewhere, set runs_root.")
+
+
+def part_of(p) -> str | None:
+    """The part of its run this process works on, or None for the whole run: a shard (of the
+    synthesis jobs, or of the classes of a per-class preparation) and / or some classifier settings.
+    Names its lock and its executed notebooks."""
+    parts = []
+    if p.num_shards > 1:
+        parts.append(f"shard-{p.shard_index:03d}-of-{p.num_shards:03d}")
+    if p.clf_select and sorted(p.clf_select) != sorted(p.clf_settings):
+        parts.append("+".join(sorted(p.clf_select)))
+    return ".".join(parts) or None
 
 
 def run_dir(p) -> Path:
@@ -223,7 +238,7 @@ def open_run(p, folder: Path | None = None) -> Run:
     folder = Path(folder) if folder is not None else run_dir(p)
     check_compatible(p, folder)
     folder.mkdir(parents=True, exist_ok=True)
-    locks.lock_run(folder, p.shard_index, p.num_shards)
+    locks.lock_run(folder, part_of(p))
     check_compatible(p, folder)  # again, under the lock: the folder may have been started meanwhile
     record = folder / PARAMS_FILE
     if record.exists() and read_params_record(folder) is None:  # damaged: the markers vouched for p above

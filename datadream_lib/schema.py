@@ -91,12 +91,13 @@ class Params:
     synth_batch_size: Optional[int] = field(None, "images per UNet batch (unset: from the GPU's free memory, at most 64; 10 on a CPU): shards and resumes are bit-identical at a fixed batch size; another size changes pixels by roundoff only (recorded per image)", min=1, max=SYNTH_BATCH_MAX, identity=False)
     channels_last: Optional[bool] = field(None, "the UNet and VAE in channels_last layout for cuDNN (adaptation, synthesis); unset: on a CUDA GPU (roundoff only, recorded)", identity=False)
     compile: Optional[bool] = field(None, "torch.compile the UNet (adaptation, synthesis) and the VAE decoder (synthesis); unset: on a CUDA GPU when the stage is long enough to pay the compile back (roundoff only, recorded per image and per adapter)", identity=False)
-    shard_index: int = field(0, "this process's shard of the synthesis jobs", min=0, identity=False)
-    num_shards: int = field(1, "number of synthesis shards", min=1, identity=False)
+    shard_index: int = field(0, "this process's shard of the synthesis jobs (and of the classes of a per-class preparation: cls adapters, DA-Fusion's tokens, DISEF's captions)", min=0, identity=False)
+    num_shards: int = field(1, "number of shards", min=1, identity=False)
     allow_environment_change: bool = field(False, "resume a run under other versions of torch, diffusers, transformers, peft or open_clip than it was last written with (refused otherwise: images and weights change); each manifest row and adapter.json names the environment it was made under", identity=False)
 
     # --- classifier (docs/hyperparameters.md §3) ---------------------------------------------
     clf_settings: list = field(list(CLASSIFIER_SETTINGS), "classifier settings to run", choices=CLASSIFIER_SETTINGS)
+    clf_select: list = field([], "this process's classifier settings, a subset of clf_settings (empty: all); the stage is done once every setting is (a launcher unit per setting)", choices=CLASSIFIER_SETTINGS, identity=False)
     clf_epochs: int = field(10, "classifier epochs (authors' scripts: 10)", min=1)
     clf_warmup_epochs: int = field(3, "linear warm-up epochs (authors' scripts: 3)", min=0)
     clf_batch_size: int = field(64, "classifier batch size, drawn from the pool of synthetic images and repeated real shots", min=1)
@@ -271,11 +272,11 @@ def _check_value(name: str, value: Any, field: dataclasses.Field, owner: type) -
             return None
         raise DataDreamError(f"{where} is empty; give a value ({meta['help']}).")
     if base_type is list:
-        if not isinstance(value, (list, tuple)) or not value:
+        default_items = field.default_factory()
+        if not isinstance(value, (list, tuple)) or (not value and default_items):  # empty only where that is the default
             raise DataDreamError(f"{where} must be a non-empty list, got {value!r}.")
         items = list(value)
-        default_items = field.default_factory()
-        item_type = type(default_items[0])
+        item_type = type(default_items[0]) if default_items else str
         for item in items:
             if not isinstance(item, item_type) or isinstance(item, bool):
                 raise DataDreamError(f"{where}: {item!r} is not a {item_type.__name__}.")
@@ -352,6 +353,8 @@ def _check_consistency(p: Params) -> None:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", p.device):
         raise DataDreamError(f"parameter 'device': {p.device!r} is not a device; use 'auto' (a CUDA GPU if there is one), "
                              f"'cpu', 'cuda' or 'cuda:N'.")
+    if set(p.clf_select) - set(p.clf_settings):
+        raise DataDreamError(f"clf_select {p.clf_select} must be a subset of clf_settings {p.clf_settings}.")
     if p.shard_index >= p.num_shards:
         raise DataDreamError(f"shard_index {p.shard_index} must be < num_shards {p.num_shards} (shards are numbered from 0).")
     if p.clf_warmup_epochs >= p.clf_epochs and p.clf_epochs > 1:

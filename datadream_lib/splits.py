@@ -22,7 +22,7 @@ from PIL import Image
 from datadream_lib import locks
 from datadream_lib.datasets import DATASETS, Item, Splits, by_class, check_unique_classnames
 from datadream_lib.errors import DataDreamError
-from datadream_lib.runs import atomic_write_text, check_compatible, open_run, run_dir, stage_markers
+from datadream_lib.runs import atomic_write_text, check_compatible, open_run, part_of, run_dir, stage_markers
 
 SPLIT_FILE = "split.json"
 
@@ -213,7 +213,7 @@ def start_run(p):
     folder = run_dir(p)
     check_compatible(p, folder)
     if folder.is_dir():  # a run another process is writing stops here, before the dataset is read
-        locks.lock_run(folder, p.shard_index, p.num_shards)
+        locks.lock_run(folder, part_of(p))
     split = read_split(folder / SPLIT_FILE)
     fresh = split is None
     if fresh:  # not drawn yet, deleted or damaged: drawn again, then checked against the stages' records

@@ -37,27 +37,27 @@ HOLDER = textwrap.dedent("""
     import sys
     from pathlib import Path
     from datadream_lib import locks
-    locks.lock_run(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    locks.lock_run(Path(sys.argv[1]), sys.argv[2] or None)
     print("holding", flush=True)
     sys.stdin.read()  # hold until the test closes stdin
 """)
 
 
-def _hold(folder, shard_index=0, num_shards=1):
-    """A separate process holding `folder` (as a shard if num_shards > 1) until .stdin is closed."""
+def _hold(folder, part=""):
+    """A separate process holding `folder` (a part of it, if given) until .stdin is closed."""
     env = {k: v for k, v in os.environ.items() if k != locks.ENV}
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), str(shard_index), str(num_shards)],
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), part],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     assert proc.stdout.readline().strip() == "holding"
     return proc
 
 
-def _try_lock(folder, shard_index=0, num_shards=1):
+def _try_lock(folder, part=""):
     env = {k: v for k, v in os.environ.items() if k != locks.ENV}
     code = "import sys; from pathlib import Path; from datadream_lib import locks\n" \
-           "try:\n    locks.lock_run(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))\n" \
+           "try:\n    locks.lock_run(Path(sys.argv[1]), sys.argv[2] or None)\n" \
            "except Exception as exc:\n    print(exc); sys.exit(2)"
-    return subprocess.run([sys.executable, "-c", code, str(folder), str(shard_index), str(num_shards)],
+    return subprocess.run([sys.executable, "-c", code, str(folder), part],
                           capture_output=True, text=True, cwd=ROOT, env=env)
 
 
@@ -105,19 +105,26 @@ def test_a_notebook_holds_its_run_from_its_first_cell_to_its_last(demo_run):
     assert _try_lock(run.dir).returncode == 0
 
 
-def test_shards_work_side_by_side_but_a_shard_twice_or_a_whole_run_beside_them_is_refused(tmp_path):
+def test_parts_work_side_by_side_but_a_part_twice_or_a_whole_run_beside_them_is_refused(tmp_path, toy_root):
+    def part(**selectors):
+        return runs.part_of(params.from_dict({"base": "demo", "data_root": str(toy_root), **selectors}))
+
+    assert part() is None and part(shard_index=0, num_shards=1) is None and part(clf_select=list(params.Params().clf_settings)) is None
+    shard0, shard1 = part(shard_index=0, num_shards=2), part(shard_index=1, num_shards=2)
+    setting = part(clf_select=["synthetic"])
     folder = tmp_path / "run"
     folder.mkdir()
-    shard0 = _hold(folder, 0, 2)
+    holder = _hold(folder, shard0)
     try:
-        assert _try_lock(folder, 1, 2).returncode == 0  # another shard: fine
-        again = _try_lock(folder, 0, 2)
-        assert again.returncode == 2 and f"process {shard0.pid}" in again.stdout
+        assert _try_lock(folder, shard1).returncode == 0  # another shard: fine
+        assert _try_lock(folder, setting).returncode == 0  # a classifier setting: fine
+        again = _try_lock(folder, shard0)
+        assert again.returncode == 2 and f"process {holder.pid}" in again.stdout
         whole = _try_lock(folder)
-        assert whole.returncode == 2 and "synthesis shards" in whole.stdout
+        assert whole.returncode == 2 and "parts of this run" in whole.stdout
     finally:
-        shard0.stdin.close()
-        shard0.wait(timeout=30)
+        holder.stdin.close()
+        holder.wait(timeout=30)
 
 
 def test_a_manifest_never_counts_an_image_twice(tmp_path):

@@ -37,11 +37,20 @@ def get(p, run, split) -> Method:
 
 def prepare(p, run, split, progress: bool = True) -> pd.DataFrame:
     """The adaptation stage: the method's preparation (DataDream: its adapters; DISEF: captions),
-    resumed where it stopped; a method without one has nothing to do. One row per prepared item."""
+    resumed where it stopped; a method without one has nothing to do. One row per prepared item.
+    With num_shards > 1, this process prepares the classes of its shard (class c: c mod num_shards;
+    a preparation of the whole set, such as the dset adapter, is shard 0's); the stage is done
+    once nothing is missing."""
     method = get(p, run, split)
-    table = method.prepare(progress)
-    run.outputs_complete("adaptation", method=p.synth_method, prepared=len(table))
+    table = method.prepare(progress, classes=shard_classes(p, len(split.classnames)))
+    if not method.preparation_damage():
+        run.outputs_complete("adaptation", method=p.synth_method, prepared=len(table))
     return table
+
+
+def shard_classes(p, n_classes: int):
+    """The classes this process prepares: all (None), or those of its shard."""
+    return None if p.num_shards == 1 else [c for c in range(n_classes) if c % p.num_shards == p.shard_index]
 
 
 def class_summary(folder) -> pd.DataFrame:

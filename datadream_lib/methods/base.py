@@ -11,6 +11,7 @@ A method is a class with:
     columns       the manifest columns it adds to the engine's (documented; a test checks them)
     label(p)      how tables and figures name its images ("DataDream-dset", "IsSynth", ...)
     weights(p)    preflight checks of the weights it loads (each raises with the parameter to set)
+    prepares_by_class(p)  whether its preparation is per class (shards of classes prepare side by side)
     whole_classes(p)  whether an image depends on the others of its class (DISEF's per-class filter
                   budget): synthesis shards then own whole classes instead of chunks of 64 images
     class_summary(rows)  per-class figures of its manifest rows for the notebooks and the FID table
@@ -22,7 +23,7 @@ A method is a class with:
 
 and, on an instance made for one run (cheap: no model is loaded until `load`):
 
-    prepare()             the resumable preparation; returns one row per prepared item
+    prepare(progress, classes)  the resumable preparation (of some classes: a shard's); one row per prepared item
     preparation_damage()  prepared items that are missing or damaged (cheap), for the resume check
     preparation_losses()  per prepared item its training losses (adapters, tokens), for notebook 01
     preview(c)            {label: image} of what its choices do for class c, for notebook 01 (unCLIP:
@@ -108,6 +109,12 @@ class Method:
         return False
 
     @classmethod
+    def prepares_by_class(cls, p) -> bool:
+        """Whether its preparation is per class (cls adapters, tokens, captions), so shards of
+        classes can prepare side by side (the launcher's adaptation units)."""
+        return False
+
+    @classmethod
     def class_summary(cls, rows: list[dict]) -> pd.DataFrame:
         return pd.DataFrame({"class_index": []})
 
@@ -123,7 +130,9 @@ class Method:
         self.p, self.run, self.split = p, run, split
 
     # --- preparation ---------------------------------------------------------------------------
-    def prepare(self, progress: bool = True) -> pd.DataFrame:
+    def prepare(self, progress: bool = True, classes: list[int] | None = None) -> pd.DataFrame:
+        """`classes`: prepare only those (a shard's; None: all); a preparation of the whole set is
+        made by the shard that holds class 0."""
         return pd.DataFrame()
 
     def preparation_damage(self) -> list[str]:

@@ -56,6 +56,10 @@ class DAFusion(Method):
     source_fit = "stretch"
 
     @classmethod
+    def prepares_by_class(cls, p) -> bool:
+        return True
+
+    @classmethod
     def label(cls, p) -> str:
         return "DA-Fusion"
 
@@ -77,8 +81,8 @@ class DAFusion(Method):
                     vae_encodes=made, vae_decodes=made)
 
     # --- preparation: a token per class ---------------------------------------------------------
-    def prepare(self, progress: bool = True) -> pd.DataFrame:
-        rows = inversion.train_tokens(self.p, self.run, self.split, seed_of, progress)
+    def prepare(self, progress: bool = True, classes: list[int] | None = None) -> pd.DataFrame:
+        rows = inversion.train_tokens(self.p, self.run, self.split, seed_of, progress, classes)
         return pd.DataFrame(rows).drop(columns="losses")
 
     def preparation_damage(self) -> list[str]:

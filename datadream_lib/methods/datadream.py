@@ -48,6 +48,10 @@ class DataDream(Method):
     columns = ("prompt", "adapter")
 
     @classmethod
+    def prepares_by_class(cls, p) -> bool:
+        return p.variant == "cls"
+
+    @classmethod
     def label(cls, p) -> str:
         return f"DataDream-{p.variant}"
 
@@ -61,8 +65,10 @@ class DataDream(Method):
         made = Generator(p).cost(n_classes, images)
         return dataclasses.replace(made, adapt_samples=samples, adapt_text_encoder=p.adapt_train_text_encoder)
 
-    def prepare(self, progress: bool = True) -> pd.DataFrame:
-        summary = adaptation.train_adapters(self.p, self.run, self.split, progress)
+    def prepare(self, progress: bool = True, classes: list[int] | None = None) -> pd.DataFrame:
+        summary = adaptation.train_adapters(self.p, self.run, self.split, progress, classes)
+        if not summary:
+            return pd.DataFrame()
         return pd.DataFrame(summary).T.drop(columns="losses")
 
     def preparation_damage(self) -> list[str]:

@@ -200,6 +200,10 @@ class DISEF(Method):
                                    captioner_tokens=n_classes * p.shots * (LLAVA_PROMPT_TOKENS + p.caption_max_tokens))
 
     @classmethod
+    def prepares_by_class(cls, p) -> bool:
+        return True
+
+    @classmethod
     def label(cls, p) -> str:
         return "DISEF"
 
@@ -249,9 +253,9 @@ class DISEF(Method):
         have = self.captions()
         return [f"{self.captions_path}: no caption of class {c} shot {k}" for c, k in self._shot_keys() if (c, k) not in have]
 
-    def prepare(self, progress: bool = True) -> pd.DataFrame:
+    def prepare(self, progress: bool = True, classes: list[int] | None = None) -> pd.DataFrame:
         have = self.captions()  # read once: the file has a row per shot (16,000 for ImageNet)
-        todo = [key for key in self._shot_keys() if key not in have]
+        todo = [key for key in self._shot_keys() if key not in have and (classes is None or key[0] in classes)]
         if todo:
             self._caption(todo, progress)
         return pd.DataFrame(sorted(self.captions().values(), key=lambda r: (r["class_index"], r["shot"])))
