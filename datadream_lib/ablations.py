@@ -38,6 +38,8 @@ def images_per_class(p, run: Run, split: FewShotSplit, progress: bool = True) ->
     if not settings:
         return pd.DataFrame(rows)
     for n in tqdm(p.ablation_images_per_class, desc="images per class", disable=not progress):
+        if p.ablation_select and cell("images_per_class", n) not in p.ablation_select:
+            continue
         if n == p.images_per_class:
             results = classification.classify(p, run, split, progress=False, settings=settings)
         else:
@@ -50,6 +52,8 @@ def images_per_class(p, run: Run, split: FewShotSplit, progress: bool = True) ->
 def shots(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame:
     rows = []
     for k in tqdm(p.ablation_shots, desc="real shots", disable=not progress):
+        if p.ablation_select and cell("shots", k) not in p.ablation_select:
+            continue
         sub_p, sub = p, run
         if k != p.shots:
             sub_p = p.replace(shots=k, run_name=f"{literal_braces(p.run_name)}_shots_k{k}")
@@ -62,9 +66,26 @@ def shots(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def cell(ablation: str, value: int) -> str:
+    """A cell's name, as `ablation_select` names it: n<images per class>, k<shots>."""
+    return f"{'n' if ablation == 'images_per_class' else 'k'}{value}"
+
+
+def cells(p) -> list[str]:
+    """The cells of the grids that are work of their own (not the run's own point): the launcher's
+    ablation units. Cells of settings that read no synthetic images vary only with the shots."""
+    synthetic = any(s in classification.SYNTHETIC_SETTINGS for s in p.ablation_settings)
+    return ([cell("images_per_class", n) for n in p.ablation_images_per_class if n != p.images_per_class and synthetic]
+            + [cell("shots", k) for k in p.ablation_shots if k != p.shots])
+
+
 def ablate(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame:
-    """The ablations stage: both grids of Fig. 5 (ablations/results.csv)."""
+    """The ablations stage: both grids of Fig. 5 (ablations/results.csv). With `ablation_select`,
+    only those cells (a launcher unit each; finished cells are kept), and no table: the stage run
+    without a selection gathers them."""
     table = pd.concat([images_per_class(p, run, split, progress), shots(p, run, split, progress)], ignore_index=True)
+    if p.ablation_select:
+        return table
     out = run.path("ablations", "results.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)

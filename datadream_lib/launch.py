@@ -13,7 +13,10 @@ which can be copied and run by hand:
                     captions) `--shards` units of classes (`shard_index` / `num_shards`)
     synthesis       `--shards` units (`shard_index` / `num_shards`), after the run's adaptation
     classification  one unit per setting (`clf_select`), after the run's synthesis
-    fid, ablations  one unit each, after the run's classification
+    fid             one unit, after the run's classification
+    ablations       one unit per cell of Fig. 5's grids (`ablation_select`: n<images>, k<shots>; a
+                    shots cell is a sub-run: preparation, synthesis, classifiers), then one that
+                    gathers the table
     collect         notebook 06 over the runs' roots (Table 1 and the figures), after every run
 
 Selectors never change a run's identity; every unit writes its own executed notebook
@@ -141,9 +144,16 @@ def plan_units(files: list[str], overrides: Optional[dict] = None, shards: int =
                     p.clf_epochs * n_classes * p.images_per_class / 100 + 1)
         if "fid" in p.stages:
             add("fid", "", [], before("classification", "synthesis", "adaptation"), n_classes * p.images_per_class / 1000 + 1)
-        if "ablations" in p.stages:
-            add("ablations", "", [], before("fid", "classification", "synthesis", "adaptation"),
-                len(p.ablation_images_per_class) * p.clf_epochs * n_classes * p.images_per_class / 100 + 1)
+        if "ablations" in p.stages:  # a unit per cell of Fig. 5's grids, then the table of them all
+            from datadream_lib import ablations
+
+            needs = before("fid", "classification", "synthesis", "adaptation")
+            for name in ablations.cells(p):
+                shots_cell = name.startswith("k")
+                add("ablations", name, _set("ablation_select", [name]), needs,
+                    (2 * cost.adapt_samples + cost.unet_passes if shots_cell else 0)
+                    + p.clf_epochs * n_classes * p.images_per_class / 100 + 1)
+            add("ablations", "", [], before("ablations") or needs, 1)
     if units:
         first = sorted(set(roots))
         out = first[0] / LAUNCH_DIR / "06_paper_results.ipynb"

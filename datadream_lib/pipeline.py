@@ -176,7 +176,9 @@ def selects(p, stage: str) -> bool:
     """Whether this process does only a part of `stage` (a shard, some classifier settings)."""
     if stage in ("adaptation", "synthesis"):
         return p.num_shards > 1
-    return stage == "classification" and runs.part_of(p) is not None and bool(p.clf_select)
+    if stage == "ablations":
+        return bool(p.ablation_select)
+    return stage == "classification" and bool(p.clf_select) and sorted(p.clf_select) != sorted(p.clf_settings)
 
 
 def unit_notebook(notebook: str, p, stage: str) -> str:
@@ -184,8 +186,8 @@ def unit_notebook(notebook: str, p, stage: str) -> str:
     (`02_synthesis.shard-001-of-004.ipynb`, `03_classification.synthetic.ipynb`)."""
     if not selects(p, stage):
         return notebook
-    part = f"shard-{p.shard_index:03d}-of-{p.num_shards:03d}" if stage != "classification" else \
-        "+".join(sorted(p.clf_select))
+    part = {"classification": "+".join(sorted(p.clf_select)), "ablations": "+".join(sorted(p.ablation_select))}.get(
+        stage, f"shard-{p.shard_index:03d}-of-{p.num_shards:03d}")
     return notebook.replace(".ipynb", f".{part}.ipynb")
 
 

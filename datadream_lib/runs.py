@@ -169,6 +169,8 @@ def part_of(p) -> str | None:
         parts.append(f"shard-{p.shard_index:03d}-of-{p.num_shards:03d}")
     if p.clf_select and sorted(p.clf_select) != sorted(p.clf_settings):
         parts.append("+".join(sorted(p.clf_select)))
+    if p.ablation_select:
+        parts.append("ablations-" + "+".join(sorted(p.ablation_select)))
     return ".".join(parts) or None
 
 

@@ -97,6 +97,7 @@ class Params:
 
     # --- classifier (docs/hyperparameters.md §3) ---------------------------------------------
     clf_settings: list = field(list(CLASSIFIER_SETTINGS), "classifier settings to run", choices=CLASSIFIER_SETTINGS)
+    ablation_select: list = field([], "this process's cells of the ablations, e.g. [n100, k4] (images per class n, shots k; empty: all, and the table); a launcher unit per cell", identity=False)
     clf_select: list = field([], "this process's classifier settings, a subset of clf_settings (empty: all); the stage is done once every setting is (a launcher unit per setting)", choices=CLASSIFIER_SETTINGS, identity=False)
     clf_epochs: int = field(10, "classifier epochs (authors' scripts: 10)", min=1)
     clf_warmup_epochs: int = field(3, "linear warm-up epochs (authors' scripts: 3)", min=0)
@@ -353,6 +354,11 @@ def _check_consistency(p: Params) -> None:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", p.device):
         raise DataDreamError(f"parameter 'device': {p.device!r} is not a device; use 'auto' (a CUDA GPU if there is one), "
                              f"'cpu', 'cuda' or 'cuda:N'.")
+    known = [f"n{n}" for n in p.ablation_images_per_class] + [f"k{k}" for k in p.ablation_shots]
+    unknown = [c for c in p.ablation_select if c not in known]
+    if unknown:
+        raise DataDreamError(f"ablation_select {unknown} names no cell of the ablations; they are {known} "
+                             f"(n<images per class> of ablation_images_per_class, k<shots> of ablation_shots).")
     if set(p.clf_select) - set(p.clf_settings):
         raise DataDreamError(f"clf_select {p.clf_select} must be a subset of clf_settings {p.clf_settings}.")
     if p.shard_index >= p.num_shards:

@@ -70,7 +70,11 @@ def test_throughput_runs_every_stage_both_ways_on_the_tiny_preset(tmp_path):
     assert {"torch", "diffusers"} <= set(report["versions"])
     by_method = report["synthesis_by_method"]
     assert set(by_method) == {"DataDream-cls", "IsSynth", "DA-Fusion", "AugCond unCLIP"}
-    assert all(pair["library"]["images_per_second"] > 0 and pair["ratio"] > 0 for pair in by_method.values()), by_method
+    for pair in by_method.values():  # each timed twice (n1 and n2 images); a rate is None where noise swamped the
+        for side in ("authors", "library"):  # difference (a loaded machine, the tiny preset): the script says so
+            rate = pair[side]["images_per_second"]
+            assert len(pair[side]["seconds"]) == 2 and min(pair[side]["seconds"]) > 0 and (rate is None or rate > 0)
+        assert pair["ratio"] is None or pair["ratio"] > 0, by_method
     assert by_method["IsSynth"]["library"]["fused"] is None and by_method["DataDream-cls"]["library"]["fused"] is True
 
 

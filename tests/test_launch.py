@@ -88,6 +88,11 @@ def test_a_grid_is_cut_into_units_that_are_pipeline_commands_with_selectors(tmp_
         assert p.identity() == whole.identity() and p.stages == [unit.stage]
     dset = launch.plan_units(["params/demo.yaml"], {**grid, "variant": "dset"}, shards=2)
     assert [u.part for u in dset if u.stage == "adaptation"] == [""]  # one adapter for the set: one unit
+    fig5 = launch.plan_units(["params/demo.yaml"], {**grid, "stages": ["adaptation", "synthesis", "classification", "ablations"],
+                                                    "ablation_images_per_class": [3, 6], "ablation_shots": [1, 4]})
+    cells = [u for u in fig5 if u.stage == "ablations"]
+    assert [u.part for u in cells] == ["n3", "k1", ""]  # a unit per cell of its own, then the table of them all
+    assert set(cells[-1].after) == {cells[0].id, cells[1].id} and "ablation_select=[\"k1\"]" in cells[1].shell()
 
 
 def test_a_grid_whose_runs_would_share_a_folder_is_refused_before_anything(tmp_path, toy_root, capsys):
