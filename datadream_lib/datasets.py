@@ -243,6 +243,17 @@ def load_toy(p) -> Splits:
     return Splits([clean_classname(n) for n in raw_names], train, val, test, f"toy dataset, fixed splits ({folder})")
 
 
+def load_toyworld(p) -> Splits:
+    """The toy world's few-shot target (datadream_lib/toyworld.py), fixed splits."""
+    from datadream_lib import toyworld
+
+    folder = toyworld.make_target_dataset(project_path(p.data_root))
+    raw_names, train = _read_class_tree(folder / "train")
+    _, val = _read_class_tree(folder / "val", raw_names)
+    _, test = _read_class_tree(folder / "test", raw_names)
+    return Splits([clean_classname(n) for n in raw_names], train, val, test, f"toy world target, fixed splits ({folder})")
+
+
 # --- the ten benchmarks of Table 1 --------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -506,6 +517,8 @@ BENCHMARKS = tuple(spec.name for spec in _BENCHMARKS)  # Table 1's columns, in t
 
 DATASETS: dict[str, DatasetSpec] = {
     "toy": DatasetSpec("toy", load_toy, "", "4 synthetic classes (shape, colour, texture), generated offline"),
+    "toyworld": DatasetSpec("toyworld", load_toyworld, "", "the toy world's target: 4 of its shapes in a look its "
+                            "pretraining never shows (pink outlines on a light speckled ground), for models: toy"),
     "imagefolder": DatasetSpec("imagefolder", load_imagefolder, "", "any root/<class>/*.jpg tree a user brings"),
     **{spec.name: spec for spec in _BENCHMARKS},
 }

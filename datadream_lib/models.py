@@ -7,6 +7,9 @@ in three presets (parameter `models`):
                  seeded so every stage rebuilds identical weights; fully offline
     full_random  the full-size SD 2.1-base and ViT-B/16 architectures from config with random
                  weights: the real models' FLOPs and memory, for GPU checks and benchmarks
+    toy          tiny models pretrained on the toy world (datadream_lib/toyworld.py), committed under
+                 models/toyworld/ with their checksums, loaded through the pretrained preset's own
+                 calls (`from_pretrained` of a diffusers folder, open_clip's `local-dir:`)
 
 Weights load only as safetensors (diffusers `use_safetensors=True`) or with `weights_only=True`
 (open_clip); never with remote code.
@@ -27,6 +30,7 @@ import torch
 from datadream_lib.errors import DataDreamError
 from datadream_lib.schema import SYNTH_BATCH_MAX
 
+TOY_WORLD = Path(__file__).resolve().parent.parent / "models" / "toyworld"  # the toy preset's weights
 TINY_SEED = 1234  # the tiny and full_random presets are built under this seed: identical in every stage
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP normalisation
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -110,7 +114,7 @@ def resolve_device(p) -> torch.device:
 def check_device(p) -> None:
     """A full-size model on a machine without a GPU stops at the start, not an hour in."""
     device = resolve_device(p)
-    if p.models != "tiny" and device.type == "cpu" and p.device == "auto":
+    if p.models in ("pretrained", "full_random") and device.type == "cpu" and p.device == "auto":
         raise DataDreamError(f"models: {p.models} builds Stable Diffusion 2.1 and CLIP ViT-B/16 at full size, and this "
                              f"machine has no CUDA GPU: the run would take days. Start it on a GPU machine, use "
                              f"models: tiny (base: demo) for an offline check, or set device: cpu to run it here anyway.")
@@ -261,6 +265,7 @@ class Family:
     download_hint: str  # how to get the weights onto an offline machine, with {weights}
     load_options: Mapping[str, Any] = dataclasses.field(  # what `from_pretrained` is told beyond the weights
         default_factory=lambda: {"safety_checker": None, "requires_safety_checker": False})
+    toy: Optional[str] = None  # its folder under models/toyworld/ (the `toy` preset), if the toy world has one
 
     def load(self, p):
         """The family's pipeline on the CPU in fp32 (callers move and cast it)."""
@@ -268,17 +273,29 @@ class Family:
             return self.presets[p.models]()
         import diffusers
 
-        name = getattr(p, self.weights)
+        name, extra = getattr(p, self.weights), {}
+        if p.models == "toy":  # a diffusers folder as the hub holds one; the tokenizer is CLIP's BPE, written here
+            name, extra = str(self.toy_folder()), {"tokenizer": clip_tokenizer()}
         try:
             return getattr(diffusers, self.pipeline).from_pretrained(
-                name, **self.load_options, use_safetensors=True, local_files_only=p.local_files_only,
-                torch_dtype=torch.float32)
+                name, **self.load_options, **extra, use_safetensors=True,
+                local_files_only=p.local_files_only or p.models == "toy", torch_dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise model_unreachable(self.name, name, exc, self.download_hint.format(weights=name)) from None
 
+    def toy_folder(self) -> Path:
+        if self.toy is None:
+            raise DataDreamError(f"the toy world has no {self.name} model (models: toy); use models: tiny (random "
+                                 f"weights) for an offline run of this method, or models: pretrained.")
+        return TOY_WORLD / self.toy
+
     def check(self, p) -> None:
-        """Cheap preflight: the weights are a local folder or in (or reachable into) the hub cache."""
-        if p.models not in self.presets:
+        """Cheap preflight: the weights are a local folder or in (or reachable into) the hub cache; the
+        toy world's match their recorded checksums."""
+        if p.models == "toy":
+            self.toy_folder()
+            check_toy_weights()
+        elif p.models not in self.presets:
             check_hub_folder(self.name, getattr(p, self.weights), self.weights, "model_index.json", p.local_files_only,
                              self.download_hint.format(weights=getattr(p, self.weights)))
 
@@ -286,7 +303,7 @@ class Family:
 SD21 = Family("Stable Diffusion", "StableDiffusionPipeline", "sd_model",
               {"tiny": lambda: _build_sd(TINY_UNET, TINY_VAE, TINY_TEXT_ENCODER),
                "full_random": lambda: _build_sd(SD21_BASE_UNET, SD21_BASE_VAE, SD21_TEXT_ENCODER)},
-              "`hf download {weights} --local-dir /models/sd21-base`, then sd_model: /models/sd21-base")
+              "`hf download {weights} --local-dir /models/sd21-base`, then sd_model: /models/sd21-base", toy="sd")
 
 
 def _build_unclip(unet_cfg: dict, vae_cfg: dict, text_cfg: dict, image_cfg: dict):
@@ -316,6 +333,34 @@ UNCLIP = Family("Stable unCLIP", "StableUnCLIPImg2ImgPipeline", "unclip_model",
                 "`hf download {weights} --local-dir /models/sd21-unclip`, then unclip_model: /models/sd21-unclip",
                 load_options={})
 FAMILIES = {"sd21": SD21, "unclip": UNCLIP}
+
+
+def check_toy_weights(folder: Path = TOY_WORLD) -> dict:
+    """The toy world's committed weights match the sha256 their MANIFEST.json records (written by
+    `python -m datadream_lib.pretrain`); returns the manifest."""
+    import hashlib
+
+    path = Path(folder) / "MANIFEST.json"
+    fix = "check out models/toyworld/ again (git checkout -- models/toyworld), or pretrain it anew with " \
+          "`python -m datadream_lib.pretrain` (about 30 minutes on 2 CPU cores)"
+    if not path.exists():
+        raise DataDreamError(f"the toy world's weights are missing ({path}); {fix}.")
+    manifest = json.loads(path.read_text())
+    for name, digest in manifest["files"].items():
+        file = Path(folder) / name
+        if not file.exists() or hashlib.sha256(file.read_bytes()).hexdigest() != digest:
+            raise DataDreamError(f"toy world weights file {str(file)!r} is missing or does not match the checksum "
+                                 f"{path.name} records; {fix}.")
+    return manifest
+
+
+@functools.lru_cache(maxsize=None)
+def toy_manifest_digest() -> str:
+    """The sha256 of the toy world's MANIFEST.json (which holds every weights file's): a run's record
+    of which toy weights made it."""
+    import hashlib
+
+    return hashlib.sha256((TOY_WORLD / "MANIFEST.json").read_bytes()).hexdigest()
 
 
 def load_sd_pipeline(p):
@@ -442,6 +487,9 @@ def load_clip(p):
     elif p.models == "full_random":
         with seeded(TINY_SEED):
             model = open_clip.create_model(p.clip_model, pretrained=None, force_quick_gelu=p.clip_quick_gelu)
+    elif p.models == "toy":  # open_clip's own loading of a model folder (config + safetensors)
+        model = open_clip.create_model(f"local-dir:{TOY_WORLD / 'clip'}", weights_only=True,
+                                       force_quick_gelu=p.clip_quick_gelu)
     else:
         try:
             model = open_clip.create_model(p.clip_model, pretrained=p.clip_pretrained, require_pretrained=True,
@@ -460,6 +508,8 @@ def check_clip_reachable(p) -> None:
     """Preflight of the classifier's CLIP weights."""
     if p.models == "pretrained":
         check_open_clip_reachable(p.clip_model, p.clip_pretrained, "clip_pretrained")
+    elif p.models == "toy":
+        check_toy_weights()
 
 
 def check_open_clip_reachable(model: str, pretrained: str, parameter: str) -> None:

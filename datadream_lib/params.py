@@ -1,5 +1,5 @@
 """Reading a run's parameters: from a dict, a YAML file, a notebook's namespace or a command line,
-over a base (`paper`, `demo`, or another parameter file), into one validated `Params`.
+over a base (`paper`, `demo`, `toyworld`, or another parameter file), into one validated `Params`.
 
 The schema (every parameter of the run, with the paper defaults) is `schema.py`; each generation
 method's own parameters are its group, in its module (`Method.parameters`). This module joins them:
@@ -7,6 +7,7 @@ it hands `schema.build` the registry's groups. Unset names take the values of th
 
     base: paper   the defaults (Stable Diffusion 2.1-base, CLIP ViT-B/16, 500 images)
     base: demo    the tiny offline default: random tiny models of the same classes, the toy dataset
+    base: toyworld  the miniature world: tiny models pretrained on it, its few-shot target (make demo)
 
 A parameter file may also name another file as its base (`base: fgvc_aircraft_dset.yaml`, relative
 to itself) and list several seeds (`seeds: [0, 1, 2]`); `load_runs` expands it into one run per
@@ -54,7 +55,7 @@ def find_params_file(name: str) -> Path:
         return found[0]
     where = f"several files under params/ are named {given.name}: {[str(f) for f in found]}" if found else \
         f"no file of that name is under {root / 'params'}"
-    raise DataDreamError(f"parameter 'base': {name!r} is neither 'paper', 'demo' nor a parameter file: {where}. "
+    raise DataDreamError(f"parameter 'base': {name!r} is neither 'paper', 'demo', 'toyworld' nor a parameter file: {where}. "
                          f"Give its path from the project root, e.g. 'params/paper/{given.name}'.")
 
 

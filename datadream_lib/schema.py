@@ -33,7 +33,7 @@ from datadream_lib.stages import NAMES as STAGES
 
 CLASSIFIER_SETTINGS = ("zero_shot", "real_finetune", "synthetic", "synthetic_real")
 SYNTHETIC_SETTINGS = ("synthetic", "synthetic_real")  # the settings that train on synthetic images
-MODEL_PRESETS = ("pretrained", "tiny", "full_random")
+MODEL_PRESETS = ("pretrained", "tiny", "full_random", "toy")
 FID_FEATURES = ("inception", "tiny")
 FID_REAL_SETS = ("train", "shots")
 PRECISIONS = ("auto", "bf16", "fp16", "no")
@@ -78,7 +78,7 @@ class Params:
     skip_corrupt_images: bool = field(False, "skip unreadable images (each is logged) instead of stopping")
 
     # --- models (docs/hyperparameters.md §1, §3) ----------------------------------------------
-    models: str = field("pretrained", "'pretrained' weights, 'tiny' random offline models, or 'full_random' full-size architectures with random weights", choices=MODEL_PRESETS)
+    models: str = field("pretrained", "'pretrained' weights, 'tiny' random offline models, 'full_random' full-size architectures with random weights, or 'toy': tiny models pretrained on the toy world (models/toyworld/)", choices=MODEL_PRESETS)
     sd_model: str = field("stabilityai/stable-diffusion-2-1-base", "hub id or local folder of Stable Diffusion (models: pretrained)")
     clip_model: str = field("ViT-B-16", "open_clip architecture name")
     clip_pretrained: str = field("openai", "open_clip pretrained tag, or a local checkpoint file (models: pretrained)")
@@ -192,7 +192,23 @@ DEMO: dict[str, Any] = {
     "caption_max_tokens": 12,
     "inversion_steps": 4,
 }
-BASES: dict[str, dict[str, Any]] = {"paper": {}, "demo": DEMO}
+# The miniature world (datadream_lib/toyworld.py): tiny models pretrained on a generated world, a
+# target whose look that world lacks; sized so `make demo` runs every stage in a few minutes on 2 cores.
+TOYWORLD: dict[str, Any] = {
+    **DEMO,
+    "run_name": "toyworld",
+    "dataset": "toyworld",
+    "models": "toy",
+    "adapt_epochs": 50,
+    "adapt_warmup_steps": 20,
+    "adapt_lr": 1e-3,
+    "images_per_class": 40,
+    "clf_epochs": 5,
+    "clf_warmup_epochs": 1,
+    "clf_batch_size": 32,
+    "ablation_images_per_class": [20, 40],
+}
+BASES: dict[str, dict[str, Any]] = {"paper": {}, "demo": DEMO, "toyworld": TOYWORLD}
 
 def core_fields() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(Params) if not f.metadata.get("internal")]

@@ -99,6 +99,8 @@ class AugCondParameters(Sampling):
 def geometry(p) -> tuple[int, int]:
     """(d, side): the image embedding's dimensions and the image encoder's input side, from the
     preset's config or the pretrained folder's `image_encoder/config.json` (no model loaded)."""
+    if p.models == "toy":
+        models.UNCLIP.toy_folder()  # refuses: the toy world has no unCLIP
     if p.models == "tiny":
         cfg = models.TINY_IMAGE_ENCODER
     elif p.models == "full_random":

@@ -138,7 +138,7 @@ def load_filter(p):
     preset uses the tiny CLIP of the classifier."""
     import open_clip
 
-    if p.models == "tiny":
+    if p.models in ("tiny", "toy"):  # the classifier's CLIP (random, or the toy world's)
         return models.load_clip(p)
     tokenizer = open_clip.get_tokenizer(p.filter_model)
     if p.models == "full_random":

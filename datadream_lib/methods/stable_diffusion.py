@@ -88,6 +88,8 @@ def unet_calls(scheduler: str, steps: int, strength: float | None, timestep_spac
 
 
 def model_name(p) -> str:
+    if p.models == "toy":
+        return f"toy world ({models.TOY_WORLD.name}, MANIFEST sha256 {models.toy_manifest_digest()[:12]})"
     return p.sd_model if p.models == "pretrained" else f"{p.models} (random weights, seed {models.TINY_SEED})"
 
 

@@ -1,0 +1,246 @@
+"""The miniature world: a generated "internet" of captioned images on which tiny Stable Diffusion and
+CLIP models are pretrained on a CPU, and a few-shot target whose look that world lacks, so that
+DataDream's effect can be measured without a GPU.
+
+The world: shapes x colours x fills x backgrounds, each image with a caption ("a photo of a red
+striped circle on a gray background", attributes dropped at random so short prompts are known too).
+Every world image is a *filled* shape on a *dark, flat* background.
+
+The target (dataset `toyworld`): four of the world's shapes as classes, all drawn in one look the
+world never shows: a thick pink *outline* on a *light, speckled* background. CLIP pretrained on the
+world knows the shape words, so zero-shot is above chance but imperfect; Stable Diffusion prompted
+"a photo of a circle" draws a filled shape on a dark background, missing the look; K shots of the
+target can teach it (the LoRA of DataDream).
+
+`datadream_lib/pretrain.py` trains the world's models; `models: toy` loads them through the same
+calls as SD 2.1 (`StableDiffusionPipeline.from_pretrained`) and CLIP ViT-B/16 (open_clip's
+`create_model` of a model folder). The end of this module lists the comparisons the miniature
+results are made of (benchmarks/toyworld_effects.py measures them, tests/test_toyworld.py holds them).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SIZE = 32  # the world's images and the demo's resolution
+DRAW = 128  # drawn at this size, then downsampled (anti-aliased)
+SHAPES = ("circle", "square", "triangle", "cross", "diamond", "hexagon")
+COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 90, 235), "yellow": (235, 215, 40),
+           "purple": (150, 60, 200), "orange": (245, 140, 30), "white": (235, 235, 235), "cyan": (40, 210, 220)}
+FILLS = ("plain", "striped", "dotted")
+BACKGROUNDS = {"black": (15, 15, 18), "gray": (80, 80, 84), "navy": (20, 28, 80), "brown": (70, 45, 25)}
+
+# The target's classes and its look (never in the world: an outline, pink, on a light speckled ground).
+TARGET_CLASSES = ("circle", "square", "triangle", "cross")
+TARGET_INK = (235, 80, 170)
+TARGET_GROUND = (225, 220, 200)
+TARGET_COUNTS = {"train": 20, "val": 10, "test": 40}
+TARGET_VERSION = "toyworld-v1"
+
+
+
+# --- drawing -----------------------------------------------------------------------------------
+
+def _outline(shape: str, cx: float, cy: float, r: float, angle: float) -> list:
+    """The shape's polygon (or None for a circle) centred at (cx, cy) with radius r."""
+    def ring(n, phase, radius=r):
+        return [(cx + radius * math.cos(phase + 2 * math.pi * k / n), cy + radius * math.sin(phase + 2 * math.pi * k / n))
+                for k in range(n)]
+    if shape == "square":
+        return ring(4, math.pi / 4 + angle, r * 1.1)
+    if shape == "diamond":
+        return ring(4, angle, r * 1.15)
+    if shape == "triangle":
+        return ring(3, -math.pi / 2 + angle, r * 1.2)
+    if shape == "hexagon":
+        return ring(6, angle, r)
+    if shape == "cross":
+        a, b = r, r * 0.36
+        pts = [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b)]
+        c, s = math.cos(angle), math.sin(angle)
+        return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
+    return None
+
+
+def _mask(shape: str, cx: float, cy: float, r: float, angle: float, width: int = 0) -> Image.Image:
+    """The shape as an 'L' mask at DRAW size: filled, or an outline of `width` pixels."""
+    mask = Image.new("L", (DRAW, DRAW), 0)
+    draw = ImageDraw.Draw(mask)
+    poly = _outline(shape, cx, cy, r, angle)
+    if poly is None:
+        box = (cx - r, cy - r, cx + r, cy + r)
+        if width:
+            draw.ellipse(box, outline=255, width=width)
+        else:
+            draw.ellipse(box, fill=255)
+    elif width:
+        draw.line(poly + poly[:2], fill=255, width=width, joint="curve")
+    else:
+        draw.polygon(poly, fill=255)
+    return mask
+
+
+def _fill_pattern(fill: str, colour: tuple, rng: np.random.Generator) -> Image.Image:
+    """The shape's paint: flat, striped (dark stripes at a random angle) or dotted."""
+    paint = Image.new("RGB", (DRAW, DRAW), colour)
+    if fill == "plain":
+        return paint
+    draw = ImageDraw.Draw(paint)
+    dark = tuple(int(c * 0.35) for c in colour)
+    if fill == "striped":
+        step, phase = int(rng.integers(14, 20)), int(rng.integers(0, 14))
+        for offset in range(-DRAW + phase, 2 * DRAW, step):
+            draw.line([(offset, 0), (offset + DRAW, DRAW)], fill=dark, width=step // 2)
+    else:
+        step = int(rng.integers(16, 22))
+        for y in range(step // 2, DRAW, step):
+            for x in range(step // 2, DRAW, step):
+                draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=dark)
+    return paint
+
+
+def _finish(img: Image.Image, rng: np.random.Generator, noise: float) -> Image.Image:
+    small = img.resize((SIZE, SIZE), resample=Image.Resampling.LANCZOS)
+    arr = np.asarray(small, dtype=np.float64) + rng.normal(0, noise, size=(SIZE, SIZE, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def _jitter(colour: tuple, rng: np.random.Generator, amount: int = 20) -> tuple:
+    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in colour)
+
+
+def _place(rng: np.random.Generator) -> tuple[float, float, float, float]:
+    r = float(rng.uniform(0.22, 0.36)) * DRAW
+    cx, cy = (float(rng.uniform(r + 4, DRAW - r - 4)) for _ in range(2))
+    return cx, cy, r, float(rng.uniform(-0.3, 0.3))
+
+
+def world_image(shape: str, colour: str, fill: str, background: str, rng: np.random.Generator) -> Image.Image:
+    """One image of the world: a filled shape on a dark flat background."""
+    img = Image.new("RGB", (DRAW, DRAW), _jitter(BACKGROUNDS[background], rng, 10))
+    img.paste(_fill_pattern(fill, _jitter(COLOURS[colour], rng), rng), (0, 0), _mask(shape, *_place(rng)))
+    return _finish(img, rng, 4.0)
+
+
+def target_image(shape: str, rng: np.random.Generator) -> Image.Image:
+    """One image of the target: the shape as a thick pink outline on a light speckled background."""
+    ground = np.asarray(Image.new("RGB", (DRAW, DRAW), _jitter(TARGET_GROUND, rng, 12)), dtype=np.float64)
+    speckle = (rng.random((DRAW // 4, DRAW // 4)) < 0.18)[..., None] * rng.uniform(-70, -30)
+    ground = np.clip(ground + np.kron(speckle, np.ones((4, 4, 1))), 0, 255).astype(np.uint8)
+    img = Image.fromarray(ground)
+    img.paste(Image.new("RGB", (DRAW, DRAW), _jitter(TARGET_INK, rng)), (0, 0),
+              _mask(shape, *_place(rng), width=int(rng.integers(11, 15))))
+    return _finish(img, rng, 3.0)
+
+
+def generic_image(rng: np.random.Generator) -> Image.Image:
+    """An uncaptioned image for the VAE alone: one to three shapes, filled or outlined, in any colour,
+    on a ground of any colour with or without speckle. Like SD's VAE, trained on far broader images
+    than its UNet, it can encode any picture; the captioned world that teaches the UNet and CLIP never
+    shows the target's look."""
+    ground = np.asarray(Image.new("RGB", (DRAW, DRAW), tuple(int(v) for v in rng.integers(0, 256, 3))), dtype=np.float64)
+    if rng.random() < 0.5:
+        speckle = (rng.random((DRAW // 4, DRAW // 4)) < rng.uniform(0.05, 0.3))[..., None] * rng.uniform(-80, 80)
+        ground = ground + np.kron(speckle, np.ones((4, 4, 1)))
+    img = Image.fromarray(np.clip(ground, 0, 255).astype(np.uint8))
+    for _ in range(int(rng.integers(1, 4))):
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        width = int(rng.integers(6, 18)) if rng.random() < 0.5 else 0
+        ink = Image.new("RGB", (DRAW, DRAW), tuple(int(v) for v in rng.integers(0, 256, 3)))
+        img.paste(ink, (0, 0), _mask(shape, *_place(rng), width=width))
+    return _finish(img, rng, float(rng.uniform(0, 6)))
+
+
+def world_caption(shape: str, colour: str, fill: str, background: str, rng: np.random.Generator) -> str:
+    """The caption, each attribute kept with probability 0.6 (the shape always)."""
+    keep = rng.random(3) < 0.6
+    words = ([colour] if keep[0] else []) + ([fill] if keep[1] and fill != "plain" else []) + [shape]
+    tail = f" on a {background} background" if keep[2] else ""
+    return f"a photo of a {' '.join(words)}{tail}"
+
+
+def world_sample(rng: np.random.Generator) -> tuple[Image.Image, str]:
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+    fill = FILLS[int(rng.integers(len(FILLS)))]
+    background = list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
+    return world_image(shape, colour, fill, background, rng), world_caption(shape, colour, fill, background, rng)
+
+
+def world(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """n world images (uint8, N x 32 x 32 x 3) and their captions, from `seed`."""
+    rng = np.random.default_rng([seed, 7])
+    images, captions = [], []
+    for _ in range(n):
+        image, caption = world_sample(rng)
+        images.append(np.asarray(image))
+        captions.append(caption)
+    return np.stack(images), captions
+
+
+# --- the target dataset ------------------------------------------------------------------------
+
+def make_target_dataset(root: Path) -> Path:
+    """Write the target dataset (deterministic) under root/toyworld-v1 once; returns its folder."""
+    from datadream_lib.runs import atomic_write_text
+
+    folder = Path(root) / TARGET_VERSION
+    done = folder / "COMPLETE"
+    if done.exists():
+        return folder
+    for split_index, (split, count) in enumerate(TARGET_COUNTS.items()):
+        for label, name in enumerate(TARGET_CLASSES):
+            class_folder = folder / split / name
+            class_folder.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng([split_index, label, 11])
+            for i in range(count):
+                target = class_folder / f"{i:03d}.png"
+                tmp = target.with_suffix(".tmp.png")
+                target_image(name, rng).save(tmp)
+                tmp.replace(target)
+    atomic_write_text(done, "toyworld target written by datadream_lib.toyworld.make_target_dataset\n")
+    return folder
+
+
+# --- the miniature results ---------------------------------------------------------------------
+
+# The methods compared in the toy world, each a run of params/toyworld.yaml with `synth_method`, and
+# the classifier settings it trains (zero-shot and Real-finetune do not depend on the images: once).
+EFFECT_RUNS = {"datadream": ["zero_shot", "real_finetune", "synthetic", "synthetic_real"],
+               "stable_diffusion": ["synthetic", "synthetic_real"],
+               "issynth": ["synthetic", "synthetic_real"],
+               "disef": ["synthetic", "synthetic_real"]}
+EFFECT_STAGES = ["adaptation", "synthesis", "classification", "fid"]
+
+
+def effect_figures(metrics, fid_table) -> dict:
+    """One seed's figures from `results.collect`'s tables of its runs: each classifier's top-1 (by
+    synth_method and setting), chance, and each image source's mean per-class FID and KID."""
+    figures = {}
+    for row in metrics.itertuples():
+        key = row.setting if row.setting in ("zero_shot", "real_finetune") else f"{row.synth_method}/{row.setting}"
+        figures[f"top1/{key}"] = float(row.top1)
+    synthetic = fid_table[fid_table["method"] != "real val (reference)"]
+    for method, group in synthetic.groupby("synth_method"):
+        figures[f"fid/{method}"] = float(group["fid"].mean())
+        figures[f"kid/{method}"] = float(group["kid"].mean())
+    figures["chance"] = 100.0 / fid_table["class_index"].nunique()
+    return figures
+
+
+# The comparisons the issue asks for: (name, larger, smaller) of two figures; an effect is
+# `larger - smaller`, positive where the paper's story holds.
+COMPARISONS = (
+    ("zero-shot above chance", "top1/zero_shot", "chance"),
+    ("DataDream-dset synthetic above unadapted SD synthetic", "top1/datadream/synthetic", "top1/stable_diffusion/synthetic"),
+    ("DataDream-dset synthetic above chance", "top1/datadream/synthetic", "chance"),
+    ("DataDream FID below unadapted SD FID", "fid/stable_diffusion", "fid/datadream"),
+    ("DataDream KID below unadapted SD KID", "kid/stable_diffusion", "kid/datadream"),
+    ("DataDream synthetic + real above Real-finetune", "top1/datadream/synthetic_real", "top1/real_finetune"),
+    ("DataDream synthetic above IsSynth synthetic", "top1/datadream/synthetic", "top1/issynth/synthetic"),
+    ("DataDream synthetic above DISEF synthetic", "top1/datadream/synthetic", "top1/disef/synthetic"),
+)
