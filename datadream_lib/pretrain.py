@@ -42,8 +42,9 @@ TOY_TEXT_ENCODER = dict(
 TOY_CLIP = dict(embed_dim=64, quick_gelu=True,  # open_clip's model config, as its open_clip_config.json holds one
                 vision_cfg=dict(layers=3, width=64, head_width=32, patch_size=4, image_size=SIZE),
                 text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
-STEPS = {"vae": 800, "sd": 4500, "clip": 1500}  # the committed weights' schedule
+STEPS = {"vae": 600, "sd": 4000, "clip": 1200}  # the committed weights' schedule
 WORLD_IMAGES = 20000
+VAE_BATCH = 32
 CAPTION_DROPOUT = 0.1  # captions replaced by "" so classifier-free guidance has an unconditional model
 
 
@@ -106,7 +107,7 @@ def pretrain(out: Path, seed: int = 0, steps: Optional[dict] = None, world_image
     for step in range(steps["vae"]):
         for g in opt.param_groups:
             g["lr"] = 1e-3 * _cosine(step, steps["vae"], 50)
-        x = vae_pixels[torch.from_numpy(rng.integers(0, len(vae_pixels), batch))]
+        x = vae_pixels[torch.from_numpy(rng.integers(0, len(vae_pixels), VAE_BATCH))]
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
         loss = F.mse_loss(recon, x) + 1e-6 * posterior.kl().mean()
