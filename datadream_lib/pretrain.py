@@ -42,7 +42,7 @@ TOY_TEXT_ENCODER = dict(
 TOY_CLIP = dict(embed_dim=64, quick_gelu=True,  # open_clip's model config, as its open_clip_config.json holds one
                 vision_cfg=dict(layers=3, width=64, head_width=32, patch_size=4, image_size=SIZE),
                 text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
-STEPS = {"vae": 600, "sd": 4000, "clip": 1200}  # the committed weights' schedule
+STEPS = {"vae": 600, "sd": 4000, "clip": 1800}  # the committed weights' schedule
 WORLD_IMAGES = 20000
 VAE_BATCH = 32
 CAPTION_DROPOUT = 0.1  # captions replaced by "" so classifier-free guidance has an unconditional model
@@ -58,35 +58,62 @@ def _captions(attributes: list, rng: np.random.Generator, dropout: float) -> lis
     return ["" if rng.random() < dropout else world_caption(*a, rng) for a in attributes]
 
 
-def _world_attributes(n: int, seed: int) -> tuple[np.ndarray, list[tuple]]:
-    rng = np.random.default_rng([seed, 7])
+def _world_attributes(n: int, seed: int, fills: tuple = FILLS, salt: int = 7) -> tuple[np.ndarray, list[tuple]]:
+    rng = np.random.default_rng([seed, salt])
     images, attributes = [], []
     for _ in range(n):
         a = (SHAPES[int(rng.integers(len(SHAPES)))], list(COLOURS)[int(rng.integers(len(COLOURS)))],
-             FILLS[int(rng.integers(len(FILLS)))], list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))])
+             fills[int(rng.integers(len(fills)))], list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))])
         images.append(np.asarray(world_image(*a, rng)))
         attributes.append(a)
     return np.stack(images), attributes
 
 
-def pretrain(out: Path, seed: int = 0, steps: Optional[dict] = None, world_images: int = WORLD_IMAGES,
-             log=print) -> dict:
-    """Train the world's VAE, then its text encoder + UNet (epsilon prediction in the VAE's latents),
-    then its CLIP (contrastive on the captions), from `seed`; write them under `out` (a diffusers
-    folder `sd/` without tokenizer, `clip/open_clip_model.safetensors` + `open_clip_config.json`)
-    in fp16 safetensors, and MANIFEST.json. Deterministic at a fixed thread count."""
-    import torch
-    import torch.nn.functional as F
-    from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-    from safetensors.torch import save_file
-    from transformers import CLIPTextConfig, CLIPTextModel
+CLIP_FILLS = (*FILLS, "outlined")  # CLIP's world is broader than SD's (as OpenAI's data was than LAION-aesthetics)
 
-    from datadream_lib import environment, models
+
+def pretrain(out: Path, seed: int = 0, steps: Optional[dict] = None, world_images: int = WORLD_IMAGES,
+             log=print, parts: tuple = ("sd", "clip")) -> dict:
+    """Pretrain the world's models from `seed` and write them under `out`: part "sd" is the VAE, then
+    the text encoder + UNet (epsilon prediction in the VAE's latents), written as a diffusers folder
+    `sd/` without tokenizer; part "clip" is open_clip's CLIP (contrastive on the captions), written
+    as `clip/open_clip_model.safetensors` + `open_clip_config.json`. All fp16 safetensors; then
+    MANIFEST.json. The parts share nothing but the seed (each draws its own world and seeds its own
+    generators), so either can be trained again alone and gives the bytes a run of both gives.
+    Deterministic at a fixed thread count."""
+    import torch
+
+    from datadream_lib import environment
     from datadream_lib.runs import atomic_write_text
 
     steps = {**STEPS, **(steps or {})}
     out = Path(out)
+    env = environment.describe()  # the code as it starts (files edited while it runs do not count)
+    record = {"commit": env["git_commit"], "git_dirty": env["git_dirty"], "time": env["time"],
+              "torch_threads": torch.get_num_threads(), "packages": env["packages"]}
+    path = out / "MANIFEST.json"
+    previous = json.loads(path.read_text()).get("parts", {}) if path.exists() and set(parts) != {"sd", "clip"} else {}
+    done = dict(previous)
+    if "sd" in parts:
+        done["sd"] = {**record, "steps": {k: steps[k] for k in ("vae", "sd")}, "seconds": _train_sd(out, seed, steps, world_images, log)}
+    if "clip" in parts:
+        done["clip"] = {**record, "steps": {"clip": steps["clip"]}, "seconds": _train_clip(out, seed, steps, world_images, log)}
+    manifest = {"seed": seed, "world_images": world_images, "parts": done,
+                "minutes": round(sum(sum(p["seconds"].values()) for p in done.values()) / 60, 1),
+                "files": {str(f.relative_to(out)): sha256(f) for f in sorted(out.rglob("*")) if f.is_file() and f.name != "MANIFEST.json"}}
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _train_sd(out: Path, seed: int, steps: dict, world_images: int, log) -> dict:
+    import torch
+    import torch.nn.functional as F
+    from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from datadream_lib import models
+    from datadream_lib.runs import atomic_write_text
+
     torch.manual_seed(seed)
     started = time.time()
     pixels_u8, attributes = _world_attributes(world_images, seed)
@@ -98,7 +125,6 @@ def pretrain(out: Path, seed: int = 0, steps: Optional[dict] = None, world_image
     rng = np.random.default_rng([seed, 8])
     batch = 64
     timings = {}
-
     # 1. the VAE: reconstruction + a small KL, as SD's autoencoder (no GAN loss at this size), on the
     #    world's images and as many uncaptioned generic ones
     t0 = time.time()
@@ -161,38 +187,6 @@ def pretrain(out: Path, seed: int = 0, steps: Optional[dict] = None, world_image
             log(f"[toyworld] sd step {step}: loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
     timings["sd_s"] = round(time.time() - t0, 1)
 
-    # 3. CLIP, contrastive on the captions (no caption dropout)
-    t0 = time.time()
-    import open_clip
-
-    clip_tok = open_clip.get_tokenizer("ViT-B-16")
-    clip = CLIP(TOY_CLIP["embed_dim"], CLIPVisionCfg(**TOY_CLIP["vision_cfg"]), CLIPTextCfg(**TOY_CLIP["text_cfg"]),
-                quick_gelu=TOY_CLIP["quick_gelu"])
-    mean_c = torch.tensor(models.CLIP_MEAN).view(1, 3, 1, 1)
-    std_c = torch.tensor(models.CLIP_STD).view(1, 3, 1, 1)
-    opt = torch.optim.AdamW(clip.parameters(), lr=1e-3, weight_decay=0.1)
-    clip_batch = 128
-    for step in range(steps["clip"]):
-        for g in opt.param_groups:
-            g["lr"] = 1e-3 * _cosine(step, steps["clip"], 100)
-        index = torch.from_numpy(rng.integers(0, world_images, clip_batch))
-        x = ((pixels[index] + 1) / 2 - mean_c) / std_c
-        text = clip_tok(_captions([attributes[i] for i in index.tolist()], rng, 0.0))
-        image_f, text_f, logit_scale = clip(x, text)
-        logits = logit_scale * image_f @ text_f.T
-        # captions repeat within a batch: images with the same caption are all positives
-        same = (text[:, None, :] == text[None, :, :]).all(-1).float()
-        target = same / same.sum(1, keepdim=True)
-        loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean() + torch.sum(-target * logits.T.log_softmax(1), 1).mean())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            clip.logit_scale.clamp_(0, math.log(100))
-        if step % 500 == 0 or step == steps["clip"] - 1:
-            log(f"[toyworld] clip step {step}: loss {loss.item():.4f}")
-    timings["clip_s"] = round(time.time() - t0, 1)
-
     # 4. write: a diffusers folder (as the hub holds SD 2.1, less the tokenizer, which is CLIP's own
     #    BPE and written at load), and open_clip's checkpoint + config, all fp16 safetensors
     sd = out / "sd"
@@ -204,18 +198,58 @@ def pretrain(out: Path, seed: int = 0, steps: Optional[dict] = None, world_image
         "requires_safety_checker": False, "scheduler": ["diffusers", "PNDMScheduler"],
         "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
+    return timings
+
+
+def _train_clip(out: Path, seed: int, steps: dict, world_images: int, log) -> dict:
+    import open_clip
+    import torch
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+    from safetensors.torch import save_file
+
+    from datadream_lib import models
+    from datadream_lib.runs import atomic_write_text
+
+    torch.manual_seed(seed + 1)
+    pixels_u8, attributes = _world_attributes(world_images, seed, CLIP_FILLS, salt=12)
+    pixels = torch.from_numpy(pixels_u8).permute(0, 3, 1, 2).float() / 255
+    rng = np.random.default_rng([seed, 10])
+    timings = {}
+    t0 = time.time()
+    clip_tok = open_clip.get_tokenizer("ViT-B-16")
+    clip = CLIP(TOY_CLIP["embed_dim"], CLIPVisionCfg(**TOY_CLIP["vision_cfg"]), CLIPTextCfg(**TOY_CLIP["text_cfg"]),
+                quick_gelu=TOY_CLIP["quick_gelu"])
+    mean_c = torch.tensor(models.CLIP_MEAN).view(1, 3, 1, 1)
+    std_c = torch.tensor(models.CLIP_STD).view(1, 3, 1, 1)
+    opt = torch.optim.AdamW(clip.parameters(), lr=1.5e-3, weight_decay=0.1)
+    clip_batch = 128
+    for step in range(steps["clip"]):
+        for g in opt.param_groups:
+            g["lr"] = 1.5e-3 * _cosine(step, steps["clip"], 100)
+        index = torch.from_numpy(rng.integers(0, world_images, clip_batch))
+        x = (pixels[index] - mean_c) / std_c
+        text = clip_tok(_captions([attributes[i] for i in index.tolist()], rng, 0.0))
+        image_f, text_f, logit_scale = clip(x, text)
+        logits = logit_scale * image_f @ text_f.T
+        # captions repeat within a batch: images with the same caption are all positives
+        same = (text[:, None, :] == text[None, :, :]).all(-1).float()
+        target = same / same.sum(1, keepdim=True)
+        loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean() + torch.sum(-target * logits.T.log_softmax(1), 1).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            clip.logit_scale.clamp_(0, math.log(100))
+        if step % 500 == 0 or step == steps["clip"] - 1:
+            log(f"[toyworld] clip step {step}: loss {loss.item():.4f}")
+    timings["clip_s"] = round(time.time() - t0, 1)
+
     (out / "clip").mkdir(parents=True, exist_ok=True)
     save_file({k: v.to(torch.float16).contiguous() for k, v in clip.state_dict().items()}, str(out / "clip" / "open_clip_model.safetensors"))
     atomic_write_text(out / "clip" / "open_clip_config.json", json.dumps({"model_cfg": TOY_CLIP, "preprocess_cfg": {
         "mean": list(models.CLIP_MEAN), "std": list(models.CLIP_STD)}}, indent=2))
-    env = environment.describe()
-    manifest = {"seed": seed, "steps": steps, "world_images": world_images, "commit": env["git_commit"],
-                "git_dirty": env["git_dirty"], "packages": env["packages"], "time": env["time"],
-                "torch_threads": torch.get_num_threads(), "timings": timings,
-                "minutes": round((time.time() - started) / 60, 1),
-                "files": {str(f.relative_to(out)): sha256(f) for f in sorted(out.rglob("*")) if f.is_file() and f.name != "MANIFEST.json"}}
-    atomic_write_text(out / "MANIFEST.json", json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    return timings
 
 
 def sha256(path: Path) -> str:
@@ -233,11 +267,14 @@ def main(argv=None) -> None:
     for name, value in STEPS.items():
         run.add_argument(f"--{name}-steps", type=int, default=value)
     run.add_argument("--world-images", type=int, default=WORLD_IMAGES)
+    run.add_argument("--parts", nargs="+", choices=("sd", "clip"), default=["sd", "clip"],
+                     help="train only these (the other's files and record in --out are kept)")
     args = run.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    manifest = pretrain(Path(args.out), args.seed, {n: getattr(args, f"{n}_steps") for n in STEPS}, args.world_images)
+    manifest = pretrain(Path(args.out), args.seed, {n: getattr(args, f"{n}_steps") for n in STEPS}, args.world_images,
+                        parts=tuple(args.parts))
     print(json.dumps(manifest, indent=2))
 
 

@@ -120,8 +120,13 @@ def _place(rng: np.random.Generator) -> tuple[float, float, float, float]:
 
 
 def world_image(shape: str, colour: str, fill: str, background: str, rng: np.random.Generator) -> Image.Image:
-    """One image of the world: a filled shape on a dark flat background."""
+    """One image of the world: a filled shape on a dark flat background (CLIP's world also has
+    outlined ones: fill "outlined")."""
     img = Image.new("RGB", (DRAW, DRAW), _jitter(BACKGROUNDS[background], rng, 10))
+    if fill == "outlined":
+        img.paste(Image.new("RGB", (DRAW, DRAW), _jitter(COLOURS[colour], rng)), (0, 0),
+                  _mask(shape, *_place(rng), width=int(rng.integers(9, 16))))
+        return _finish(img, rng, 4.0)
     img.paste(_fill_pattern(fill, _jitter(COLOURS[colour], rng), rng), (0, 0), _mask(shape, *_place(rng)))
     return _finish(img, rng, 4.0)
 
