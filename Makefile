@@ -1,6 +1,5 @@
-# The front door. `make demo`: set up and run the whole pipeline in the toy world (DataDream-dset,
-# every stage; unadapted Stable Diffusion beside it), then rebuild Table 1 and the figures from every
-# run under runs/ (notebooks/06) into figures/.
+# The front door. `make demo`: set up and run the whole pipeline on the tiny offline default, then
+# rebuild Table 1 and the figures from every run under runs/ (notebooks/06) into figures/.
 # `make test`: the test suite (unit tests, the end-to-end pipeline, nbval over the notebooks).
 #
 # The environment is requirements.lock: every package, direct and transitive, at the exact version
@@ -32,10 +31,7 @@ $(VENV)/.installed: $(LOCK) pyproject.toml
 	touch $@
 
 demo: setup
-	$(PY) -m datadream_lib.pipeline params/toyworld.yaml
-	$(PY) -m datadream_lib.pipeline params/toyworld.yaml --set run_name=toyworld_stable_diffusion \
-		--set synth_method=stable_diffusion --set "clf_settings=[synthetic, synthetic_real]" \
-		--set "stages=[adaptation, synthesis, classification, fid]"
+	$(PY) -m datadream_lib.pipeline params/demo.yaml
 	$(VENV)/bin/papermill notebooks/06_paper_results.ipynb runs/06_paper_results.ipynb --log-level WARNING
 
 # nbval runs a fresh copy of the notebooks in build/nbval (its own project root), so the test run
@@ -71,4 +67,4 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
 clean-demo:
-	rm -rf runs/toyworld runs/toyworld_stable_diffusion
+	rm -rf runs/demo
