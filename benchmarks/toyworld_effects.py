@@ -67,9 +67,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="a further parameter for every run (NAME=VALUE)")
     args = parser.parse_args()
     started = time.time()
+    env = environment.describe(ROOT)  # the tree the runs start from (edits made while they run do not count)
     extra = [a for s in args.set for a in ("--set", s)]
     summary = summarise(run_grid(args.seeds, Path(args.runs_root), extra))
-    env = environment.describe(ROOT)
     report = {"what": "toy world demo (params/toyworld.yaml) per seed and method; effects = larger - smaller",
               "date": time.strftime("%Y-%m-%d"), "commit": env["git_commit"], "git_dirty": env["git_dirty"],
               "machine": f"{platform.machine()}, {env['cpu_count']} CPUs, torch threads {env['torch_threads']}, no GPU",
