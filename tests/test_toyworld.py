@@ -1,6 +1,6 @@
 """The miniature world (issue 18): its committed weights are what their manifest says and load
 through the pretrained preset's own calls; its pretraining is reproducible from the seed; its target
-has a look the world lacks. (The effect tests await a world in which the effects hold.)"""
+has a look the world lacks. The effect that held on every seed of the measurement is a test at the end."""
 
 import json
 import shutil
@@ -87,7 +87,7 @@ def test_the_target_has_a_look_the_world_lacks():
 @pytest.mark.parametrize("patch", sorted((runs.project_root() / "tests" / "deliberate_bugs").glob("*.patch")), ids=lambda p: p.stem)
 def test_each_deliberate_bug_still_applies_to_the_code(patch):
     """The patches of tests/deliberate_bugs/ plant the bugs the toy world's effect tests are to catch
-    (issue 18, not yet: no effect holds yet); one that no longer applies would leave a bug untried."""
+    (issue 18; today only the first is caught, by the FID effect test); one that no longer applies would leave a bug untried."""
     import subprocess
 
     done = subprocess.run(["git", "apply", "--check", str(patch)], cwd=runs.project_root(), capture_output=True, text=True)
