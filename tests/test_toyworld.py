@@ -123,18 +123,20 @@ def test_the_pipeline_runs_in_the_toy_world(tmp_path):
 MEASURED = runs.project_root() / "benchmarks" / "results" / "toyworld_effects.json"
 
 
-def measured_margin(name: str) -> float:
+def measured(name: str) -> tuple[str, str, float]:
+    """(larger, smaller, margin) of the comparison `name` of the measurement."""
     comparison = json.loads(MEASURED.read_text())["comparisons"][name]
     assert comparison["holds_every_seed"], f"{name!r} did not hold on every seed: it is no test"
     margin = comparison["mean"] - 3 * comparison["std"]
     assert margin > 0, f"{name!r}: the seeds' spread is too wide for a margin above zero"
-    return margin
+    return comparison["larger"], comparison["smaller"], margin
 
 
 @pytest.fixture(scope="module")
-def fid_effect_runs(tmp_path_factory):
-    """Seed 0 of the measurement's DataDream-dset and unadapted-SD runs, through the FID stage (the
-    classifiers do not enter FID, so they are not trained here)."""
+def fid_effect_figures(tmp_path_factory):
+    """`toyworld.effect_figures` of seed 0 of the measurement's DataDream-dset and unadapted-SD runs,
+    through the FID stage (the classifiers do not enter FID, so they are not trained here)."""
+    from datadream_lib import results
     from tests.conftest import run_pipeline_cli
 
     root = tmp_path_factory.mktemp("effects")
@@ -146,14 +148,12 @@ def fid_effect_runs(tmp_path_factory):
                                   "--set", "stages=[adaptation, synthesis, fid]")
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         folders.append(root / name)
-    from datadream_lib import results
+    tables = results.collect(folders)
+    return toyworld.effect_figures(tables["metrics"], tables["fid"])
 
-    return results.collect(folders)["fid"]
 
-
-def test_effect_datadream_fid_below_unadapted_sd_fid(fid_effect_runs):
+def test_effect_datadream_fid_below_unadapted_sd_fid(fid_effect_figures):
     """The adapter learns the target's look: DataDream-dset's per-class FID against the target's
     train images is well below the unadapted model's (caught: the adapter not loaded at synthesis)."""
-    synthetic = fid_effect_runs[fid_effect_runs["method"] != "real val (reference)"]
-    fid = synthetic.groupby("synth_method")["fid"].mean()
-    assert fid["stable_diffusion"] - fid["datadream"] >= measured_margin("DataDream FID below unadapted SD FID"), fid.to_dict()
+    larger, smaller, margin = measured("DataDream FID below unadapted SD FID")
+    assert fid_effect_figures[larger] - fid_effect_figures[smaller] >= margin, fid_effect_figures
