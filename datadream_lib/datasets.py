@@ -517,8 +517,8 @@ BENCHMARKS = tuple(spec.name for spec in _BENCHMARKS)  # Table 1's columns, in t
 
 DATASETS: dict[str, DatasetSpec] = {
     "toy": DatasetSpec("toy", load_toy, "", "4 synthetic classes (shape, colour, texture), generated offline"),
-    "toyworld": DatasetSpec("toyworld", load_toyworld, "", "the toy world's target: 4 of its shapes in a look its "
-                            "pretraining never shows (pink outlines on a light speckled ground), for models: toy"),
+    "toyworld": DatasetSpec("toyworld", load_toyworld, "", "the toy world's target: 4 of its colours as classes, in a look "
+                            "its pretraining never shows (a light speckled ground under a blue light), for models: toy"),
     "imagefolder": DatasetSpec("imagefolder", load_imagefolder, "", "any root/<class>/*.jpg tree a user brings"),
     **{spec.name: spec for spec in _BENCHMARKS},
 }

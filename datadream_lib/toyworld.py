@@ -6,11 +6,13 @@ The world: shapes x colours x fills x backgrounds, each image with a caption ("a
 striped circle on a gray background", attributes dropped at random so short prompts are known too).
 Every world image is a *filled* shape on a *dark, flat* background.
 
-The target (dataset `toyworld`): four of the world's shapes as classes, all drawn in one look the
-world never shows: a thick pink *outline* on a *light, speckled* background. CLIP pretrained on the
-world knows the shape words, so zero-shot is above chance but imperfect; Stable Diffusion prompted
-"a photo of a circle" draws a filled shape on a dark background, missing the look; K shots of the
-target can teach it (the LoRA of DataDream).
+The target (dataset `toyworld`): four of the world's colours as classes (red, yellow, green, blue
+things of any shape), all photographed in one look the world never shows: on a light, speckled
+ground under a strong blue light, which shifts every colour (red turns magenta, yellow gray, green
+teal). CLIP pretrained on the world knows the colour words perfectly on the world's own images, so
+zero-shot on the target is above chance but imperfect; Stable Diffusion prompted "a photo of a red"
+draws a red shape on a dark ground, missing the look (and a classifier trained on its images learns
+the colours as the world shows them); K shots of the target can teach it (the LoRA of DataDream).
 
 `datadream_lib/pretrain.py` trains the world's models; `models: toy` loads them through the same
 calls as SD 2.1 (`StableDiffusionPipeline.from_pretrained`) and CLIP ViT-B/16 (open_clip's
@@ -34,13 +36,13 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 90, 235), 
 FILLS = ("plain", "striped", "dotted")
 BACKGROUNDS = {"black": (15, 15, 18), "gray": (80, 80, 84), "navy": (20, 28, 80), "brown": (70, 45, 25)}
 
-# The target's classes and its look (never in the world: an outline, pink, on a light speckled ground).
-TARGET_CLASSES = ("circle", "square", "triangle", "cross")
-TARGET_INK = (235, 80, 170)
+# The target's classes and its look (never in the world: a light speckled ground, under a blue light).
+TARGET_CLASSES = ("red", "yellow", "green", "blue")  # colours of the world, each a class of things of any shape
 TARGET_GROUND = (225, 220, 200)
+TARGET_LIGHT = (30, 60, 220)  # the colour cast: every pixel mixed with it
+TARGET_CAST = 0.5  # how much of the light (0: none)
 TARGET_COUNTS = {"train": 20, "val": 10, "test": 40}
-TARGET_VERSION = "toyworld-v1"
-
+TARGET_VERSION = "toyworld-v2"  # v1 (pink outlines of four shapes) showed no classification effect: docs/toyworld.md
 
 
 # --- drawing -----------------------------------------------------------------------------------
@@ -131,15 +133,16 @@ def world_image(shape: str, colour: str, fill: str, background: str, rng: np.ran
     return _finish(img, rng, 4.0)
 
 
-def target_image(shape: str, rng: np.random.Generator) -> Image.Image:
-    """One image of the target: the shape as a thick pink outline on a light speckled background."""
+def target_image(colour: str, rng: np.random.Generator) -> Image.Image:
+    """One image of the target: a filled shape (any of the world's) in `colour`, on a light speckled
+    ground, the whole under the target's blue light."""
     ground = np.asarray(Image.new("RGB", (DRAW, DRAW), _jitter(TARGET_GROUND, rng, 12)), dtype=np.float64)
     speckle = (rng.random((DRAW // 4, DRAW // 4)) < 0.18)[..., None] * rng.uniform(-70, -30)
-    ground = np.clip(ground + np.kron(speckle, np.ones((4, 4, 1))), 0, 255).astype(np.uint8)
-    img = Image.fromarray(ground)
-    img.paste(Image.new("RGB", (DRAW, DRAW), _jitter(TARGET_INK, rng)), (0, 0),
-              _mask(shape, *_place(rng), width=int(rng.integers(11, 15))))
-    return _finish(img, rng, 3.0)
+    img = Image.fromarray(np.clip(ground + np.kron(speckle, np.ones((4, 4, 1))), 0, 255).astype(np.uint8))
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    img.paste(Image.new("RGB", (DRAW, DRAW), _jitter(COLOURS[colour], rng)), (0, 0), _mask(shape, *_place(rng)))
+    lit = (1 - TARGET_CAST) * np.asarray(img, dtype=np.float64) + TARGET_CAST * np.asarray(TARGET_LIGHT, dtype=np.float64)
+    return _finish(Image.fromarray(np.clip(lit, 0, 255).astype(np.uint8)), rng, 3.0)
 
 
 def generic_image(rng: np.random.Generator) -> Image.Image:
@@ -190,7 +193,7 @@ def world(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
 # --- the target dataset ------------------------------------------------------------------------
 
 def make_target_dataset(root: Path) -> Path:
-    """Write the target dataset (deterministic) under root/toyworld-v1 once; returns its folder."""
+    """Write the target dataset (deterministic) under root/TARGET_VERSION once; returns its folder."""
     from datadream_lib.runs import atomic_write_text
 
     folder = Path(root) / TARGET_VERSION

@@ -76,7 +76,7 @@ def test_the_toy_preset_loads_the_committed_weights_through_the_pretrained_calls
 
 
 def test_the_target_has_a_look_the_world_lacks():
-    """Every world image is a filled shape on a dark ground; the target's are light with pink ink."""
+    """Every world image is a filled shape on a dark ground; the target's ground is light (under its blue light)."""
     world, _ = toyworld.world(64, 0)
     rng = np.random.default_rng(0)
     target = np.stack([np.asarray(toyworld.target_image(s, rng)) for s in toyworld.TARGET_CLASSES for _ in range(8)])
