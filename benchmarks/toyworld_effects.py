@@ -29,12 +29,9 @@ def run_grid(seeds, runs_root: Path, extra: list[str]) -> dict[int, list[Path]]:
     for seed in seeds:
         folders[seed] = []
         for method, settings in toyworld.EFFECT_RUNS.items():
-            name = f"toyworld_{method}_seed{seed}"
+            name = toyworld.effect_run_name(method, seed)
             started = time.time()
-            command = [sys.executable, "-m", "datadream_lib.pipeline", "params/toyworld.yaml",
-                       "--set", f"runs_root={runs_root}", "--set", f"run_name={name}", "--set", f"seed={seed}",
-                       "--set", f"synth_method={method}", "--set", f"clf_settings=[{', '.join(settings)}]",
-                       "--set", f"stages=[{', '.join(toyworld.EFFECT_STAGES)}]", *extra]
+            command = [sys.executable, "-m", "datadream_lib.pipeline", *toyworld.effect_run_args(method, seed, runs_root, settings), *extra]
             done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")

@@ -203,7 +203,7 @@ TOYWORLD: dict[str, Any] = {
     "adapt_warmup_steps": 20,
     "adapt_lr": 1e-3,
     "images_per_class": 40,
-    "clf_epochs": 5,
+    "clf_epochs": 20,  # 5 epochs (25 steps on 160 images) left the synthetic-only classifiers near zero-shot: docs/toyworld.md
     "clf_warmup_epochs": 1,
     "clf_batch_size": 32,
     "ablation_images_per_class": [20, 40],

@@ -252,3 +252,17 @@ COMPARISONS = (
     ("DataDream synthetic above IsSynth synthetic", "top1/datadream/synthetic", "top1/issynth/synthetic"),
     ("DataDream synthetic above DISEF synthetic", "top1/datadream/synthetic", "top1/disef/synthetic"),
 )
+
+
+def effect_run_name(method: str, seed: int) -> str:
+    return f"toyworld_{method}_seed{seed}"
+
+
+def effect_run_args(method: str, seed: int, runs_root, settings, stages=EFFECT_STAGES, data_root=None) -> list[str]:
+    """The arguments of `python -m datadream_lib.pipeline` for one run of the measurement (and of the
+    tests that repeat part of it): params/toyworld.yaml with `synth_method`, `seed`, the classifier
+    `settings` and `stages`, named `effect_run_name` under `runs_root`."""
+    args = ["params/toyworld.yaml", "--set", f"runs_root={runs_root}", "--set", f"run_name={effect_run_name(method, seed)}",
+            "--set", f"seed={seed}", "--set", f"synth_method={method}", "--set", f"clf_settings=[{', '.join(settings)}]",
+            "--set", f"stages=[{', '.join(stages)}]"]
+    return args + (["--set", f"data_root={data_root}"] if data_root is not None else [])

@@ -132,28 +132,35 @@ def measured(name: str) -> tuple[str, str, float]:
     return comparison["larger"], comparison["smaller"], margin
 
 
+# Each effect tested, and the deliberate bugs (tests/deliberate_bugs/) it is to catch.
+EFFECT_TESTS = {
+    "DataDream FID below unadapted SD FID": "the adapter not loaded at synthesis",
+    "DataDream-dset synthetic above unadapted SD synthetic": "all three: the adapter not loaded (DataDream's images are "
+    "the unadapted model's), every class prompted as another (the images carry the wrong colour), the synthetic labels shuffled",
+    "zero-shot above chance": "none of the three (it reads no synthetic image): the world's CLIP knows the class words",
+}
+# The runs the tested figures need: seed 0 of the measurement, only the settings the comparisons read.
+EFFECT_TEST_RUNS = {"datadream": ["zero_shot", "synthetic"], "stable_diffusion": ["synthetic"]}
+
+
 @pytest.fixture(scope="module")
-def fid_effect_figures(tmp_path_factory):
+def effect_figures(tmp_path_factory):
     """`toyworld.effect_figures` of seed 0 of the measurement's DataDream-dset and unadapted-SD runs,
-    through the FID stage (the classifiers do not enter FID, so they are not trained here)."""
+    through every stage the comparisons read (the same runs as the measurement's, fewer settings)."""
     from datadream_lib import results
     from tests.conftest import run_pipeline_cli
 
     root = tmp_path_factory.mktemp("effects")
-    folders = []
-    for method in ("datadream", "stable_diffusion"):
-        name = f"toyworld_{method}_seed0"
-        result = run_pipeline_cli("params/toyworld.yaml", "--set", f"runs_root={root}", "--set", f"data_root={root / 'data'}",
-                                  "--set", f"run_name={name}", "--set", "seed=0", "--set", f"synth_method={method}",
-                                  "--set", "stages=[adaptation, synthesis, fid]")
+    for method, settings in EFFECT_TEST_RUNS.items():
+        result = run_pipeline_cli(*toyworld.effect_run_args(method, 0, root, settings, data_root=root / "data"))
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        folders.append(root / name)
-    tables = results.collect(folders)
+    tables = results.collect([root / toyworld.effect_run_name(method, 0) for method in EFFECT_TEST_RUNS])
     return toyworld.effect_figures(tables["metrics"], tables["fid"])
 
 
-def test_effect_datadream_fid_below_unadapted_sd_fid(fid_effect_figures):
-    """The adapter learns the target's look: DataDream-dset's per-class FID against the target's
-    train images is well below the unadapted model's (caught: the adapter not loaded at synthesis)."""
-    larger, smaller, margin = measured("DataDream FID below unadapted SD FID")
-    assert fid_effect_figures[larger] - fid_effect_figures[smaller] >= margin, fid_effect_figures
+@pytest.mark.parametrize("name", sorted(EFFECT_TESTS))
+def test_effect_holds(name, effect_figures):
+    """An effect of the measurement holds on a rerun of its seed 0 by at least its margin (mean minus
+    three standard deviations over the seeds). EFFECT_TESTS says which planted bug each is to catch."""
+    larger, smaller, margin = measured(name)
+    assert effect_figures[larger] - effect_figures[smaller] >= margin, (name, effect_figures)
