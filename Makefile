@@ -1,5 +1,7 @@
-# The front door. `make demo`: set up and run the whole pipeline on the tiny offline default, then
-# rebuild Table 1 and the figures from every run under runs/ (notebooks/06) into figures/.
+# The front door. `make demo`: set up and run the toy world (docs/toyworld.md): DataDream-dset through
+# every stage, and the unadapted model, IsSynth and DISEF on the same shots; then rebuild Table 1 and
+# the figures from every run under runs/ (notebooks/06) into figures/. `make demo-tiny`: the same
+# machinery on the random-weight tiny models (params/demo.yaml), as the unit tests run it.
 # `make test`: the test suite (unit tests, the end-to-end pipeline, nbval over the notebooks).
 #
 # The environment is requirements.lock: every package, direct and transitive, at the exact version
@@ -18,7 +20,7 @@ TOOLS := build/tools
 LOCK_FLAGS := --extra test -c lock-constraints.txt --python-version 3.11 \
 	--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock"
 
-.PHONY: setup demo test test-latest lock gpu-check-wheels lab clean-demo
+.PHONY: setup demo demo-tiny test test-latest lock gpu-check-wheels lab clean-demo
 
 setup: $(VENV)/.installed
 
@@ -30,7 +32,13 @@ $(VENV)/.installed: $(LOCK) pyproject.toml
 	$(PY) -m pip check
 	touch $@
 
+DEMO_RUNS := params/toyworld.yaml params/toyworld_stable_diffusion.yaml params/toyworld_issynth.yaml params/toyworld_disef.yaml
+
 demo: setup
+	for run in $(DEMO_RUNS); do $(PY) -m datadream_lib.pipeline $$run || exit 1; done
+	$(VENV)/bin/papermill notebooks/06_paper_results.ipynb runs/06_paper_results.ipynb --log-level WARNING
+
+demo-tiny: setup
 	$(PY) -m datadream_lib.pipeline params/demo.yaml
 	$(VENV)/bin/papermill notebooks/06_paper_results.ipynb runs/06_paper_results.ipynb --log-level WARNING
 
@@ -38,7 +46,7 @@ demo: setup
 # neither reads nor writes the runs/ of this checkout.
 test: setup
 	rm -rf build/nbval && mkdir -p build/nbval && cp -r notebooks params pyproject.toml build/nbval/
-	$(PY) -m pytest tests build/nbval/notebooks --nbval-lax -q
+	$(PY) -m pytest tests build/nbval/notebooks --nbval-lax -q --durations=25
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
@@ -67,4 +75,4 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
 clean-demo:
-	rm -rf runs/demo
+	rm -rf runs/demo runs/toyworld runs/toyworld_stable_diffusion runs/toyworld_issynth runs/toyworld_disef

@@ -44,7 +44,7 @@ def summarise(folders: dict[int, list[Path]]) -> dict:
     per_seed = {}
     for seed, runs in folders.items():
         tables = results.collect(runs)
-        per_seed[seed] = toyworld.effect_figures(tables["metrics"], tables["fid"])
+        per_seed[seed] = {**toyworld.effect_figures(tables["metrics"], tables["fid"]), **toyworld.recognition_figures(runs)}
     comparisons = {}
     for name, larger, smaller in toyworld.COMPARISONS:
         effects = [per_seed[s][larger] - per_seed[s][smaller] for s in per_seed]
