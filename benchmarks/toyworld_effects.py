@@ -56,6 +56,11 @@ def summarise(folders: dict[int, list[Path]]) -> dict:
             "comparisons": comparisons}
 
 
+def runs_written_at(runs_root: Path) -> list[str]:
+    """The commits of every process that wrote to the runs (a resumed run adds the resuming one's)."""
+    return sorted({json.loads(f.read_text()).get("git_commit") or "unknown" for f in runs_root.glob("*/environments/*.json")})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -71,6 +76,7 @@ def main() -> None:
               "date": time.strftime("%Y-%m-%d"), "commit": env["git_commit"], "git_dirty": env["git_dirty"],
               "machine": f"{platform.machine()}, {env['cpu_count']} CPUs, torch threads {env['torch_threads']}, no GPU",
               "toy_weights_manifest_sha256": models.toy_manifest_digest(),
+              "runs_written_at": runs_written_at(Path(args.runs_root)),
               "seeds": args.seeds, "extra": args.set, "minutes": round((time.time() - started) / 60, 1), **summary}
     text = json.dumps(report, indent=2)
     print(text)
