@@ -106,7 +106,7 @@ MEASURED = runs.project_root() / "benchmarks" / "results" / "toyworld_effects.js
 def measured(name: str) -> tuple[str, str, float]:
     """(larger, smaller, margin) of the comparison `name` of the measurement."""
     comparison = json.loads(MEASURED.read_text())["comparisons"][name]
-    assert testable(comparison), f"{name!r} did not hold on every seed by a margin above zero: it is no test"
+    assert holds_by_a_margin(comparison), f"{name!r} did not hold on every seed by a margin above zero: it is no test"
     return comparison["larger"], comparison["smaller"], comparison["mean"] - 3 * (comparison["std"] or 0)
 
 
@@ -120,7 +120,7 @@ EFFECT_TESTS = {
 }
 
 
-def testable(comparison: dict) -> bool:
+def holds_by_a_margin(comparison: dict) -> bool:
     """An effect is a test where it held on every seed and its margin (below) is above zero."""
     return comparison["holds_every_seed"] and comparison["mean"] - 3 * (comparison["std"] or 0) > 0
 
@@ -129,7 +129,7 @@ def test_every_effect_the_measurement_can_hold_is_tested():
     """EFFECT_TESTS is what the committed measurement supports: no more (a margin read from a spread
     that crosses zero tests nothing), no fewer (an effect measured to hold is held)."""
     comparisons = json.loads(MEASURED.read_text())["comparisons"]
-    assert set(EFFECT_TESTS) == {name for name, c in comparisons.items() if testable(c)}
+    assert set(EFFECT_TESTS) == {name for name, c in comparisons.items() if holds_by_a_margin(c)}
 
 
 # The runs the tested figures need: seed 0 of the measurement, only the classifier the tests read.
