@@ -207,6 +207,7 @@ TOYWORLD: dict[str, Any] = {
     "clf_warmup_epochs": 1,
     "clf_batch_size": 32,
     "ablation_images_per_class": [20, 40],
+    "ablation_shots": [2],  # with K = 4 itself, Fig. 5's two points; each further K adapts and generates again (make demo < 5 min)
     "filter_budget": 10,  # DISEF: 80 candidates per class at most for its 40 images (the authors: 100 batches for 500)
 }
 BASES: dict[str, dict[str, Any]] = {"paper": {}, "demo": DEMO, "toyworld": TOYWORLD}
