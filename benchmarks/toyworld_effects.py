@@ -1,5 +1,5 @@
 """The miniature results (issue 18): the toy world's demo over several seeds, each method a run of
-params/toyworld.yaml, and the comparisons of `toyworld.COMPARISONS` per seed with their mean, spread
+params/toyworld.yaml, and the comparisons of `miniature.COMPARISONS` per seed with their mean, spread
 and minimum. The tests' margins (tests/test_toyworld.py) are set from what this measured.
 
     python benchmarks/toyworld_effects.py --seeds 0 1 2 --out benchmarks/results/toyworld_effects.json
@@ -21,17 +21,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from datadream_lib import environment, models, results, toyworld  # noqa: E402
+from datadream_lib import environment, miniature, models, results  # noqa: E402
 
 
 def run_grid(seeds, runs_root: Path, extra: list[str]) -> dict[int, list[Path]]:
     folders = {}
     for seed in seeds:
         folders[seed] = []
-        for method, settings in toyworld.EFFECT_RUNS.items():
-            name = toyworld.effect_run_name(method, seed)
+        for method, settings in miniature.EFFECT_RUNS.items():
+            name = miniature.effect_run_name(method, seed)
             started = time.time()
-            command = [sys.executable, "-m", "datadream_lib.pipeline", *toyworld.effect_run_args(method, seed, runs_root, settings), *extra]
+            command = [sys.executable, "-m", "datadream_lib.pipeline", *miniature.effect_run_args(method, seed, runs_root, settings), *extra]
             done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -44,9 +44,9 @@ def summarise(folders: dict[int, list[Path]]) -> dict:
     per_seed = {}
     for seed, runs in folders.items():
         tables = results.collect(runs)
-        per_seed[seed] = {**toyworld.effect_figures(tables["metrics"], tables["fid"]), **toyworld.recognition_figures(runs)}
+        per_seed[seed] = {**miniature.effect_figures(tables["metrics"], tables["fid"]), **miniature.recognition_figures(runs)}
     comparisons = {}
-    for name, larger, smaller in toyworld.COMPARISONS:
+    for name, larger, smaller in miniature.COMPARISONS:
         effects = [per_seed[s][larger] - per_seed[s][smaller] for s in per_seed]
         comparisons[name] = {"larger": larger, "smaller": smaller, "per_seed": [round(e, 4) for e in effects],
                              "mean": round(statistics.mean(effects), 4),

@@ -16,8 +16,8 @@ the colours as the world shows them); K shots of the target can teach it (the Lo
 
 `datadream_lib/pretrain.py` trains the world's models; `models: toy` loads them through the same
 calls as SD 2.1 (`StableDiffusionPipeline.from_pretrained`) and CLIP ViT-B/16 (open_clip's
-`create_model` of a model folder). The end of this module lists the comparisons the miniature
-results are made of (benchmarks/toyworld_effects.py measures them, tests/test_toyworld.py holds them).
+`create_model` of a model folder). `datadream_lib/miniature.py` holds the comparisons the
+miniature results are made of (benchmarks/toyworld_effects.py measures them, tests/test_toyworld.py holds them).
 """
 
 from __future__ import annotations
@@ -212,85 +212,3 @@ def make_target_dataset(root: Path) -> Path:
                 tmp.replace(target)
     atomic_write_text(done, "toyworld target written by datadream_lib.toyworld.make_target_dataset\n")
     return folder
-
-
-# --- the miniature results ---------------------------------------------------------------------
-
-# The methods compared in the toy world, each a run of params/toyworld.yaml with `synth_method`, and
-# the classifier settings it trains (zero-shot and Real-finetune do not depend on the images: once).
-EFFECT_RUNS = {"datadream": ["zero_shot", "real_finetune", "synthetic", "synthetic_real"],
-               "stable_diffusion": ["synthetic", "synthetic_real"],
-               "issynth": ["synthetic", "synthetic_real"],
-               "disef": ["synthetic", "synthetic_real"]}
-EFFECT_STAGES = ["adaptation", "synthesis", "classification", "fid"]
-
-
-def effect_figures(metrics, fid_table) -> dict:
-    """One seed's figures from `results.collect`'s tables of its runs: each classifier's top-1 (by
-    synth_method and setting), chance, and each image source's mean per-class FID and KID."""
-    figures = {}
-    for row in metrics.itertuples():
-        key = row.setting if row.setting in ("zero_shot", "real_finetune") else f"{row.synth_method}/{row.setting}"
-        figures[f"top1/{key}"] = float(row.top1)
-    synthetic = fid_table[fid_table["method"] != "real val (reference)"]
-    for method, group in synthetic.groupby("synth_method"):
-        figures[f"fid/{method}"] = float(group["fid"].mean())
-        figures[f"kid/{method}"] = float(group["kid"].mean())
-    figures["chance"] = 100.0 / fid_table["class_index"].nunique()
-    return figures
-
-
-def recognition_figures(run_dirs) -> dict:
-    """Do the images show their class? Per synthetic method of the runs: the top-1 (%) of the world's
-    CLIP, zero-shot with the classifier's prompts, on the method's images against the class each was
-    made for (a mean over the runs of a method). The world's CLIP names the world's colours on its own
-    images without error, so a class prompted as another falls far below chance."""
-    import torch
-    from PIL import Image
-
-    from datadream_lib import catalog, models, params, splits
-    from datadream_lib.augmentation import test_transform
-    from datadream_lib.classification import CLIPClassifier
-
-    clip, tokenizer, size = models.load_clip(params.from_dict({"base": "toyworld"}))
-    transform, scores = test_transform(size), {}
-    for run_dir in map(Path, run_dirs):
-        split = splits.read_split(run_dir / "split.json")
-        head = CLIPClassifier(clip, tokenizer, split.classifier_prompts()).eval()
-        for folder in sorted(p for p in (run_dir / "synthetic").iterdir() if p.is_dir()):
-            rows = catalog.read_manifest(folder)
-            images = torch.stack([transform(Image.open(folder / row["path"]).convert("RGB")) for row in rows])
-            with torch.no_grad():
-                predicted = head(images).argmax(1)
-            right = (predicted == torch.tensor([row["class_index"] for row in rows])).float().mean()
-            scores.setdefault(f"recognised/{folder.name}", []).append(100.0 * float(right))
-    return {name: sum(values) / len(values) for name, values in scores.items()}
-
-
-# The comparisons the issue asks for: (name, larger, smaller) of two figures; an effect is
-# `larger - smaller`, positive where the paper's story holds.
-COMPARISONS = (
-    ("zero-shot above chance", "top1/zero_shot", "chance"),
-    ("DataDream-dset synthetic above unadapted SD synthetic", "top1/datadream/synthetic", "top1/stable_diffusion/synthetic"),
-    ("DataDream-dset synthetic above chance", "top1/datadream/synthetic", "chance"),
-    ("DataDream FID below unadapted SD FID", "fid/stable_diffusion", "fid/datadream"),
-    ("DataDream's images show their class (the world's CLIP, zero-shot) above chance", "recognised/datadream", "chance"),
-    ("DataDream KID below unadapted SD KID", "kid/stable_diffusion", "kid/datadream"),
-    ("DataDream synthetic + real above Real-finetune", "top1/datadream/synthetic_real", "top1/real_finetune"),
-    ("DataDream synthetic above IsSynth synthetic", "top1/datadream/synthetic", "top1/issynth/synthetic"),
-    ("DataDream synthetic above DISEF synthetic", "top1/datadream/synthetic", "top1/disef/synthetic"),
-)
-
-
-def effect_run_name(method: str, seed: int) -> str:
-    return f"toyworld_{method}_seed{seed}"
-
-
-def effect_run_args(method: str, seed: int, runs_root, settings, stages=EFFECT_STAGES, data_root=None) -> list[str]:
-    """The arguments of `python -m datadream_lib.pipeline` for one run of the measurement (and of the
-    tests that repeat part of it): params/toyworld.yaml with `synth_method`, `seed`, the classifier
-    `settings` and `stages`, named `effect_run_name` under `runs_root`."""
-    args = ["params/toyworld.yaml", "--set", f"runs_root={runs_root}", "--set", f"run_name={effect_run_name(method, seed)}",
-            "--set", f"seed={seed}", "--set", f"synth_method={method}", "--set", f"clf_settings=[{', '.join(settings)}]",
-            "--set", f"stages=[{', '.join(stages)}]"]
-    return args + (["--set", f"data_root={data_root}"] if data_root is not None else [])

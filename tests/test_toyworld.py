@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from datadream_lib import models, params, pretrain, runs, toyworld
+from datadream_lib import miniature, models, params, pretrain, runs, toyworld
 from datadream_lib.errors import DataDreamError
 
 
@@ -144,9 +144,9 @@ def effect_runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("effects")
     for method, settings in EFFECT_TEST_RUNS.items():
-        result = run_pipeline_cli(*toyworld.effect_run_args(method, 0, root, settings, data_root=root / "data"))
+        result = run_pipeline_cli(*miniature.effect_run_args(method, 0, root, settings, data_root=root / "data"))
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {method: runs.Run(root / toyworld.effect_run_name(method, 0)) for method in EFFECT_TEST_RUNS}
+    return {method: runs.Run(root / miniature.effect_run_name(method, 0)) for method in EFFECT_TEST_RUNS}
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def effect_figures(effect_runs):
 
     folders = [run.dir for run in effect_runs.values()]
     tables = results.collect(folders)
-    return {**toyworld.effect_figures(tables["metrics"], tables["fid"]), **toyworld.recognition_figures(folders)}
+    return {**miniature.effect_figures(tables["metrics"], tables["fid"]), **miniature.recognition_figures(folders)}
 
 
 def test_the_pipeline_runs_in_the_toy_world(effect_runs):
