@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from datadream_lib import environment, miniature, models, results  # noqa: E402
+from datadream_lib import environment, miniature, models  # noqa: E402
 
 
 def run_grid(seeds, runs_root: Path, extra: list[str]) -> dict[int, list[Path]]:
@@ -43,8 +43,7 @@ def run_grid(seeds, runs_root: Path, extra: list[str]) -> dict[int, list[Path]]:
 def summarise(folders: dict[int, list[Path]]) -> dict:
     per_seed = {}
     for seed, runs in folders.items():
-        tables = results.collect(runs)
-        per_seed[seed] = {**miniature.effect_figures(tables["metrics"], tables["fid"]), **miniature.recognition_figures(runs)}
+        per_seed[seed] = miniature.seed_figures(runs)
     comparisons = {}
     for name, larger, smaller in miniature.COMPARISONS:
         effects = [per_seed[s][larger] - per_seed[s][smaller] for s in per_seed]

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from datadream_lib import catalog, models, params, splits
+from datadream_lib import catalog, models, params, results, splits
 from datadream_lib.augmentation import test_transform
 from datadream_lib.classification import CLIPClassifier
 
@@ -56,6 +56,13 @@ def recognition_figures(run_dirs) -> dict:
             right = (predicted == torch.tensor([row["class_index"] for row in rows])).float().mean()
             scores.setdefault(f"recognised/{folder.name}", []).append(100.0 * float(right))
     return {name: sum(values) / len(values) for name, values in scores.items()}
+
+
+def seed_figures(run_dirs) -> dict:
+    """Every figure of one seed's runs: `effect_figures` of their result tables and `recognition_figures`."""
+    run_dirs = [Path(d) for d in run_dirs]
+    tables = results.collect(run_dirs)
+    return {**effect_figures(tables["metrics"], tables["fid"]), **recognition_figures(run_dirs)}
 
 
 # The comparisons the issue asks for: (name, larger, smaller) of two figures; an effect is

@@ -151,11 +151,7 @@ def effect_runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def effect_figures(effect_runs):
-    from datadream_lib import results
-
-    folders = [run.dir for run in effect_runs.values()]
-    tables = results.collect(folders)
-    return {**miniature.effect_figures(tables["metrics"], tables["fid"]), **miniature.recognition_figures(folders)}
+    return miniature.seed_figures([run.dir for run in effect_runs.values()])
 
 
 def test_the_pipeline_runs_in_the_toy_world(effect_runs):
