@@ -32,7 +32,7 @@ from torchvision import transforms
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import _functional_tensor as TF  # torchvision's tensor colour functions
 
-from datadream_lib import models
+from datadream_lib import models, schema
 from datadream_lib.splits import load_rgb
 
 BICUBIC = transforms.InterpolationMode.BICUBIC
@@ -58,11 +58,14 @@ def blur_kernel_size(size: int) -> int:
     return max(3, (size // 20) | 1)
 
 
+def crop_flip_operations(size: int) -> list:
+    """The list's crop and flip: all of `clf_augment: crop_flip` (no operation that changes a colour)."""
+    return [transforms.RandomResizedCrop(size, scale=(0.25, 1.0), interpolation=BICUBIC), transforms.RandomHorizontalFlip()]
+
+
 def geometric_operations(size: int) -> list:
-    """The per-image part of the list (before any colour operation)."""
-    return [transforms.RandAugment(),
-            transforms.RandomResizedCrop(size, scale=(0.25, 1.0), interpolation=BICUBIC),
-            transforms.RandomHorizontalFlip()]
+    """The per-image part of the list (before any colour operation): RandAugment, the crop, the flip."""
+    return [transforms.RandAugment()] + crop_flip_operations(size)
 
 
 def authors_operations(size: int) -> list:
@@ -180,18 +183,25 @@ def pil_gaussian_blur(img, sigma):
     return torch.stack(out).to(img.device)
 
 
-BLURS = ("gaussian", "pil")
+BLURS = schema.FIELDS["clf_blur"].metadata["choices"]
+# `clf_augment`: the authors' list, or only its crop and flip, for classes that are colours (the
+# toy world's): hue jitter, grayscale, solarize and RandAugment's Color/Solarize/Posterize change
+# or erase the class itself (docs/toyworld.md).
+AUGMENTATIONS = schema.FIELDS["clf_augment"].metadata["choices"]
 
 
 class DeviceAugment:
     """The authors' augmentation of a batch of uint8 images (a list: sizes may differ) on `device`;
     returns CLIP-normalised float images (B, 3, size, size). `blur`: "gaussian" (a true Gaussian on
-    the device) or "pil" (the authors' PIL blur, on the host, for the blurred images only)."""
+    the device) or "pil" (the authors' PIL blur, on the host, for the blurred images only).
+    `augment="crop_flip"`: the list's crop and flip only, no colour operation."""
 
-    def __init__(self, size: int, device: torch.device, blur: str = "gaussian"):
+    def __init__(self, size: int, device: torch.device, blur: str = "gaussian", augment: str = "authors"):
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment {augment!r}: one of {AUGMENTATIONS}")
         self.size, self.device = size, device
-        self.blur_filter = blur
-        self.per_image = transforms.Compose(geometric_operations(size))
+        self.blur_filter, self.colours = blur, augment == "authors"
+        self.per_image = transforms.Compose(geometric_operations(size) if self.colours else crop_flip_operations(size))
         ops = authors_operations(size)
         self.jitter = ops[3].transforms[0]
         self.blur = ops[5].transforms[0]
@@ -216,8 +226,9 @@ class DeviceAugment:
             crops, draws = [], []
             for image in images:
                 crops.append(self.per_image(image.to(self.device, non_blocking=True)))
-                draws.append(self._colour_draws())
-        return normalize(self.colour(torch.stack(crops), draws))
+                if self.colours:
+                    draws.append(self._colour_draws())
+        return normalize(self.colour(torch.stack(crops), draws) if self.colours else torch.stack(crops))
 
     def colour(self, img: torch.Tensor, draws: list[tuple]) -> torch.Tensor:
         """ColorJitter (each image's permutation), grayscale, blur, solarize: batched. (Inside

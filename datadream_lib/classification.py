@@ -322,7 +322,7 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
     repeat = max(1, p.images_per_class // p.shots)
     pool = TrainingPool(real_items, synth_items, repeat, substitutes, options.replace_real, p.seed + 4)
     loader = _loader(pool, p, True, p.seed + 1, p.clf_batch_size, device, collate_pool)
-    augment = augmentation.DeviceAugment(image_size, device, p.clf_blur)
+    augment = augmentation.DeviceAugment(image_size, device, p.clf_blur, p.clf_augment)
     real_weight = p.real_loss_weight if real_items and synth_items else float(bool(real_items))
     total = len(loader) * p.clf_epochs
     optimizer = torch.optim.AdamW(trainable, lr=p.clf_lr, weight_decay=p.clf_weight_decay)

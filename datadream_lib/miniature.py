@@ -77,7 +77,9 @@ COMPARISONS = (
     ("DataDream synthetic + real above Real-finetune", "top1/datadream/synthetic_real", "top1/real_finetune"),
     ("DataDream synthetic above IsSynth synthetic", "top1/datadream/synthetic", "top1/issynth/synthetic"),
     ("DataDream synthetic above DISEF synthetic", "top1/datadream/synthetic", "top1/disef/synthetic"),
-)
+) + tuple((f"{label} synthetic above zero-shot", f"top1/{method}/synthetic", "top1/zero_shot")  # Table 1: each row vs zero-shot
+          for method, label in (("datadream", "DataDream-dset"), ("stable_diffusion", "unadapted SD"),
+                                ("issynth", "IsSynth"), ("disef", "DISEF")))
 
 
 def effect_run_name(method: str, seed: int) -> str:

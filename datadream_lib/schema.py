@@ -110,6 +110,7 @@ class Params:
     clf_lora_dropout: float = field(0.1, "LoRA dropout", min=0.0, max=1.0)
     real_loss_weight: float = field(0.8, "lambda of eq. 4: weight of the real loss in synthetic_real", min=0.0, max=1.0)
     clf_blur: str = field("gaussian", "the augmentation's blur: 'gaussian' (a true Gaussian of std sigma on an 11-px kernel, on the device) or 'pil' (the authors' PIL GaussianBlur(radius=sigma), on the host for the blurred images)", choices=("gaussian", "pil"))
+    clf_augment: str = field("authors", "the training augmentation: 'authors' (their list, docs/hyperparameters.md §3) or 'crop_flip' (its random resized crop and flip only: no operation that changes a colour, for classes that are colours, as the toy world's)", choices=("authors", "crop_flip"))
     mix_aug_prob: float = field(0.0, "probability of CutMix-or-MixUp per step (one coin per batch); the authors' code has it at 0.2 but their released scripts run with it off", min=0.0, max=1.0)
 
     # --- FID analysis (docs/hyperparameters.md §5) -------------------------------------------
@@ -206,6 +207,7 @@ TOYWORLD: dict[str, Any] = {
     "clf_epochs": 20,  # 5 epochs (25 steps on 160 images) left the synthetic-only classifiers near zero-shot: docs/toyworld.md
     "clf_warmup_epochs": 1,
     "clf_batch_size": 32,
+    "clf_augment": "crop_flip",  # the classes are colours: the authors' colour operations erase them (train loss stayed at ln 4): docs/toyworld.md
     "ablation_images_per_class": [20, 40],
     "ablation_shots": [2],  # with K = 4 itself, Fig. 5's two points; each further K adapts and generates again (make demo < 5 min)
     "filter_budget": 10,  # DISEF: 80 candidates per class at most for its 40 images (the authors: 100 batches for 500)

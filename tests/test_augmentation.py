@@ -104,3 +104,23 @@ def test_clf_blur_pil_is_the_authors_pil_blur_exactly():
     gaussian = augmentation.DeviceAugment(SIZE, torch.device("cpu"))(images, seed=5)
     changed = (pil != gaussian).flatten(1).any(1)
     assert 0 < changed.sum() < len(images)
+
+
+def test_crop_flip_is_the_lists_crop_and_flip_and_keeps_every_colour():
+    """`clf_augment: crop_flip` (the toy world's: its classes are colours) is torchvision's crop and
+    flip image by image; a one-colour image keeps its colour, which the authors' list does not."""
+    images = _images(12, seed=2)
+    ours = augmentation.DeviceAugment(SIZE, torch.device("cpu"), augment="crop_flip")(images, seed=4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(4)
+        ops = transforms.Compose(augmentation.crop_flip_operations(SIZE))
+        want = augmentation.normalize(torch.stack([ops(im) for im in images]))
+    assert torch.equal(ours, want)
+    flat = [torch.tensor([200, 40, 40], dtype=torch.uint8).view(3, 1, 1).expand(3, 48, 48).clone() for _ in range(40)]
+    colour = augmentation.normalize(torch.stack(flat[:1]))[0, :, 0, 0]
+    kept = augmentation.DeviceAugment(SIZE, torch.device("cpu"), augment="crop_flip")(flat, seed=1)
+    assert torch.allclose(kept, colour.view(1, 3, 1, 1).expand_as(kept), atol=1e-5)
+    changed = augmentation.DeviceAugment(SIZE, torch.device("cpu"))(flat, seed=1)
+    assert (changed - colour.view(1, 3, 1, 1)).abs().flatten(1).amax(1).gt(0.1).sum() > 10
+    with pytest.raises(ValueError, match="crop_flip"):
+        augmentation.DeviceAugment(SIZE, torch.device("cpu"), augment="none")
