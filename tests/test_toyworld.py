@@ -117,6 +117,9 @@ EFFECT_TESTS = {
     "zero-shot above chance": "none of the three (it reads no synthetic image): the world's CLIP knows the class words",
     "DataDream's images show their class (the world's CLIP, zero-shot) above chance": "every class prompted as another "
     "(its images show the next class's colour)",
+    "unadapted SD synthetic above zero-shot": "the classifier's synthetic labels shuffled (it learns no class from its images)",
+    "IsSynth synthetic above zero-shot": "the classifier's synthetic labels shuffled",
+    "DISEF synthetic above zero-shot": "the classifier's synthetic labels shuffled",
 }
 
 
@@ -133,12 +136,12 @@ def test_every_effect_the_measurement_can_hold_is_tested():
 
 
 # The runs the tested figures need: seed 0 of the measurement, only the classifier the tests read.
-EFFECT_TEST_RUNS = {"datadream": ["zero_shot"], "stable_diffusion": ["zero_shot"]}
+EFFECT_TEST_RUNS = {"datadream": ["zero_shot"], "stable_diffusion": ["synthetic"], "issynth": ["synthetic"], "disef": ["synthetic"]}
 
 
 @pytest.fixture(scope="module")
 def effect_runs(tmp_path_factory):
-    """Seed 0 of the measurement's DataDream-dset and unadapted-SD runs, made with the CLI as a user
+    """Seed 0 of the measurement's runs of each method, made with the CLI as a user
     runs params/toyworld.yaml, through every stage the comparisons read (fewer classifier settings)."""
     from tests.conftest import run_pipeline_cli
 
