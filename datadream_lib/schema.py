@@ -282,6 +282,9 @@ def _nearest(key: str, valid) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_value(name: str, value: Any, field: dataclasses.Field, owner: type) -> Any:
     meta = field.metadata
     hint = typing.get_type_hints(owner)[name]
@@ -313,6 +316,8 @@ def _check_value(name: str, value: Any, field: dataclasses.Field, owner: type) -
         if isinstance(value, bool) or not isinstance(value, int):
             raise DataDreamError(f"{where} must be an integer, got {value!r}.")
     elif base_type is float:
+        if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 (PyYAML) reads 1e-4, with no dot, as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DataDreamError(f"{where} must be a number, got {value!r}.")
         value = float(value)

@@ -48,6 +48,21 @@ def test_bad_values_name_the_problem(values, needle):
         params.from_dict(values)
 
 
+def test_a_number_written_with_an_exponent_is_a_number(tmp_path):
+    """PyYAML (YAML 1.1) reads `1e-4`, with no dot, as a string: a float parameter takes it as the
+    number it reads as; other strings are still refused."""
+    path = tmp_path / "x.yaml"
+    path.write_text("base: demo\nadapt_lr: 3e-3\nclf_lr: 1E-5\nguidance_scale: 2.5\n")
+    p = params.load_file(path)
+    assert (p.adapt_lr, p.clf_lr, p.guidance_scale) == (3e-3, 1e-5, 2.5)
+    assert params.from_dict({"adapt_lr": "3e-3"}).identity() == params.from_dict({"adapt_lr": 0.003}).identity()
+    for bad in ("3e", "e-3", "fast", "1e-3x"):
+        with pytest.raises(DataDreamError, match="'adapt_lr' must be a number"):
+            params.from_dict({"adapt_lr": bad})
+    with pytest.raises(DataDreamError, match="'shots' must be an integer"):
+        params.from_dict({"shots": "4e0"})
+
+
 def test_any_diffusers_scheduler_is_selectable():
     from datadream_lib import models
 
