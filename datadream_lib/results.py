@@ -191,7 +191,7 @@ def table1_display(table: pd.DataFrame) -> pd.DataFrame:
             mark = "≈" if (method, column) in PAPER_DERIVED else ""
             paper[header] = ("" if reference is None else f"{mark}{reference:.1f}" if r is None
                              else f"{mark}{reference:.1f} ({r.mean - reference:+.1f})")
-        rows += [ours, paper] if method in PAPER_TABLE1 else [ours, {"method": "  not in the paper"}]
+        rows += [ours, paper] if method in PAPER_TABLE1 else [ours, {"method": "  not in the paper", **dict.fromkeys(headers.values(), "")}]
     return pd.DataFrame(rows, columns=["method", *headers.values()])
 
 

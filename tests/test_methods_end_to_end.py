@@ -76,6 +76,7 @@ def test_table1_and_figures_carry_every_methods_rows(method_runs, tmp_path):
         assert f"{label}, synthetic + real" in methods_in_table and f"{label}, synthetic + real" not in results.PAPER_TABLE1
         after = list(shown["method"]).index(f"{label}, synthetic + real") + 1
         assert shown["method"][after] == "  not in the paper"
+        assert (shown.iloc[after].drop("method") == "").all()  # blank cells, not "nan", in table1.md
     tokens = list((method_runs / "demo_dafusion" / "adaptation" / "tokens").glob("*/learned_embeds.safetensors"))
     assert len(tokens) == 4  # a token per class, diffusers' textual-inversion files
     assert "IsSynth, synthetic only" in results.PAPER_TABLE1 and results.PAPER_TABLE1["DISEF, synthetic + real"]["Avg"] == 85.4
