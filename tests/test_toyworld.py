@@ -137,19 +137,23 @@ def test_every_effect_the_measurement_can_hold_is_tested():
     assert set(EFFECT_TESTS) == {name for name, c in comparisons.items() if holds_by_a_margin(c)}
 
 
-# The runs the tested figures need: seed 0 of the measurement, only the classifier the tests read.
-EFFECT_TEST_RUNS = {"datadream": ["zero_shot"], "stable_diffusion": ["synthetic"], "issynth": ["synthetic"], "disef": ["synthetic"]}
+# The runs the tested figures need: seed 0 of the measurement, only the classifier settings and the
+# stages the tests read (FID: DataDream's and the unadapted model's; adaptation: the methods that prepare).
+EFFECT_TEST_RUNS = {"datadream": (["zero_shot"], miniature.EFFECT_STAGES),
+                    "stable_diffusion": (["synthetic"], ["synthesis", "classification", "fid"]),
+                    "issynth": (["synthetic"], ["synthesis", "classification"]),
+                    "disef": (["synthetic"], ["adaptation", "synthesis", "classification"])}
 
 
 @pytest.fixture(scope="module")
 def effect_runs(tmp_path_factory):
     """Seed 0 of the measurement's runs of each method, made with the CLI as a user
-    runs params/toyworld.yaml, through every stage the comparisons read (fewer classifier settings)."""
+    runs params/toyworld.yaml, through the stages the tested comparisons read (fewer classifier settings)."""
     from tests.conftest import run_pipeline_cli
 
     root = tmp_path_factory.mktemp("effects")
-    for method, settings in EFFECT_TEST_RUNS.items():
-        result = run_pipeline_cli(*miniature.effect_run_args(method, 0, root, settings, data_root=root / "data"))
+    for method, (settings, stages) in EFFECT_TEST_RUNS.items():
+        result = run_pipeline_cli(*miniature.effect_run_args(method, 0, root, settings, stages, data_root=root / "data"))
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {method: runs.Run(root / miniature.effect_run_name(method, 0)) for method in EFFECT_TEST_RUNS}
 
