@@ -32,7 +32,6 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torchvision import transforms
 from tqdm.auto import tqdm
 
 from datadream_lib import models
@@ -194,6 +193,8 @@ def prepared_images(paths: list[str], resolution: int) -> list[torch.Tensor]:
     """The authors' adaptation transform (Resize bilinear, RandomCrop, no flip, to [-1, 1]) up to the
     crop, once per image, kept as uint8 (C, H, W): a quarter of the memory, and `to_unit_range` of
     a crop gives the same floats as ToTensor + Normalize of the cropped PIL image."""
+    from torchvision import transforms  # imported where used: the pipeline's own process only plans
+
     resize = transforms.Resize(resolution, interpolation=transforms.InterpolationMode.BILINEAR)
     return [transforms.functional.pil_to_tensor(resize(load_rgb(path))) for path in paths]
 
@@ -205,6 +206,8 @@ def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
 
 def crop_offsets(image: torch.Tensor, size: int) -> tuple[int, int]:
     """RandomCrop's offsets (the same draws from the global generator as transforms.RandomCrop)."""
+    from torchvision import transforms
+
     top, left, _, _ = transforms.RandomCrop.get_params(image, (size, size))
     return top, left
 

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchvision import transforms
 from tqdm.auto import tqdm
 
 from datadream_lib import models
@@ -101,6 +100,8 @@ def damaged_tokens(run: Run, split: FewShotSplit) -> list[str]:
 
 def stretched(paths: list[str], resolution: int) -> list[torch.Tensor]:
     """The shots stretched to resolution x resolution (bicubic), uint8 (C, H, W), once per image."""
+    from torchvision import transforms  # here, not at the top: the pipeline's process imports this module only to plan
+
     resize = transforms.Resize((resolution, resolution), interpolation=transforms.InterpolationMode.BICUBIC)
     return [transforms.functional.pil_to_tensor(resize(load_rgb(path))) for path in paths]
 

@@ -24,12 +24,13 @@ from typing import Optional
 
 import yaml
 
-from datadream_lib import locks, methods, models, params, runs, splits, stages
+from datadream_lib import environment, locks, methods, models, params, runs, splits, stages
 from datadream_lib.errors import DataDreamError
 
 
 def setup(namespace: dict):
     """The first cell of every notebook: parameters, run folder, split. Returns (P, run, split)."""
+    environment.exit_without_final_collection()  # the kernel ends a second sooner
     p = params.from_namespace(namespace)
     models.check_device(p)
     run, split = splits.start_run(p)
@@ -283,6 +284,7 @@ def main(argv=None) -> int:
                         help="override one parameter (repeatable), e.g. --set seed=1")
     parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     args = parser.parse_args(argv)
+    environment.exit_without_final_collection()
     try:
         todo = params.load_runs(args.params, parse_overrides(args.overrides))
         for p in todo:  # every seed's parameters are valid before the first starts

@@ -76,3 +76,24 @@ def test_a_resume_under_the_same_versions_goes_on(made):
     p, run, split = made
     assert environment.changed_packages(run.dir) == {}
     splits.start_run(p)
+
+
+def test_a_process_that_skips_the_final_collection_still_runs_its_exit_callbacks_and_keeps_its_files(tmp_path):
+    """`exit_without_final_collection` only freezes the heap at exit: buffered writes, `atexit` and
+    `weakref.finalize` callbacks still happen (an `os._exit` would lose them)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import atexit, weakref\n"
+        "from datadream_lib import environment\n"
+        "environment.exit_without_final_collection(); environment.exit_without_final_collection()\n"
+        f"out = open({str(tmp_path / 'buffered.txt')!r}, 'w'); out.write('kept')\n"  # never closed by hand
+        "class Holder: pass\n"
+        "holder = Holder(); holder.self = holder  # a cycle, frozen at exit\n"
+        f"weakref.finalize(holder, open({str(tmp_path / 'finalized.txt')!r}, 'w').close)\n"
+        f"atexit.register(open({str(tmp_path / 'atexit.txt')!r}, 'w').close)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "buffered.txt").read_text() == "kept"
+    assert (tmp_path / "finalized.txt").exists() and (tmp_path / "atexit.txt").exists()
