@@ -146,9 +146,6 @@ def check_resume(run_folder: Path, allow_change: bool) -> None:
             f"on anyway (each image's manifest row names its environment). Nothing was changed.")
 
 
-_QUICK_EXIT = []
-
-
 def exit_without_final_collection() -> None:
     """At this process's exit, freeze the heap (`gc.freeze`) before the interpreter tears it down.
 
@@ -156,10 +153,9 @@ def exit_without_final_collection() -> None:
     collection takes about a second on a CPU; each stage's kernel and each pipeline process pays
     it once, for nothing: the process is ending and every file it wrote is closed (outputs are
     written whole and renamed into place). Objects are still freed by reference count, and
-    `atexit` and `weakref.finalize` callbacks still run. Registered once per process."""
+    `atexit` and `weakref.finalize` callbacks still run. Registered once, however often called."""
     import atexit
     import gc
 
-    if not _QUICK_EXIT:
-        atexit.register(gc.freeze)
-        _QUICK_EXIT.append(True)
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)

@@ -100,7 +100,7 @@ def damaged_tokens(run: Run, split: FewShotSplit) -> list[str]:
 
 def stretched(paths: list[str], resolution: int) -> list[torch.Tensor]:
     """The shots stretched to resolution x resolution (bicubic), uint8 (C, H, W), once per image."""
-    from torchvision import transforms  # here, not at the top: the pipeline's process imports this module only to plan
+    from torchvision import transforms  # imported where used: the pipeline's own process only plans
 
     resize = transforms.Resize((resolution, resolution), interpolation=transforms.InterpolationMode.BICUBIC)
     return [transforms.functional.pil_to_tensor(resize(load_rgb(path))) for path in paths]
