@@ -355,7 +355,7 @@ def train_adapters(p, run: Run, split: FewShotSplit, progress: bool = True, clas
         losses = trainer.train(job, prompts, progress)
         info = {"adapter": job.name, "variant": p.variant, "steps": job.steps, "batch_size": job.batch_size,
                 "images": len(job.items), "seed": job.seed, "compiled": trainer.compiled, "channels_last": trainer.channels_last,
-                "environment": run.environment, "torch_threads": torch.get_num_threads(),
+                "environment": run.environment, "weights": run.weights, "torch_threads": torch.get_num_threads(),
                 "seconds": round(time.time() - started, 2), "loss_first": losses[0], "loss_last": losses[-1],
                 "losses": losses}
         save_adapter(trainer.pipe, p, folder, info)

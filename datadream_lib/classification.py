@@ -452,6 +452,9 @@ def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: 
         results[setting] = train_and_evaluate(p, setting, split, synth or [], progress, source,
                                               methods.METHODS[p.synth_method].classifier_options(p),
                                               shots if synth else None)
+        results[setting]["weights"] = run.weights  # the classifier's CLIP (weights/<id>.json)
+        if setting in SYNTHETIC_SETTINGS:  # and those its synthetic images were made with (their manifest rows')
+            results[setting]["synthetic_weights"] = sorted({str(row.get("weights")) for row in rows})
         write_json(path, results[setting])
     if the_stage and all(_read_metrics(out_root / s / "metrics.json") is not None for s in p.clf_settings):
         run.outputs_complete("classification", settings=sorted(path.parent.name for path in out_root.glob("*/metrics.json")))

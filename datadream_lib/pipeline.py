@@ -24,7 +24,7 @@ from typing import Optional
 
 import yaml
 
-from datadream_lib import environment, locks, methods, models, params, runs, splits, stages
+from datadream_lib import environment, locks, methods, models, params, runs, splits, stages, weights
 from datadream_lib.errors import DataDreamError
 
 
@@ -34,6 +34,7 @@ def setup(namespace: dict):
     p = params.from_namespace(namespace)
     models.check_device(p)
     run, split = splits.start_run(p)
+    weights.check_resume(run.dir, plan_weights(p), p.allow_weights_change)  # a notebook run without the pipeline
     print(f"run folder: {run.dir}\ndataset: {split.dataset} ({len(split.classnames)} classes, {p.shots} shots; "
           f"splits: {split.source})\nmodels: {p.models}")
     return p, run, split
@@ -47,18 +48,30 @@ def finish(run, stage: str) -> bool:
     return done
 
 
-def preflight(p) -> None:
+def preflight(p, folder: Optional[Path] = None) -> None:
     """Everything that can fail cheaply, before any training: the device, runs_root, and the
-    weights of the method, the classifier and the FID features."""
-    from datadream_lib import fid
-
+    weights the plan loads (reachable, readable, and the ones the run folder's records name)."""
     models.check_device(p)
     check_writable(runs.project_path(p.runs_root))
-    for check in methods.METHODS[p.synth_method].weights(p):
-        check()
-    models.check_clip_reachable(p)
-    if p.fid_features == "inception" and "fid" in p.stages:
+    weights.check_resume(folder or runs.run_dir(p), plan_weights(p), p.allow_weights_change)
+
+
+def plan_weights(p) -> list[dict]:
+    """The pretrained weights the plan's stages load, each checked cheaply (reachable, readable) and
+    described (`weights.py`): the method's for adaptation and synthesis (and the ablations, which
+    run both), the classifier's CLIP for classification and the ablations, the FID features."""
+    from datadream_lib import fid
+
+    planned = set(p.stages)
+    described = []
+    if planned & {"adaptation", "synthesis", "ablations"}:
+        described += [check() for check in methods.METHODS[p.synth_method].weights(p)]
+    if planned & {"classification", "ablations"}:
+        described.append(models.check_clip_reachable(p))
+    if "fid" in planned and p.fid_features == "inception":
         fid.InceptionFeatures.state_dict_from(p.inception_weights)  # a local file, the torch hub cache, or a download
+        described.append(fid.InceptionFeatures.describe(p.inception_weights))
+    return [d for d in described if d]
 
 
 def check_writable(runs_root: Path) -> None:
@@ -147,7 +160,7 @@ def record_damage(path: Path, kind: str) -> Optional[str]:
 
 
 RUN_FOLDERS = ("stages", "notebooks", "adaptation", "synthetic", "classification", "fid", "ablations", "figures",
-               "environments")
+               "environments", weights.FOLDER)
 
 
 def check_run_layout(folder: Path) -> None:
@@ -225,7 +238,7 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
     if folder.is_dir():               # then one that another process is writing,
         locks.lock_run(folder, runs.part_of(p))
     check_plan(p, folder)             # then a plan whose stages lack their inputs,
-    preflight(p)                      # then an unwritable runs_root and unreachable weights,
+    preflight(p, folder)              # then an unwritable runs_root, unreachable or changed weights,
     run, split = splits.start_run(p)    # then bad data; only then is the run folder created (and locked)
     root = runs.project_root()
     timings = {}

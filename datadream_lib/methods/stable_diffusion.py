@@ -186,8 +186,8 @@ def check_strength(value: float, where: str) -> None:
                              f"step); 1 noises it to the last timestep, where about 7 % of the shot remains.")
 
 
-def check_weights(p) -> None:
-    models.check_sd_reachable(p)
+def check_weights(p) -> dict:
+    return models.check_sd_reachable(p)
 
 
 class Generator:
