@@ -45,7 +45,7 @@ from typing import Optional
 
 import yaml
 
-from datadream_lib import catalog, datasets, locks, methods, params, runs
+from datadream_lib import catalog, datasets, locks, methods, params, runs, weights
 from datadream_lib.errors import DataDreamError
 from datadream_lib.schema import SYNTHETIC_SETTINGS
 
@@ -359,8 +359,9 @@ def submit_slurm(units: list[Unit], resources: dict, dry_run: bool = False, pyth
 # --- status ---------------------------------------------------------------------------------------
 
 def status_rows(units: list[Unit]) -> list[dict]:
-    """Per run and stage: done / running / waiting / failed, images made of planned, GPU-hours so far."""
-    rows = []
+    """Per run and stage: done / running / waiting / failed, images made of planned, GPU-hours so far;
+    on each run's first row, the pretrained weights its records name (`weights.summary`)."""
+    rows, shown = [], set()
     by_stage: dict[tuple[str, str], list[Unit]] = {}
     for unit in units:
         by_stage.setdefault((unit.run, unit.stage), []).append(unit)
@@ -391,13 +392,16 @@ def status_rows(units: list[Unit]) -> list[dict]:
         if run and timings.exists():
             seconds = sum(r.get("seconds", 0) for r in catalog.read_jsonl(timings) if r.get("stage") == stage)
             row["gpu_hours"] = round(seconds / 3600, 3)
+        if run and run not in shown and (folder / weights.FOLDER).is_dir():
+            shown.add(run)
+            row["weights"] = weights.summary(folder)
         rows.append(row)
     return rows
 
 
 def print_status(units: list[Unit]) -> None:
     for row in status_rows(units):
-        extra = "".join(f"  {k}: {row[k]}" for k in ("images", "gpu_hours") if k in row)
+        extra = "".join(f"  {k}: {row[k]}" for k in ("images", "gpu_hours", "weights") if k in row)
         print(f"{row['run']:<32} {row['stage']:<15} {row['state']}{extra}")
 
 

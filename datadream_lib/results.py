@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from datadream_lib import weights
 from datadream_lib.datasets import BENCHMARKS, DATASETS
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import PARAMS_FILE, project_path
@@ -125,21 +126,32 @@ def collect(run_dirs: Iterable[Path]) -> dict[str, pd.DataFrame]:
                 if not (run_dir / "classification" / setting / "metrics.json").exists():
                     skipped.append({"run": str(run_dir), "file": str(run_dir / "classification" / setting / "metrics.json"),
                                     "why": "missing, though the classification stage is marked done (rerun the pipeline: it trains it again)"})
+        recorded = weights.records(run_dir)
         for path in sorted(run_dir.glob("classification/*/metrics.json")):
-            m = read(path, lambda path: (lambda m: {"setting": m["setting"], "source": m.get("source"), "top1": m["top1"]})(
+            m = read(path, lambda path: (lambda m: {"setting": m["setting"], "source": m.get("source"), "top1": m["top1"],
+                                                    "weights": [m.get("weights"), *m.get("synthetic_weights", [])]})(
                 json.loads(path.read_text())), run_dir)
             if m is not None:
                 metrics.append({**common, "setting": m["setting"], "method": method_label(m["setting"], m["source"]),
-                                "top1": m["top1"], "file": str(path)})
+                                "top1": m["top1"], "weights": weights_behind(m["weights"], recorded), "file": str(path)})
         for folder, name, out in (("fid", "per_class.csv", fid), ("ablations", "results.csv", ablations)):
             if (run_dir / folder / name).exists():
                 table = read(run_dir / folder / name, pd.read_csv, run_dir)
                 if table is not None:
                     out.append(table.assign(**common))
-    return {"metrics": pd.DataFrame(metrics, columns=["run", "dataset", "seed", "synth_method", "setting", "method", "top1", "file"]),
+    return {"metrics": pd.DataFrame(metrics, columns=["run", "dataset", "seed", "synth_method", "setting", "method", "top1",
+                                                      "weights", "file"]),
             "fid": pd.concat(fid, ignore_index=True) if fid else pd.DataFrame(),
             "ablations": pd.concat(ablations, ignore_index=True) if ablations else pd.DataFrame(),
             "skipped": pd.DataFrame(skipped, columns=["run", "file", "why"])}
+
+
+def weights_behind(ids: list, recorded: dict[str, dict]) -> str:
+    """A digest of the pretrained weights behind a result (the classifier's CLIP and the models its
+    synthetic images were made with), from the weights records its metrics.json names; "not
+    recorded" for a run made before runs recorded them."""
+    described = [d for rid in ids if rid in recorded for d in recorded[rid].values() if isinstance(d, dict)]
+    return weights.fingerprint(described) if described else "not recorded"
 
 
 # --- Table 1 ------------------------------------------------------------------------------------
@@ -159,6 +171,8 @@ def table1(metrics: pd.DataFrame) -> pd.DataFrame:
     mean and std of top-1 over seeds (a seed run twice counts once), the paper's number, the difference."""
     per_seed = metrics.groupby(["method", "dataset", "seed"], as_index=False)["top1"].mean()
     stats = per_seed.groupby(["method", "dataset"])["top1"].agg(mean="mean", std="std", seeds="count").reset_index()
+    kinds = metrics.groupby(["method", "dataset"])["weights"].nunique() if "weights" in metrics else None
+    stats["mixed_weights"] = [bool(kinds is not None and kinds.get((m, d), 1) > 1) for m, d in zip(stats["method"], stats["dataset"])]
     rows = []
     for method in _row_order(stats["method"]):
         mine = stats[stats["method"] == method]
@@ -166,8 +180,8 @@ def table1(metrics: pd.DataFrame) -> pd.DataFrame:
         if set(BENCHMARKS) <= set(mine["dataset"]):
             ten = mine[mine["dataset"].isin(BENCHMARKS)]
             rows.append({"method": method, "dataset": "Avg", "mean": ten["mean"].mean(), "std": np.nan,
-                         "seeds": int(ten["seeds"].min())})
-    table = pd.DataFrame(rows, columns=["method", "dataset", "mean", "std", "seeds"])
+                         "seeds": int(ten["seeds"].min()), "mixed_weights": bool(ten["mixed_weights"].any())})
+    table = pd.DataFrame(rows, columns=["method", "dataset", "mean", "std", "seeds", "mixed_weights"])
     table["paper"] = [PAPER_TABLE1.get(m, {}).get(d, np.nan) for m, d in zip(table["method"], table["dataset"])]
     table["paper_derived"] = [(m, d) in PAPER_DERIVED for m, d in zip(table["method"], table["dataset"])]
     table["difference"] = table["mean"] - table["paper"]
@@ -187,6 +201,7 @@ def table1_display(table: pd.DataFrame) -> pd.DataFrame:
         for column, header in headers.items():
             r = cells.get((method, column))
             ours[header] = "" if r is None else f"{r.mean:.1f} ± {r.std:.1f}" if r.seeds > 1 and not np.isnan(r.std) else f"{r.mean:.1f}"
+            ours[header] += " (mixed weights)" if r is not None and r.mixed_weights else ""
             reference = PAPER_TABLE1.get(method, {}).get(column)
             mark = "≈" if (method, column) in PAPER_DERIVED else ""
             paper[header] = ("" if reference is None else f"{mark}{reference:.1f}" if r is None
@@ -250,10 +265,17 @@ def fig3_sources(run_dirs: Iterable[Path]) -> dict[str, tuple[Path, dict[str, Pa
     return out
 
 
+def weights_used(run_dirs: Iterable[Path]) -> pd.DataFrame:
+    """Per run, the pretrained weights its records name (`weights.summary`: repository@commit, a
+    local folder with a digest of its files, or a random preset)."""
+    return pd.DataFrame([{"run": Path(r).name, "weights": weights.summary(r)} for r in run_dirs], columns=["run", "weights"])
+
+
 def rebuild(roots: Iterable[str | Path], out_dir: str | Path = "figures") -> dict:
     """Table 1 (CSV, Markdown, LaTeX), Fig. 3 and Fig. 4 per dataset, Fig. 5 per dataset with ablations,
     from every run under `roots`, into `out_dir`. Returns what it wrote and the tables it read."""
     from datadream_lib import figures
+    from datadream_lib.runs import atomic_write_text
 
     run_dirs = find_runs(roots)
     if not run_dirs:
@@ -262,10 +284,16 @@ def rebuild(roots: Iterable[str | Path], out_dir: str | Path = "figures") -> dic
     tables = collect(run_dirs)
     out = project_path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = {"runs": [str(r) for r in run_dirs], "skipped": tables["skipped"]}
+    written = {"runs": [str(r) for r in run_dirs], "skipped": tables["skipped"], "weights": weights_used(run_dirs)}
+    atomic_write_text(out / "weights_used.csv", written["weights"].to_csv(index=False))
     for row in tables["skipped"].itertuples():
         print(f"[results] skipped {row.file}: {row.why}")
     if not tables["metrics"].empty:
+        for (method, dataset), group in tables["metrics"].groupby(["method", "dataset"]):
+            if group["weights"].nunique() > 1:
+                print(f"[results] Table 1's cell {method} / {dataset} holds runs made with different pretrained weights "
+                      f"({', '.join(f'{r.run}: {r.weights}' for r in group.drop_duplicates('run').itertuples())}); it is "
+                      f"marked '(mixed weights)'. `python -m datadream_lib.launch status` shows each run's weights.")
         written["table1"] = write_table1(tables["metrics"], out / "table1")
     fid = tables["fid"]
     for dataset in sorted(set(fid.get("dataset", []))):

@@ -181,9 +181,9 @@ def short(d: dict) -> str:
     if d.get("preset"):
         return f"{d['preset']} (random weights, seed {d.get('seed')})"
     if d.get("revision"):
-        return f"{d['source']}@{d['revision'][:10]}"
-    digest = hashlib.sha256(json.dumps(d.get("files", {}), sort_keys=True).encode()).hexdigest()[:10]
-    return f"{d['source']} (files {digest})"
+        return f"{d.get('source')}@{str(d['revision'])[:10]}"
+    digest = hashlib.sha256(json.dumps(d.get("files", {}), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{d.get('source')} (files {digest})"
 
 
 # --- this process's loaded weights, and the run folder's records ------------------------------------

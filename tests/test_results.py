@@ -2,6 +2,7 @@
 seeds (and a cls run), checked against the metrics files themselves."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -120,3 +121,31 @@ def test_the_notebook_stops_on_a_typo_and_on_no_runs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataDreamError, match="no run folders"):
         results.rebuild([tmp_path / "empty"], tmp_path / "out")
+
+
+def test_a_table1_cell_whose_seeds_used_different_weights_is_marked_and_said(tiny_runs, tmp_path, capsys):
+    root, _, _ = tiny_runs
+    for seed in (0, 1):
+        shutil.copytree(root / f"demo_seed{seed}", tmp_path / "runs" / f"demo_seed{seed}")
+    same = results.rebuild([tmp_path / "runs"], tmp_path / "same")
+    assert not same["table1"].apply(lambda column: column.astype(str).str.contains("mixed weights")).any().any()
+    assert all("sd_model: tiny (random weights" in w for w in same["weights"]["weights"])
+
+    # seed 1's images as if made from another Stable Diffusion: the record its synthetic metrics name
+    seed1 = tmp_path / "runs" / "demo_seed1"
+    made_with = json.loads((seed1 / "classification" / "synthetic" / "metrics.json").read_text())["synthetic_weights"]
+    for rid in made_with:
+        path = seed1 / "weights" / f"{rid}.json"
+        record = json.loads(path.read_text())
+        record["models"]["sd_model"] = {"parameter": "sd_model", "source": "someone/another-sd", "revision": "c" * 40,
+                                        "files": {"unet/diffusion_pytorch_model.safetensors": "d" * 64}}
+        path.write_text(json.dumps(record))
+    mixed = results.rebuild([tmp_path / "runs"], tmp_path / "mixed")
+    markdown = (tmp_path / "mixed" / "table1.md").read_text().splitlines()
+    synthetic = next(line for line in markdown if line.startswith("| DataDream-dset, synthetic only |"))
+    zero_shot = next(line for line in markdown if line.startswith("| CLIP zero-shot |"))
+    assert "(mixed weights)" in synthetic and "(mixed weights)" not in zero_shot  # zero-shot used the same CLIP
+    said = capsys.readouterr().out
+    assert "DataDream-dset, synthetic only / toy holds runs made with different pretrained weights" in said
+    assert "someone/another-sd@cccccccccc" in mixed["weights"].set_index("run").loc["demo_seed1", "weights"]
+    assert "someone/another-sd" in (tmp_path / "mixed" / "weights_used.csv").read_text()

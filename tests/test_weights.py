@@ -82,6 +82,9 @@ def test_a_run_through_the_hub_cache_records_the_commit_and_hashes_and_refuses_a
     assert (sd["source"], sd["revision"], sd["files"]) == (MIRROR, COMMIT_A, expected)
     rows = catalog.read_manifest(catalog.folder(runs.Run(run), "stable_diffusion"))
     assert rows and {row["weights"] for row in rows} == {record.stem}
+    status = subprocess.run([sys.executable, "-m", "datadream_lib.launch", "status", str(tmp_path / "runs")],
+                            cwd=runs.project_root(), capture_output=True, text=True, timeout=120)
+    assert f"weights: sd_model: {MIRROR}@{COMMIT_A[:10]}" in status.stdout, status.stdout + status.stderr
 
     # The mirror publishes other weights (another commit, one tensor changed); main moves there.
     changed = tmp_path / "changed"
