@@ -431,7 +431,7 @@ def read_plan_file(path: Path) -> Optional[list[dict]]:
 def units_of(targets: list[str], overrides: dict, shards: int) -> list[Unit]:
     """The units of parameter files, or of a runs_root: those its launches planned
     (.launch/plan.json), else one per stage of every run folder's params.yaml."""
-    files, units = [], []
+    files, units, records = [], [], []
     for target in targets:
         path = Path(target)
         if path.is_dir():
@@ -440,11 +440,14 @@ def units_of(targets: list[str], overrides: dict, shards: int) -> list[Unit]:
                 units += [Unit(u["run"], Path(u["root"]), u["stage"], u["part"], tuple(u["args"]), tuple(u["after"]),
                                u["weight"]) for u in planned]
             else:
-                files += [str(p) for p in sorted(path.glob(f"*/{runs.PARAMS_FILE}"))]
+                records += sorted(path.glob(f"*/{runs.PARAMS_FILE}"))
         else:
             files.append(target)
-    if not files and not units:
+    if not files and not units and not records:
         raise DataDreamError(f"no parameter files, run folders or launches in {targets}.")
+    for record in records:  # a run's own params.yaml; one from before Nov. 2025 may name a withdrawn model id
+        values = yaml.safe_load(record.read_text())
+        units += plan_units([str(record)], {**weights.mirrored(values if isinstance(values, dict) else {}), **overrides}, shards)
     return units + (plan_units(files, overrides, shards) if files else [])
 
 

@@ -59,6 +59,13 @@ def refuse_withdrawn(value: str, where: str) -> None:
                              f"to {mirror!r} or to a local folder of the model.")
 
 
+def mirrored(values: dict) -> dict:
+    """For a record written before the withdrawal (a run folder's params.yaml naming a withdrawn id):
+    the values that name a withdrawn id, with its mirror in its place (the same weights)."""
+    return {key: WITHDRAWN[value.strip().strip("/").lower()] for key, value in values.items()
+            if isinstance(value, str) and value.strip().strip("/").lower() in WITHDRAWN}
+
+
 # --- SHA-256 of files ----------------------------------------------------------------------------
 
 def cache_dir() -> Path:

@@ -85,6 +85,11 @@ def test_a_run_through_the_hub_cache_records_the_commit_and_hashes_and_refuses_a
     status = subprocess.run([sys.executable, "-m", "datadream_lib.launch", "status", str(tmp_path / "runs")],
                             cwd=runs.project_root(), capture_output=True, text=True, timeout=120)
     assert f"weights: sd_model: {MIRROR}@{COMMIT_A[:10]}" in status.stdout, status.stdout + status.stderr
+    record_file = run / "params.yaml"  # as a run started before the withdrawal recorded it
+    record_file.write_text(record_file.read_text().replace(f"sd_model: {MIRROR}", "sd_model: stabilityai/stable-diffusion-2-1-base"))
+    old = subprocess.run([sys.executable, "-m", "datadream_lib.launch", "status", str(tmp_path / "runs")],
+                         cwd=runs.project_root(), capture_output=True, text=True, timeout=120)
+    assert old.returncode == 0 and old.stdout == status.stdout, old.stderr
 
     # The mirror publishes other weights (another commit, one tensor changed); main moves there.
     changed = tmp_path / "changed"

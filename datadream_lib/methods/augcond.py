@@ -1,7 +1,8 @@
 """Augmentation-conditioned Stable unCLIP (Chen, Zhang, Romero-Soriano): a frozen Stable unCLIP 2.1
 conditioned on an augmented CLIP image embedding of the run's shots (`synth_method: augcond`).
 
-Stable unCLIP (`stabilityai/stable-diffusion-2-1-unclip`, the H variant; 768 px, v-prediction)
+Stable unCLIP (`sd2-community/stable-diffusion-2-1-unclip`, the mirror of Stability AI's withdrawn
+repository: docs/weights.md; the H variant; 768 px, v-prediction)
 takes, beside the prompt "a photo of a {class}", an OpenCLIP ViT-H/14 image embedding (1024 dims)
 with a noise-level embedding appended (`noise_level` 0, as the authors). The conditioning variants
 (`augcond_variant`):
