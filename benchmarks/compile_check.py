@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datadream_lib import adaptation, catalog, datasets, params, runs, splits, synthesis
+from datadream_lib import adaptation, catalog, datasets, files, params, runs, splits, synthesis
 
 
 def _start(root: Path, name: str, **values):
@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
         datasets.make_toy_dataset(root / "data")
         report = {"device": "cpu", "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
                   "adaptation": adaptation_check(root), "synthesis": synthesis_check(root)}
-    return runs.report_json(report, args.out)
+    return files.report_json(report, args.out)
 
 
 if __name__ == "__main__":

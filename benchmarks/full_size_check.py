@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from datadream_lib import adaptation, classification, methods, models, params, runs, splits, synthesis
+from datadream_lib import adaptation, classification, files, methods, models, params, splits, synthesis
 
 
 def main(argv=None) -> dict:
@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
         report["work_dir"] = str(work)
     else:
         shutil.rmtree(work, ignore_errors=True)
-    return runs.report_json(report, args.out)
+    return files.report_json(report, args.out)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from datadream_lib import adaptation, augmentation, environment, catalog, classification, methods, models, params, runs, splits, synthesis
+from datadream_lib import adaptation, augmentation, catalog, classification, environment, files, methods, models, params, runs, splits, synthesis
 
 
 class WriteEachImageFirst(synthesis.ImageWriter):
@@ -69,7 +69,7 @@ def _rate(amount: float, seconds: list) -> float | None:
 def _save(report: dict, out) -> None:
     """The report so far, with its date, into --out (atomically)."""
     if out:
-        runs.write_json(out, {**report, "date": time.strftime("%Y-%m-%d"), "complete": False})
+        files.write_json(out, {**report, "date": time.strftime("%Y-%m-%d"), "complete": False})
 
 
 def _ratio(a, b):
@@ -250,7 +250,7 @@ def main(argv=None) -> dict:
                   "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                   "versions": {name: importlib.metadata.version(name) for name in ("torch", "torchvision", "pillow")},
                   "date": time.strftime("%Y-%m-%d")}
-        return runs.report_json(report, args.out)
+        return files.report_json(report, args.out)
 
     work = Path(tempfile.mkdtemp(prefix="datadream-throughput-"))
     full = args.models == "full_random"
@@ -317,7 +317,7 @@ def main(argv=None) -> dict:
     report["date"] = time.strftime("%Y-%m-%d")
     report["complete"] = True
     shutil.rmtree(work, ignore_errors=True)
-    return runs.report_json(report, args.out)
+    return files.report_json(report, args.out)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ One module per concept of the paper:
     datasets        the ten benchmarks and any image folder: files, splits, class names, prompt prefixes
     splits          prompts, class folders, the nested few-shot split of a run (split.json)
     models          Stable Diffusion 2.1 and CLIP ViT-B/16: pretrained, tiny, or full-size random
+    weights         which pretrained weights: withdrawn hub ids and their mirrors, the record of what a run loaded
     methods/        the generation methods, one module each behind one interface: DataDream,
                     Stable Diffusion, IsSynth (Real Guidance), DISEF
     adaptation      DataDream's LoRA on SD's text encoder and UNet attention (dset / cls)
@@ -18,7 +19,8 @@ One module per concept of the paper:
     figures         Fig. 3, Fig. 4, Fig. 5 and a Table-1-style table, from result files only
     results         Table 1 and the figures rebuilt from many runs, beside the paper's numbers
     stages          the stages of a run: name, notebook, function
-    runs, locks     the run folder: recorded parameters, stage markers, atomic writes, one writer
+    runs, locks     the run folder: recorded parameters, stage markers, one writer
+    files           files written whole or not at all (temporary file + rename)
     environment     the software and machine each process of a run ran in; resumes under others refused
     pipeline        `python -m datadream_lib.pipeline PARAMS.yaml`: the notebooks, in order
 """

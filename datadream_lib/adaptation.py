@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 from datadream_lib import models
 from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.errors import DataDreamError
-from datadream_lib.runs import Run, read_json, write_json
+from datadream_lib.files import read_json, write_json
+from datadream_lib.runs import Run
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]

@@ -42,7 +42,8 @@ from datadream_lib.methods.base import ClassifierOptions
 from datadream_lib.schema import SYNTHETIC_SETTINGS
 from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.errors import DataDreamError
-from datadream_lib.runs import Run, read_json, write_json
+from datadream_lib.files import read_json, write_json
+from datadream_lib.runs import Run
 
 BICUBIC = transforms.InterpolationMode.BICUBIC
 EVAL_BATCH = 256  # val and test images per forward pass (no gradients: large batches keep the GPU busy)

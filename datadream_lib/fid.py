@@ -28,7 +28,8 @@ from datadream_lib import weights as used_weights  # (the name `weights` is Ince
 from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.datasets import by_class
 from datadream_lib.errors import DataDreamError
-from datadream_lib.runs import Run, write_json
+from datadream_lib.files import write_json
+from datadream_lib.runs import Run
 
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 

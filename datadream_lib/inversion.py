@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 
 from datadream_lib import models
 from datadream_lib.errors import DataDreamError
-from datadream_lib.runs import Run, read_json, write_json
+from datadream_lib.files import read_json, write_json
+from datadream_lib.runs import Run
 from datadream_lib.splits import FewShotSplit, load_rgb
 
 TOKEN_FILE = "learned_embeds.safetensors"

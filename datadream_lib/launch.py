@@ -45,7 +45,7 @@ from typing import Optional
 
 import yaml
 
-from datadream_lib import catalog, datasets, locks, methods, params, runs, weights
+from datadream_lib import catalog, datasets, files, locks, methods, params, runs, weights
 from datadream_lib.errors import DataDreamError
 from datadream_lib.schema import SYNTHETIC_SETTINGS
 
@@ -168,7 +168,7 @@ def plan_units(files: list[str], overrides: Optional[dict] = None, shards: int =
 
 def write_record(unit: Unit, **info) -> None:
     """The unit's record, updated: what it ran, where, and how it ended."""
-    runs.write_json(unit.record, {**read_record(unit), "unit": unit.id, "command": unit.shell(), "log": str(unit.log), **info})
+    files.write_json(unit.record, {**read_record(unit), "unit": unit.id, "command": unit.shell(), "log": str(unit.log), **info})
 
 
 def read_record(unit: Unit) -> dict:
@@ -343,7 +343,7 @@ def submit_slurm(units: list[Unit], resources: dict, dry_run: bool = False, pyth
         if not batch:
             continue
         script = folder / f"{stage}.sbatch"
-        runs.atomic_write_text(script, sbatch_script(batch, f"datadream-{stage}", resources, after, python, root / LAUNCH_DIR / "logs"))
+        files.atomic_write_text(script, sbatch_script(batch, f"datadream-{stage}", resources, after, python, root / LAUNCH_DIR / "logs"))
         if dry_run:
             ids[stage] = after = f"<{stage} job id>"
             print(f"[launch] {script}: {len(batch)} task(s) (not submitted: --dry-run)")
@@ -418,7 +418,7 @@ def save_plan(units: list[Unit]) -> None:
         path = root / LAUNCH_DIR / PLAN_FILE
         known = {u["id"]: u for u in (read_plan_file(path) or [])}
         known.update({u.id: {**dataclasses.asdict(u), "root": str(u.root), "id": u.id} for u in group})
-        runs.write_json(path, list(known.values()))
+        files.write_json(path, list(known.values()))
 
 
 def read_plan_file(path: Path) -> Optional[list[dict]]:

@@ -209,7 +209,7 @@ def clip_bpe_files() -> Path:
     ships inside open_clip (the same 49,408 tokens Stable Diffusion's tokenizer uses)."""
     from open_clip.tokenizer import SimpleTokenizer
 
-    from datadream_lib.runs import atomic_write_text
+    from datadream_lib.files import atomic_write_text
 
     simple = SimpleTokenizer()
     folder = Path(torch.hub.get_dir()).parent / "datadream" / "clip_bpe_49408"

@@ -24,7 +24,7 @@ from typing import Optional
 
 import yaml
 
-from datadream_lib import environment, locks, methods, models, params, runs, splits, stages, weights
+from datadream_lib import environment, files, locks, methods, models, params, runs, splits, stages, weights
 from datadream_lib.errors import DataDreamError
 
 
@@ -270,7 +270,7 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
                       f"is (the other shards or settings; `python -m datadream_lib.launch status` shows them).")
                 break
             raise DataDreamError(f"stage {stage} ran but did not mark itself done; see {out}.")
-    runs.write_json(run.path("timings.json"), {"stages": timings, "total": round(sum(timings.values()), 1)})
+    files.write_json(run.path("timings.json"), {"stages": timings, "total": round(sum(timings.values()), 1)})
     print(f"[pipeline] finished {run.dir} in {sum(timings.values()):.1f} s ({timings})")
     return timings
 

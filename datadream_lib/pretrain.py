@@ -84,7 +84,7 @@ def pretrain(out: Path, seed: int = 0, steps: Optional[dict] = None, world_image
     import torch
 
     from datadream_lib import environment
-    from datadream_lib.runs import atomic_write_text
+    from datadream_lib.files import atomic_write_text
 
     steps = {**STEPS, **(steps or {})}
     out = Path(out)
@@ -112,7 +112,7 @@ def _train_sd(out: Path, seed: int, steps: dict, world_images: int, log) -> dict
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from datadream_lib import models
-    from datadream_lib.runs import atomic_write_text
+    from datadream_lib.files import atomic_write_text
 
     torch.manual_seed(seed)
     started = time.time()
@@ -208,7 +208,7 @@ def _train_clip(out: Path, seed: int, steps: dict, world_images: int, log) -> di
     from safetensors.torch import save_file
 
     from datadream_lib import models
-    from datadream_lib.runs import atomic_write_text
+    from datadream_lib.files import atomic_write_text
 
     torch.manual_seed(seed + 1)
     pixels_u8, attributes = _world_attributes(world_images, seed, CLIP_FILLS, salt=12)

@@ -227,7 +227,7 @@ def to_latex(table: pd.DataFrame) -> str:
 def write_table1(metrics: pd.DataFrame, out_stem: Path) -> pd.DataFrame:
     """<stem>.csv (one row per method and dataset, with the paper's number and the difference),
     <stem>.md and <stem>.tex (the paper's layout). Returns the display table."""
-    from datadream_lib.runs import atomic_write_text
+    from datadream_lib.files import atomic_write_text
 
     table = table1(metrics)
     display = table1_display(table)
@@ -275,7 +275,7 @@ def rebuild(roots: Iterable[str | Path], out_dir: str | Path = "figures") -> dic
     """Table 1 (CSV, Markdown, LaTeX), Fig. 3 and Fig. 4 per dataset, Fig. 5 per dataset with ablations,
     from every run under `roots`, into `out_dir`. Returns what it wrote and the tables it read."""
     from datadream_lib import figures
-    from datadream_lib.runs import atomic_write_text
+    from datadream_lib.files import atomic_write_text
 
     run_dirs = find_runs(roots)
     if not run_dirs:

@@ -16,9 +16,6 @@ again, which resumes from its outputs and draws the figures.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -26,6 +23,7 @@ from typing import Optional
 import yaml
 
 from datadream_lib import environment, locks, weights
+from datadream_lib.files import atomic_write_text, read_json, write_json
 from datadream_lib.errors import DataDreamError
 
 PARAMS_FILE = "params.yaml"
@@ -46,55 +44,6 @@ def project_path(path: str | Path) -> Path:
     path = Path(path).expanduser()
     return path if path.is_absolute() else project_root() / path
 
-
-def _umask() -> int:
-    """The process's umask, read without changing it (Linux), else by setting and restoring it."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a run on a shared cluster is readable as any file
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, default=str))
-
-
-def report_json(report: dict, out: Optional[Path] = None) -> dict:
-    """Print a benchmark's JSON report; with `out`, also write it there (atomically)."""
-    text = json.dumps(report, indent=1)
-    print(text)
-    if out:
-        atomic_write_text(out, text)
-    return report
-
-
-def read_json(path: Path):
-    return json.loads(Path(path).read_text())
 
 
 _ENVIRONMENTS: dict[Path, str] = {}  # run folder -> the id of this process's record in it

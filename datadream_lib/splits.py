@@ -22,7 +22,8 @@ from PIL import Image
 from datadream_lib import locks
 from datadream_lib.datasets import DATASETS, Item, Splits, by_class, check_unique_classnames
 from datadream_lib.errors import DataDreamError
-from datadream_lib.runs import atomic_write_text, check_compatible, open_run, part_of, run_dir, stage_markers
+from datadream_lib.files import atomic_write_text
+from datadream_lib.runs import check_compatible, open_run, part_of, run_dir, stage_markers
 
 SPLIT_FILE = "split.json"
 

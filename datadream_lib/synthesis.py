@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 
 from datadream_lib import catalog, methods, models
 from datadream_lib.schema import SYNTH_BATCH_MAX
-from datadream_lib.runs import Run, atomic_write_bytes
+from datadream_lib.files import atomic_write_bytes
+from datadream_lib.runs import Run
 from datadream_lib.splits import FewShotSplit
 
 

@@ -194,7 +194,7 @@ def world(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
 
 def make_target_dataset(root: Path) -> Path:
     """Write the target dataset (deterministic) under root/TARGET_VERSION once; returns its folder."""
-    from datadream_lib.runs import atomic_write_text
+    from datadream_lib.files import atomic_write_text
 
     folder = Path(root) / TARGET_VERSION
     done = folder / "COMPLETE"

@@ -85,7 +85,7 @@ def _hash_file(path: Path) -> str:
 def sha256_file(path: Path) -> str:
     """The SHA-256 of a file, hashed once: kept in the cache folder's `sha256.json` by the file's
     resolved path, size and mtime, so an unchanged file is not read again."""
-    from datadream_lib.runs import atomic_write_text
+    from datadream_lib.files import atomic_write_text
 
     path = Path(path).resolve()
     stat = path.stat()
@@ -247,7 +247,7 @@ def check_resume(run_folder: Path, described: Iterable[dict], allow_change: bool
 def write_record(run_folder: Path, allow_change: bool) -> Optional[str]:
     """This process's loaded weights as a record of the run folder (checked against its records
     first); returns its id, None if nothing was loaded."""
-    from datadream_lib.runs import write_json
+    from datadream_lib.files import write_json
 
     if not _LOADED:
         return None

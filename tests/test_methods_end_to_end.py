@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from datadream_lib import catalog, methods, results, runs, stages
+from datadream_lib import catalog, files, methods, results, runs, stages
 from tests.conftest import run_pipeline_cli
 
 OTHER_METHODS = {"stable_diffusion": "Stable Diffusion", "issynth": "IsSynth", "disef": "DISEF", "dafusion": "DA-Fusion",
@@ -48,7 +48,7 @@ def test_every_method_runs_every_stage(method_runs, method):
     assert ("filter_pass_rate" in fid) == (method == "disef")
     shots = pd.read_csv(run.path("ablations", "results.csv"))
     assert f"{OTHER_METHODS[method]}, synthetic + real" in set(shots["method"])
-    recorded = runs.read_json(run.path("stages", "adaptation.json"))
+    recorded = files.read_json(run.path("stages", "adaptation.json"))
     assert recorded["method"] == method
     previews = methods.METHODS[method].preview is not methods.Method.preview  # notebook 01 draws a method's preview
     assert run.path("figures", "preview.png").exists() == previews

@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from datadream_lib import catalog, pipeline, runs, stages
+from datadream_lib import catalog, files, pipeline, runs, stages
 from tests.conftest import run_pipeline_cli
 
 ROOT = runs.project_root()
@@ -65,7 +65,7 @@ def test_rerun_skips_finished_stages_and_other_parameters_are_refused(demo_run_d
 
 def test_one_command_ran_every_seed(demo_run_dir):
     root, _, _ = demo_run_dir
-    seeds = [runs.read_json(root / f"demo_seed{s}" / "stages" / "classification.json") for s in (0, 1)]
+    seeds = [files.read_json(root / f"demo_seed{s}" / "stages" / "classification.json") for s in (0, 1)]
     assert all(seeds)
     split0, split1 = (json.loads((root / f"demo_seed{s}" / "split.json").read_text()) for s in (0, 1))
     assert split0["seed"] == 0 and split1["seed"] == 1 and split0["shot_order"] != split1["shot_order"]

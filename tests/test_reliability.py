@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from datadream_lib import adaptation, catalog, classification, locks, methods, params, pipeline, runs, splits, stages
+from datadream_lib import adaptation, catalog, classification, files, locks, methods, params, pipeline, runs, splits, stages
 from datadream_lib.errors import DataDreamError
 from tests.conftest import run_pipeline_cli
 
@@ -285,7 +285,7 @@ def test_files_written_atomically_respect_the_umask(tmp_path):
     try:
         for mask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
             os.umask(mask)
-            runs.atomic_write_text(tmp_path / f"f{mask}", "x")
+            files.atomic_write_text(tmp_path / f"f{mask}", "x")
             assert stat.S_IMODE((tmp_path / f"f{mask}").stat().st_mode) == mode
     finally:
         os.umask(old)

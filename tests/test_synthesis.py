@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datadream_lib import adaptation, catalog, runs, synthesis
+from datadream_lib import adaptation, catalog, files, runs, synthesis
 from datadream_lib.errors import DataDreamError
 
 
@@ -92,7 +92,7 @@ def test_resumed_run_equals_uninterrupted_and_lists_no_half_written_image(adapte
     reference = _images(run)
 
     q, interrupted = sibling("interrupted", synth_batch_size=2)
-    real_write = runs.atomic_write_bytes
+    real_write = files.atomic_write_bytes
 
     def crash_on_fifth(path, payload):  # on the writer's threads; class 1, index 1 is the 5th image made
         if path.parent.name.startswith("0001_") and path.name == "00001.png":  # die mid-write

@@ -29,7 +29,7 @@ from datadream_lib import inversion
 from datadream_lib.methods.base import ClassifierOptions, Cost, Method, seed_of
 from datadream_lib.methods.issynth import source_shot
 from datadream_lib.methods.stable_diffusion import Generator, Sampling, check_strength, check_weights, unet_calls
-from datadream_lib.runs import read_json
+from datadream_lib.files import read_json
 from datadream_lib.schema import field
 
 PROMPT = "a photo of a {}"
