@@ -14,15 +14,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Optional
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image
 
-matplotlib.use("Agg")  # headless by default; notebooks still show the returned figures inline
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
+from datadream_lib.splits import FewShotSplit
 
-from datadream_lib.splits import FewShotSplit  # noqa: E402
+
+class PaperFigure(Figure):
+    """A figure that belongs to no pyplot state: a notebook shows it as a PNG where a cell returns it
+    (whatever the kernel's backend; the library never switches one), and it is never left open."""
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        return buffer.getvalue()
+
+
+def _subplots(rows: int = 1, cols: int = 1, figsize=(5, 3), squeeze: bool = True):
+    fig = PaperFigure(figsize=figsize)
+    return fig, fig.subplots(rows, cols, squeeze=squeeze)
 
 
 def _save(fig, path: Optional[Path]) -> None:
@@ -47,7 +61,7 @@ def fig3_real_vs_synthetic(split_file: Path, sources: dict[str, Path], n_real: i
             per_class.setdefault(row["class_index"], []).append(Path(folder) / row["path"])
         blocks.append((label, [per_class.get(c, []) for c in range(len(split.classnames))], n_synthetic))
     cols = sum(width for _, _, width in blocks)
-    fig, axes = plt.subplots(len(classes), cols, figsize=(1.4 * cols, 1.5 * len(classes)), squeeze=False)
+    fig, axes = _subplots(len(classes), cols, figsize=(1.4 * cols, 1.5 * len(classes)), squeeze=False)
     for r, c in enumerate(classes):
         j = 0
         for label, images, width in blocks:
@@ -72,12 +86,15 @@ def fig4_fid_histogram(per_class: pd.DataFrame, path: Optional[Path] = None, met
     """Per-class FID (or KID) distribution, one histogram per method, shared bins."""
     import seaborn as sns
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _subplots(figsize=(5, 3.2))
     values = per_class[metric].to_numpy()
     edges = np.histogram_bin_edges(values, bins=min(bins, max(1, len(values))))
     sns.histplot(data=per_class, x=metric, hue="method", bins=edges, element="step", alpha=0.35, ax=ax)
+    from datadream_lib.schema import FID_FEATURE_NAMES
+
     real_set = ", ".join(sorted(set(per_class.get("real_set", pd.Series(["?"])))))
-    ax.set_xlabel(f"per-class {metric.upper()} (real set: {real_set})")
+    features = "; ".join(FID_FEATURE_NAMES.get(f, str(f)) for f in sorted(set(per_class.get("features", pd.Series(["?"])))))
+    ax.set_xlabel(f"per-class {metric.upper()} on {features}\n(real set: {real_set})", fontsize=8)
     ax.set_ylabel("classes")
     ax.set_title(f"Fig. 4: {title or f'per-class {metric.upper()}, synthetic vs real'}", fontsize=9)
     _save(fig, path)
@@ -86,16 +103,19 @@ def fig4_fid_histogram(per_class: pd.DataFrame, path: Optional[Path] = None, met
 
 def adaptation_losses(losses: dict[str, list[float]], path: Optional[Path] = None, smooth: int = 10):
     """Per-step adaptation loss of every adapter (a running mean over `smooth` steps)."""
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = _subplots(figsize=(5, 3))
+    windows = set()
     for name, values in losses.items():
         values = np.asarray(values)
         k = max(1, min(smooth, len(values) // 4 or 1))
-        ax.plot(np.convolve(values, np.ones(k) / k, mode="valid"), label=name, lw=1)
+        windows.add(k)
+        ax.plot(np.arange(k, len(values) + 1), np.convolve(values, np.ones(k) / k, mode="valid"), label=name, lw=1)
     ax.set_xlabel("step")
     ax.set_ylabel("noise-prediction MSE (eq. 3)")
     if len(losses) <= 10:
         ax.legend(fontsize=7)
-    ax.set_title("DataDream adaptation loss", fontsize=9)
+    window = "/".join(str(k) for k in sorted(windows))
+    ax.set_title(f"Adaptation loss (running mean over {window} steps)" if windows != {1} else "Adaptation loss", fontsize=9)
     _save(fig, path)
     return fig
 
@@ -103,7 +123,7 @@ def adaptation_losses(losses: dict[str, list[float]], path: Optional[Path] = Non
 def preview(images: dict, title: str = "", path: Optional[Path] = None):
     """A row of images ({label: PIL image}), each under its label (e.g. one image per unCLIP
     conditioning variant, all from one seed)."""
-    fig, axes = plt.subplots(1, len(images), figsize=(1.6 * len(images), 2.0), squeeze=False)
+    fig, axes = _subplots(1, len(images), figsize=(1.6 * len(images), 2.0), squeeze=False)
     for ax, (label, image) in zip(axes[0], images.items()):
         ax.imshow(image.convert("RGB"))
         ax.axis("off")
@@ -122,7 +142,7 @@ def fig5_ablations(results: pd.DataFrame, reference: Optional[dict[str, float]] 
     """Left: accuracy vs synthetic images per class, with `reference` lines (e.g. Real-finetune at
     the run's K). Right: accuracy vs real shots, Real-finetune a curve of its own. A curve per
     method (e.g. "DataDream-dset, synthetic + real"); error bars: std over seeds."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, axes = _subplots(1, 2, figsize=(9, 3.2))
     for ax, x in zip(axes, ("images_per_class", "shots")):
         part = results[results["ablation"] == x]
         for method, group in _mean_std(part, ["method", x]).groupby("method"):

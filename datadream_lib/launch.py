@@ -452,7 +452,6 @@ def units_of(targets: list[str], overrides: dict, shards: int) -> list[Unit]:
 
 
 def main(argv=None) -> int:
-    from datadream_lib.pipeline import parse_overrides
 
     parser = argparse.ArgumentParser(prog="python -m datadream_lib.launch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -478,7 +477,7 @@ def main(argv=None) -> int:
     try:
         if args.shards < 1:
             raise DataDreamError(f"--shards {args.shards} must be at least 1.")
-        units = units_of(args.params, parse_overrides(args.overrides), args.shards)
+        units = units_of(args.params, params.parse_overrides(args.overrides), args.shards)
         if args.command == "plan":
             for unit in units:
                 print(f"{unit.id}  (after {len(unit.after)})\n    {unit.shell()}")

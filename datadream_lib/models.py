@@ -277,15 +277,15 @@ class Family:
             return self.presets[p.models]()
         import diffusers
 
-        name, extra, revision = getattr(p, self.weights), {}, getattr(p, f"{self.weights}_revision", None)
-        if p.models == "toy":  # a diffusers folder as the hub holds one; the tokenizer is CLIP's BPE, written here
-            name, extra = str(self.toy_folder()), {"tokenizer": clip_tokenizer()}
+        name, revision = getattr(p, self.weights), getattr(p, f"{self.weights}_revision", None)
+        if p.models == "toy":  # a diffusers folder as the hub holds one
+            name = str(self.toy_folder())
         local_files_only = p.local_files_only or p.models == "toy"
         try:
             folder = self.folder(name, revision, local_files_only)
             hub = {} if Path(name).expanduser().is_dir() else {"revision": folder.name}  # the commit resolved above
             pipe = getattr(diffusers, self.pipeline).from_pretrained(
-                name, **hub, **self.load_options, **extra, use_safetensors=True, local_files_only=local_files_only,
+                name, **hub, **self.load_options, use_safetensors=True, local_files_only=local_files_only,
                 torch_dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise model_unreachable(self.name, name, exc, self.download_hint.format(weights=name)) from None

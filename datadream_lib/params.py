@@ -18,6 +18,7 @@ file itself, with `--set`, or `-p`) is refused with the method it belongs to.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -189,3 +190,69 @@ def notebook_values(namespace: dict, allowed: dict) -> dict:
 
 def dump(params: Params) -> str:
     return yaml.safe_dump(params.to_dict(), sort_keys=False)
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise DataDreamError(f"--set {pair!r}: write KEY=VALUE, e.g. --set shard_index=1.")
+        key, value = pair.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise DataDreamError(f"--set {pair!r}: {value!r} is not a YAML value; write e.g. --set shots=4, "
+                                 f"--set 'ablation_shots=[1, 2]' or --set run_name=my_run.") from None
+    return out
+
+
+def describe_parameters(method: Optional[str] = None) -> str:
+    """Every parameter of a run (and of each method's group, or of `method`'s): name, paper default,
+    help; a YAML comment block a person reads."""
+    lines = ["# the run's own parameters (datadream_lib/schema.py)"]
+    for name, f in schema.FIELDS.items():
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        lines.append(f"{name}: {yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip()}"
+                     f"  # {f.metadata['help']}")
+    for owner, group in groups().items():
+        if method not in (None, owner):
+            continue
+        lines.append(f"\n# synth_method: {owner} (its group: {group.__module__})")
+        for name, f in schema.group_fields(group).items():
+            by_shots = f.metadata.get("by_shots")
+            default = "by K" if by_shots else (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+            lines.append(f"{name}: {yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip()}"
+                         f"  # {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """`python -m datadream_lib.params FILE [--set K=V ...]`: the values each run of a parameter file
+    resolves to (its bases, its method's defaults, the overrides), as params.yaml would record them;
+    `python -m datadream_lib.params --list [--method NAME]`: every parameter with its default and help."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m datadream_lib.params", description=main.__doc__)
+    parser.add_argument("params", nargs="?", help="a parameter file, e.g. params/paper/eurosat_dset.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--list", action="store_true", help="list every parameter with its default and help")
+    parser.add_argument("--method", help="with --list: only this method's group")
+    args = parser.parse_args(argv)
+    try:
+        if args.list or not args.params:
+            print(describe_parameters(args.method))
+            return 0
+        todo = load_runs(args.params, parse_overrides(args.overrides))
+        for p in todo:
+            if len(todo) > 1:
+                print(f"# seed {p.seed}: run folder {p.runs_root}/{p.run_name}")
+            print(dump(p), end="---\n" if len(todo) > 1 else "")
+    except DataDreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -100,7 +100,8 @@ def pretrain(out: Path, seed: int = 0, steps: Optional[dict] = None, world_image
         done["clip"] = {**record, "steps": {"clip": steps["clip"]}, "seconds": _train_clip(out, seed, steps, world_images, log)}
     manifest = {"seed": seed, "world_images": world_images, "parts": done,
                 "minutes": round(sum(sum(p["seconds"].values()) for p in done.values()) / 60, 1),
-                "files": {str(f.relative_to(out)): sha256(f) for f in sorted(out.rglob("*")) if f.is_file() and f.name != "MANIFEST.json"}}
+                "files": {str(f.relative_to(out)): sha256(f) for f in sorted(out.rglob("*"))
+                          if f.is_file() and f.name != "MANIFEST.json" and "tokenizer" not in f.relative_to(out).parts}}
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -187,9 +188,10 @@ def _train_sd(out: Path, seed: int, steps: dict, world_images: int, log) -> dict
             log(f"[toyworld] sd step {step}: loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
     timings["sd_s"] = round(time.time() - t0, 1)
 
-    # 4. write: a diffusers folder (as the hub holds SD 2.1, less the tokenizer, which is CLIP's own
-    #    BPE and written at load), and open_clip's checkpoint + config, all fp16 safetensors
+    # 4. write: a diffusers folder as the hub holds SD 2.1 (its tokenizer: CLIP's own BPE, not trained,
+    #    so not in MANIFEST.json's checksums), and open_clip's checkpoint + config, all fp16 safetensors
     sd = out / "sd"
+    models.clip_tokenizer().save_pretrained(sd / "tokenizer")
     for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
         module.to(torch.float16).save_pretrained(sd / name, safe_serialization=True)
     PNDMScheduler.from_config(models.SD_SCHEDULER).save_pretrained(sd / "scheduler")

@@ -298,7 +298,8 @@ def rebuild(roots: Iterable[str | Path], out_dir: str | Path = "figures") -> dic
     fid = tables["fid"]
     for dataset in sorted(set(fid.get("dataset", []))):
         per_class = (fid[fid["dataset"] == dataset].groupby(["method", "class_index"], as_index=False)  # mean over seeds
-                     .agg(fid=("fid", "mean"), kid=("kid", "mean"), real_set=("real_set", "first")))
+                     .agg(fid=("fid", "mean"), kid=("kid", "mean"), real_set=("real_set", "first"),
+                          **({"features": ("features", "first")} if "features" in fid else {})))
         path = out / f"fig4_fid_{dataset}.png"
         figures.fig4_fid_histogram(per_class, path=path, title=f"{dataset}: per-class FID, mean over seeds")
         written[f"fig4_{dataset}"] = path

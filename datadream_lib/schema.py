@@ -36,6 +36,8 @@ CLASSIFIER_SETTINGS = ("zero_shot", "real_finetune", "synthetic", "synthetic_rea
 SYNTHETIC_SETTINGS = ("synthetic", "synthetic_real")  # the settings that train on synthetic images
 MODEL_PRESETS = ("pretrained", "tiny", "full_random", "toy")
 FID_FEATURES = ("inception", "tiny")
+FID_FEATURE_NAMES = {"inception": "Inception-v3 pool3 features",  # what a figure says the FID was measured on
+                     "tiny": "a random 64-d conv net's features: an offline check, not a quality score"}
 FID_REAL_SETS = ("train", "shots")
 PRECISIONS = ("auto", "bf16", "fp16", "no")
 CLASS_NAMES = ("authors", "coop")

@@ -24,10 +24,8 @@ TOY_SD = models.TOY_WORLD / "sd"
 
 
 def toy_sd_folder(out: Path) -> Path:
-    """The toy world's Stable Diffusion as a complete diffusers folder (with the CLIP BPE tokenizer the
-    hub's SD 2.1 folders carry), as a user's download would hold it."""
+    """A copy of the toy world's Stable Diffusion, a complete diffusers folder as a download holds one."""
     shutil.copytree(TOY_SD, out)
-    models.clip_tokenizer().save_pretrained(out / "tokenizer")
     return out
 
 

@@ -78,13 +78,12 @@ def test_a_grid_is_cut_into_units_that_are_pipeline_commands_with_selectors(tmp_
     assert set(by_id["demo/synthesis/shard-001-of-002"].after) == {"demo/adaptation/shard-000-of-002", "demo/adaptation/shard-001-of-002"}
     assert by_id["demo/classification/real_finetune"].after == by_id["demo/synthesis/shard-000-of-002"].after  # no images needed
     assert set(by_id["demo/classification/synthetic_real"].after) == {u.id for u in units if u.stage == "synthesis"}
-    from datadream_lib.pipeline import parse_overrides
 
     whole = params.load_file("params/demo.yaml", grid)
     for unit in units[:-1]:  # each is the pipeline command; its selectors never change the run's identity
         module, file, *words = shlex.split(unit.shell())[2:]
         assert module == "datadream_lib.pipeline" and words[::2] == ["--set"] * (len(words) // 2)
-        p = params.load_file(file, parse_overrides(words[1::2]))
+        p = params.load_file(file, params.parse_overrides(words[1::2]))
         assert p.identity() == whole.identity() and p.stages == [unit.stage]
     dset = launch.plan_units(["params/demo.yaml"], {**grid, "variant": "dset"}, shards=2)
     assert [u.part for u in dset if u.stage == "adaptation"] == [""]  # one adapter for the set: one unit

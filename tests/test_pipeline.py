@@ -137,3 +137,23 @@ def test_an_earlier_executed_notebook_is_kept_not_overwritten(tmp_path):
         assert not out.exists()
     assert (tmp_path / "02_synthesis.attempt-1.ipynb").read_text() == "first"
     assert (tmp_path / "02_synthesis.attempt-2.ipynb").read_text() == "second"
+
+
+FIGURE_CALLS = {"01_adaptation.ipynb": ["fig3_real_vs_synthetic", "adaptation_losses"],
+                "02_synthesis.ipynb": ["fig3_real_vs_synthetic"], "04_fid_analysis.ipynb": ["fig4_fid_histogram"],
+                "05_ablations.ipynb": ["fig5_ablations"]}
+
+
+def test_every_executed_notebook_holds_its_figures_as_images(tiny_runs):
+    """The record of a run shows its figures: each figure cell of an executed notebook holds an
+    image/png output, and no figure is an output of text only (`<Figure size ...>`)."""
+    root, _, _ = tiny_runs
+    for notebook, calls in FIGURE_CALLS.items():
+        cells = json.loads((root / "demo_seed0" / "notebooks" / notebook).read_text())["cells"]
+        for call in calls:
+            cell = next(c for c in cells if f"figures.{call}(" in "".join(c["source"]))
+            kinds = [kind for output in cell["outputs"] for kind in output.get("data", {})]
+            assert "image/png" in kinds, (notebook, call, kinds)
+        figures_as_text = [o["data"]["text/plain"] for c in cells for o in c.get("outputs", [])
+                           if "Figure size" in "".join(o.get("data", {}).get("text/plain", "")) and "image/png" not in o["data"]]
+        assert not figures_as_text, (notebook, figures_as_text)
