@@ -71,8 +71,9 @@ test-latest: $(TOOLS)/bin/uv
 gpu-check-wheels:
 	$(PYTHON) benchmarks/gpu_check.py wheels
 
+# JupyterLab over the whole project (notebooks/, runs/ with each run's executed notebooks, figures/), opened at notebooks/.
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks
 
 clean-demo:
 	rm -rf runs/demo runs/toyworld runs/toyworld_stable_diffusion runs/toyworld_issynth runs/toyworld_disef

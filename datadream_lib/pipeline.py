@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
 from datadream_lib import environment, files, locks, methods, models, params, runs, splits, stages, weights
 from datadream_lib.errors import DataDreamError
 
@@ -261,6 +259,7 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
         papermill.execute_notebook(_literal(root / "notebooks" / notebook), _literal(out),
                                    parameters={"base": "paper", **p.given()}, cwd=str(root), progress_bar=False,
                                    log_output=log_output)
+        out.chmod(out.stat().st_mode & ~0o222)  # the record of the stage: viewing it in JupyterLab cannot rewrite it
         timings[stage] = round(time.time() - started, 1)
         print(f"[pipeline] {stage}: done in {timings[stage]:.1f} s", flush=True)
         _log_timing(run, stage, runs.part_of(p) if selects(p, stage) else None, timings[stage])
@@ -275,20 +274,6 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
     return timings
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise DataDreamError(f"--set {pair!r}: write KEY=VALUE, e.g. --set shard_index=1.")
-        key, value = pair.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise DataDreamError(f"--set {pair!r}: {value!r} is not a YAML value; write e.g. --set shots=4, "
-                                 f"--set 'ablation_shots=[1, 2]' or --set run_name=my_run.") from None
-    return out
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m datadream_lib.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -299,7 +284,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     environment.exit_without_final_collection()
     try:
-        todo = params.load_runs(args.params, parse_overrides(args.overrides))
+        todo = params.load_runs(args.params, params.parse_overrides(args.overrides))
         for p in todo:  # every seed's parameters are valid before the first starts
             if len(todo) > 1:
                 print(f"[pipeline] run {p.run_name} (seed {p.seed})", flush=True)

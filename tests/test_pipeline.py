@@ -146,10 +146,13 @@ FIGURE_CALLS = {"01_adaptation.ipynb": ["fig3_real_vs_synthetic", "adaptation_lo
 
 def test_every_executed_notebook_holds_its_figures_as_images(tiny_runs):
     """The record of a run shows its figures: each figure cell of an executed notebook holds an
-    image/png output, and no figure is an output of text only (`<Figure size ...>`)."""
+    image/png output, and no figure is an output of text only (`<Figure size ...>`); the record is
+    read-only."""
     root, _, _ = tiny_runs
     for notebook, calls in FIGURE_CALLS.items():
-        cells = json.loads((root / "demo_seed0" / "notebooks" / notebook).read_text())["cells"]
+        record = root / "demo_seed0" / "notebooks" / notebook
+        assert record.stat().st_mode & 0o222 == 0  # read-only: opening the record in JupyterLab cannot rewrite it
+        cells = json.loads(record.read_text())["cells"]
         for call in calls:
             cell = next(c for c in cells if f"figures.{call}(" in "".join(c["source"]))
             kinds = [kind for output in cell["outputs"] for kind in output.get("data", {})]
