@@ -90,8 +90,12 @@ def _set(key: str, value) -> list[str]:
 
 
 def plan_units(files: list[str], overrides: Optional[dict] = None, shards: int = 1) -> list[Unit]:
-    """The units of every run the files describe, in dependency order. Refuses, before anything is
-    started, two runs that would share one run folder."""
+    """The units of every run the files describe, in dependency order. Files that name one run folder
+    with the same parameters are one run, planned once with their stages together (Fig. 5's preset
+    adds the ablations to its Table 1 run); two different runs that would share a folder are refused
+    before anything is started."""
+    from datadream_lib.stages import NAMES
+
     overrides = dict(overrides or {})
     given = [arg for key, value in overrides.items() for arg in _set(key, value)]
     todo, folders = [], {}
@@ -99,10 +103,18 @@ def plan_units(files: list[str], overrides: Optional[dict] = None, shards: int =
         for p in params.load_runs(file, overrides):
             folder = runs.run_dir(p)
             if folder in folders:
-                raise DataDreamError(f"{file} (seed {p.seed}) and {folders[folder][0]} (seed {folders[folder][1]}) would "
-                                     f"share the run folder {folder}: give them different run_name values (e.g. with "
-                                     f"'{{seed}}', '{{synth_method}}' or '{{dataset}}' in it). Nothing was started.")
-            folders[folder] = (file, p.seed)
+                index = folders[folder]
+                earlier_file, earlier = todo[index]
+                differ = [k for k, v in p.identity().items() if earlier.identity().get(k) != v]
+                if differ:
+                    raise DataDreamError(
+                        f"{file} (seed {p.seed}) and {earlier_file} (seed {earlier.seed}) would share the run folder "
+                        f"{folder} with other parameters ({', '.join(differ[:4])}): give them different run_name values "
+                        f"(e.g. with '{{seed}}', '{{synth_method}}' or '{{dataset}}' in it). Nothing was started.")
+                stages = [s for s in NAMES if s in earlier.stages or s in p.stages]  # the same run: its stages together
+                todo[index] = (file if set(p.stages) >= set(earlier.stages) else earlier_file, earlier.replace(stages=stages))
+                continue
+            folders[folder] = len(todo)
             todo.append((file, p))
     units: list[Unit] = []
     roots = []

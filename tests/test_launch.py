@@ -102,7 +102,7 @@ def test_a_grid_whose_runs_would_share_a_folder_is_refused_before_anything(tmp_p
     (tmp_path / "one.yaml").write_text("base: demo\nrun_name: same\nseed: 0\n")
     code = launch.main(["slurm", str(tmp_path / "one.yaml"), str(other), "--dry-run", "--set", f"runs_root={tmp_path / 'runs'}"])
     err = capsys.readouterr().err
-    assert code == 2 and "would share the run folder" in err and err.count("\n") == 1
+    assert code == 2 and "would share the run folder" in err and "(seed)" in err and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()
     assert launch.main(["plan", str(grid)]) == 2 and "same for every seed" in capsys.readouterr().err
 
@@ -223,3 +223,19 @@ def test_slurm_runs_the_grid_and_a_preempted_synthesis_is_requeued_and_ends_iden
     assert len(requeued) > 2, logs  # a synthesis task started more than once: it was requeued
     assert _outputs(root / "demo") == _outputs(reference)
     assert (root / "figures" / "table1.md").exists()
+
+
+def test_files_that_name_one_run_with_the_same_parameters_are_planned_once_with_their_stages_together():
+    """README's `launch slurm params/paper/*_dset.yaml`: fgvc_aircraft's Table 1 preset and Fig. 5's share
+    their run folders on purpose; they are one run per seed, with Fig. 5's ablations added."""
+    files = ["params/paper/fgvc_aircraft_dset.yaml", "params/paper/fig5_fgvc_aircraft_dset.yaml"]
+    units = launch.plan_units(files)
+    runs_planned = sorted({u.run for u in units if u.run})
+    assert runs_planned == [f"fgvc_aircraft_dset_16shot_seed{s}" for s in (0, 1, 2)]
+    ids = [u.id for u in units]
+    assert len(ids) == len(set(ids))  # every unit once
+    seed0 = [u for u in units if u.run == runs_planned[0]]
+    assert [u.stage for u in seed0].count("adaptation") == 1 and any(u.stage == "ablations" for u in seed0)
+    assert launch.plan_units(files[::-1]) == units  # whatever the order the files come in
+    every_dset = sorted(str(p) for p in (runs.project_root() / "params" / "paper").glob("*_dset.yaml"))
+    assert len({u.run for u in launch.plan_units(every_dset) if u.run}) == 30  # ten datasets, three seeds
