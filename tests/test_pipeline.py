@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from datadream_lib import catalog, files, pipeline, runs, stages
+from datadream_lib import catalog, files, pipeline, runs, stages, weights
 from tests.conftest import run_pipeline_cli
 
 ROOT = runs.project_root()
@@ -48,6 +48,14 @@ def test_pipeline_writes_every_stage_output(demo_run_dir):
                    "table1.csv", "table1.md", "table1.tex"):
         assert (run_dir / "figures" / figure).stat().st_size > 0
     assert "Real-finetune" in (run_dir / "figures" / "table1.md").read_text()
+    # which weights made what (weights.py): adapters, images, classifiers and FID name their records
+    recorded = weights.records(run_dir)
+    adapter = json.loads((run_dir / "adaptation" / "dset" / "adapter.json").read_text())
+    assert recorded[adapter["weights"]]["sd_model"]["preset"] == "tiny"
+    assert {r["weights"] for r in rows} == {adapter["weights"]}
+    synthetic = json.loads((run_dir / "classification" / "synthetic" / "metrics.json").read_text())
+    assert "clip_pretrained" in recorded[synthetic["weights"]] and synthetic["synthetic_weights"] == [adapter["weights"]]
+    assert "fid_features" in recorded[json.loads((run_dir / "fid" / "summary.json").read_text())["weights"]]
 
 
 def test_rerun_skips_finished_stages_and_other_parameters_are_refused(demo_run_dir):
