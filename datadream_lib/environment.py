@@ -23,7 +23,6 @@ GPU on the same GPU model and driver (cuDNN picks its algorithms per model).
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import platform
 import socket
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Optional
 
 from datadream_lib.errors import DataDreamError
+from datadream_lib.files import json_records
 
 FOLDER = "environments"
 # Distribution names of the packages whose version can change an image or a weight.
@@ -113,14 +113,8 @@ def record_id(info: dict) -> str:
 
 def records(run_folder: Path) -> list[dict]:
     """The run's readable records, oldest first, each with its `id`."""
-    out = []
-    for path in sorted((Path(run_folder) / FOLDER).glob("*.json")):
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(info, dict) and isinstance(info.get("packages"), dict):
-            out.append({**info, "id": path.stem})
+    out = [{**info, "id": rid} for rid, info in json_records(Path(run_folder) / FOLDER).items()
+           if isinstance(info.get("packages"), dict)]
     return sorted(out, key=lambda r: (str(r.get("time", "")), r["id"]))
 
 

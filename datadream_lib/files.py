@@ -59,3 +59,17 @@ def report_json(report: dict, out: Optional[Path] = None) -> dict:
 
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
+
+
+def json_records(folder: Path) -> dict[str, dict]:
+    """The readable JSON objects of a folder's `*.json` files, by file stem (a damaged or missing
+    record is left out, never fatal)."""
+    out = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            content = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(content, dict):
+            out[path.stem] = content
+    return out

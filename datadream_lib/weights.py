@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from datadream_lib.errors import DataDreamError
+from datadream_lib.files import atomic_write_text, json_records, write_json
 
 FOLDER = "weights"  # in a run folder: one JSON record per distinct set of loaded weights
 
@@ -85,8 +86,6 @@ def _hash_file(path: Path) -> str:
 def sha256_file(path: Path) -> str:
     """The SHA-256 of a file, hashed once: kept in the cache folder's `sha256.json` by the file's
     resolved path, size and mtime, so an unchanged file is not read again."""
-    from datadream_lib.files import atomic_write_text
-
     path = Path(path).resolve()
     stat = path.stat()
     cache_file = cache_dir() / "sha256.json"
@@ -214,15 +213,8 @@ def record_id(models: dict) -> str:
 
 def records(run_folder: Path) -> dict[str, dict]:
     """The run folder's readable weights records: {id: {parameter: description}}."""
-    out = {}
-    for path in sorted((Path(run_folder) / FOLDER).glob("*.json")):
-        try:
-            content = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(content, dict) and isinstance(content.get("models"), dict):
-            out[path.stem] = content["models"]
-    return out
+    return {rid: content["models"] for rid, content in json_records(Path(run_folder) / FOLDER).items()
+            if isinstance(content.get("models"), dict)}
 
 
 def check_resume(run_folder: Path, described: Iterable[dict], allow_change: bool) -> None:
@@ -247,8 +239,6 @@ def check_resume(run_folder: Path, described: Iterable[dict], allow_change: bool
 def write_record(run_folder: Path, allow_change: bool) -> Optional[str]:
     """This process's loaded weights as a record of the run folder (checked against its records
     first); returns its id, None if nothing was loaded."""
-    from datadream_lib.files import write_json
-
     if not _LOADED:
         return None
     models = loaded()
