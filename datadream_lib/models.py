@@ -212,7 +212,7 @@ def clip_bpe_files() -> Path:
     from datadream_lib.files import atomic_write_text
 
     simple = SimpleTokenizer()
-    folder = Path(torch.hub.get_dir()).parent / "datadream" / "clip_bpe_49408"
+    folder = weights.cache_dir() / "clip_bpe_49408"
     vocab, merges = folder / "vocab.json", folder / "merges.txt"
     if not (vocab.exists() and merges.exists()):
         ranked = sorted(simple.bpe_ranks.items(), key=lambda kv: kv[1])
