@@ -16,8 +16,8 @@ cells are kept, so an interrupted ablation resumes. `ablations/results.csv` has 
 from __future__ import annotations
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from datadream_lib.progress import bar as progress_bar
 from datadream_lib import classification, stages
 from datadream_lib.results import method_label
 from datadream_lib.schema import literal_braces
@@ -37,7 +37,7 @@ def images_per_class(p, run: Run, split: FewShotSplit, progress: bool = True) ->
     settings = [s for s in p.ablation_settings if s in classification.SYNTHETIC_SETTINGS]
     if not settings:
         return pd.DataFrame(rows)
-    for n in tqdm(p.ablation_images_per_class, desc="images per class", disable=not progress):
+    for n in progress_bar(p.ablation_images_per_class, desc="images per class", unit="setting", disable=not progress):
         if p.ablation_select and cell("images_per_class", n) not in p.ablation_select:
             continue
         if n == p.images_per_class:
@@ -51,7 +51,7 @@ def images_per_class(p, run: Run, split: FewShotSplit, progress: bool = True) ->
 
 def shots(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame:
     rows = []
-    for k in tqdm(p.ablation_shots, desc="real shots", disable=not progress):
+    for k in progress_bar(p.ablation_shots, desc="real shots", unit="setting", disable=not progress):
         if p.ablation_select and cell("shots", k) not in p.ablation_select:
             continue
         sub_p, sub = p, run

@@ -32,9 +32,9 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from datadream_lib import models
+from datadream_lib.progress import bar as progress_bar
+from datadream_lib import models, tracking
 from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.errors import DataDreamError
 from datadream_lib.files import read_json, write_json
@@ -282,7 +282,8 @@ class Trainer:
         pipe.unet.train()
         pipe.text_encoder.train(p.adapt_train_text_encoder)
         step_losses = []  # on the device: read back every LOSS_CHECK_EVERY steps (a NaN stops the run there)
-        bar = tqdm(total=job.steps, desc=f"adapt {job.name}", disable=not progress, leave=False)
+        self.last_lrs = []
+        bar = progress_bar(total=job.steps, desc=f"adapt {job.name}", unit="step", disable=not progress)
         for index in batches(len(shots), job.batch_size, job.steps, gen):
             crops = []
             for i in index:
@@ -310,6 +311,7 @@ class Trainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.trainable, p.adapt_max_grad_norm)
             optimizer.step()
+            self.last_lrs.append(lr_schedule.get_last_lr()[0])  # the lr this step used (a host float: no sync)
             lr_schedule.step()
             optimizer.zero_grad(set_to_none=True)
             step_losses.append(loss.detach())
@@ -341,7 +343,7 @@ def train_adapters(p, run: Run, split: FewShotSplit, progress: bool = True, clas
     prompts = split.prompts()
     trainer = None  # built at the first adapter to train; its LoRA modules are reset for each one
     summary = {}
-    for job in tqdm(jobs, desc="adapters", disable=not progress or len(jobs) == 1):
+    for job in jobs:  # each adapter has its own bar (nested text bars do not draw in a saved notebook)
         folder = job.folder(run, p.variant)
         if folder.exists():
             damage = adapter_damage(folder)
@@ -360,6 +362,9 @@ def train_adapters(p, run: Run, split: FewShotSplit, progress: bool = True, clas
                 "seconds": round(time.time() - started, 2), "loss_first": losses[0], "loss_last": losses[-1],
                 "losses": losses}
         save_adapter(trainer.pipe, p, folder, info)
+        with tracking.curves(p.tracking, run.dir, f"adaptation/{job.name}") as curves:
+            curves.scalars("adaptation/loss", losses)
+            curves.scalars("adaptation/lr", trainer.last_lrs)
         summary[job.name] = info
     return summary
 

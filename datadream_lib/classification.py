@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from torchvision.transforms import v2
-from tqdm.auto import tqdm
 
-from datadream_lib import augmentation, catalog, methods, models
+from datadream_lib.progress import bar as progress_bar
+from datadream_lib import augmentation, catalog, methods, models, tracking
 from datadream_lib.augmentation import test_transform
 from datadream_lib.methods.base import ClassifierOptions
 from datadream_lib.schema import SYNTHETIC_SETTINGS
@@ -313,8 +313,8 @@ def per_class_accuracy(preds, labels, classnames) -> dict[str, float]:
 
 def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader, device, image_size,
         progress: bool = True, teacher: Optional[CLIPClassifier] = None,
-        options: ClassifierOptions = ClassifierOptions(), substitutes: Optional[list[list[str]]] = None
-        ) -> tuple[list[dict], int]:
+        options: ClassifierOptions = ClassifierOptions(), substitutes: Optional[list[list[str]]] = None,
+        name: str = "classifier") -> tuple[list[dict], int]:
     """Train; after every epoch score val and keep the best LoRA state (ties: the earlier epoch).
     With a `teacher` (the method's option), its soft cross-entropy on the synthetic samples is added;
     with `substitutes`, real samples are replaced with probability `options.replace_real`."""
@@ -331,12 +331,13 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
         optimizer, lr_lambda(total, p.clf_warmup_epochs * len(loader), p.clf_lr, p.clf_min_lr))
     mixer = BatchMix(n_classes, p.mix_aug_prob, p.seed + 3)
     history, best_state, best_val, best_epoch = [], model.lora_state(), -1.0, 0
+    bar = progress_bar(total=total, desc=name, unit="step", disable=not progress)
     for epoch in range(1, p.clf_epochs + 1):
         model.train()
         pool.epoch = epoch  # the replacement draws of this epoch (the workers copy the pool at each pass)
         losses = []
-        batches = tqdm(loader, desc=f"epoch {epoch}/{p.clf_epochs}", disable=not progress, leave=False)
-        for step, (images, labels, is_real) in enumerate(batches):
+        bar.set_postfix_str(f"epoch {epoch}/{p.clf_epochs}", refresh=False)
+        for step, (images, labels, is_real) in enumerate(loader):
             images = augment(images, seed=augmentation.batch_seed(p.seed, epoch, step))
             labels, is_real = labels.to(device, non_blocking=True), is_real.to(device, non_blocking=True)
             images, targets = mixer(images, labels, is_real)
@@ -353,6 +354,7 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
             optimizer.step()
             schedule.step()
             losses.append(loss.detach())  # read back every LOSS_CHECK_EVERY steps, not at every step
+            bar.update()
             if len(losses) % models.LOSS_CHECK_EVERY == 0 or len(losses) == len(loader):
                 bad = models.first_non_finite(losses)
                 if bad:
@@ -364,6 +366,7 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
                         "val_top1": val_top1, "lr": schedule.get_last_lr()[0]})
         if val_top1 > best_val:
             best_val, best_epoch, best_state = val_top1, epoch, model.lora_state()
+    bar.close()
     model.load_state_dict(best_state, strict=False)
     return history, best_epoch
 
@@ -399,7 +402,7 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
                                      "but the manifest rows do not name a source_shot; set clf_replace_real: 0.")
             substitutes = substitutes_for(real, synth, synth_shots or [None] * len(synth), options.replace_from)
         history, best_epoch = fit(model, trainable, p, real, synth, val_loader, device, image_size, progress, teacher,
-                                  options, substitutes)
+                                  options, substitutes, name=f"classifier ({setting})")
     val_top1 = history[best_epoch - 1]["val_top1"] if history else accuracy(*predict(model, val_loader, device, amp))
     test_loader = _loader(ImageList(split.test, evaluation), p, False, 0, max(EVAL_BATCH, p.clf_batch_size), device)
     preds, labels = predict(model, test_loader, device, amp)  # the one read of the test split
@@ -427,6 +430,20 @@ def _read_metrics(path: Path) -> Optional[dict]:
         print(f"[classification] {path} is damaged; training that setting again")
         return None
     return metrics if isinstance(metrics, dict) and "top1" in metrics else None
+
+
+def track(tracking_to: str, run_dir: Path, setting: str, metrics: dict) -> None:
+    """A setting's curves for TensorBoard: loss per step, and per epoch the mean loss, lr and
+    validation top-1; then the test top-1 at the selected epoch."""
+    with tracking.curves(tracking_to, run_dir, f"classification/{setting}") as curves:
+        step = 0
+        for epoch in metrics["history"]:
+            curves.scalars("classifier/loss", epoch["losses"], first_step=step + 1)
+            step += epoch["steps"]
+            curves.scalar("classifier/epoch_loss", epoch["train_loss"], epoch["epoch"])
+            curves.scalar("classifier/lr", epoch["lr"], epoch["epoch"])
+            curves.scalar("classifier/val_top1", epoch["val_top1"], epoch["epoch"])
+        curves.scalar("classifier/test_top1", metrics["top1"], metrics.get("best_epoch") or 0)
 
 
 def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: Optional[list[str]] = None,
@@ -457,6 +474,8 @@ def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: 
         if setting in SYNTHETIC_SETTINGS:  # and those its synthetic images were made with (their manifest rows')
             results[setting]["synthetic_weights"] = sorted({str(row.get("weights")) for row in rows})
         write_json(path, results[setting])
+        if the_stage:
+            track(p.tracking, run.dir, setting, results[setting])
     if the_stage and all(_read_metrics(out_root / s / "metrics.json") is not None for s in p.clf_settings):
         run.outputs_complete("classification", settings=sorted(path.parent.name for path in out_root.glob("*/metrics.json")))
     return results

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
-from datadream_lib import catalog, methods, models
+from datadream_lib.progress import bar as progress_bar
+from datadream_lib import catalog, methods, models, tracking
 from datadream_lib import weights as used_weights  # (the name `weights` is Inception's file parameter here)
 from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.datasets import by_class
@@ -195,7 +195,7 @@ def per_class(p, run: Run, split: FewShotSplit, progress: bool = True, extractor
     reported = {label: methods.class_summary(method_folder).set_index("class_index").to_dict("index")
                 for label, method_folder in catalog.sources(run).items()}  # the method's own per-class figures
     rows = []
-    for c, name in enumerate(tqdm(split.classnames, desc="per-class FID", disable=not progress)):
+    for c, name in enumerate(progress_bar(split.classnames, desc="per-class FID", unit="class", disable=not progress)):
         real_features = extract(extractor, reals[c], device)
         for label, groups in sets.items():
             features = extract(extractor, groups.get(c, []), device)
@@ -219,5 +219,10 @@ def analyse(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataF
     summary.columns = [f"{a}_{b}" for a, b in summary.columns]
     write_json(out / "summary.json", {"real_set": p.fid_real_set, "features": p.fid_features, "weights": run.weights,
                                       "methods": summary.to_dict(orient="index"), "seconds": round(time.time() - started, 2)})
+    with tracking.curves(p.tracking, run.dir, "fid") as curves:  # one point per class, in class order
+        for method, rows in table.groupby("method", sort=False):
+            curves.scalars(f"fid/{method}", rows["fid"], first_step=0)
+            curves.scalars(f"kid/{method}", rows["kid"], first_step=0)
+        curves.text("fid/classes", ", ".join(f"{i}: {name}" for i, name in enumerate(split.classnames)))
     run.outputs_complete("fid", rows=len(table))
     return table

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from datadream_lib.progress import bar as progress_bar
 from datadream_lib import models
 from datadream_lib.errors import DataDreamError
 from datadream_lib.files import read_json, write_json
@@ -162,7 +162,7 @@ class InversionTrainer:
         device_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(seed)
         words = token_words(token, n)
         scheduler, losses = self.noise_scheduler, []
-        for _ in tqdm(range(settings["steps"]), desc=f"invert {token}", disable=not progress, leave=False):
+        for _ in progress_bar(range(settings["steps"]), desc=f"invert {token}", unit="step", disable=not progress):
             index = torch.randint(len(shots), (settings["batch_size"],), generator=gen).tolist()
             flips = torch.rand(len(index), generator=gen) < 0.5
             templates = torch.randint(len(TEMPLATES), (len(index),), generator=gen).tolist()
@@ -221,7 +221,7 @@ def train_tokens(p, run: Run, split: FewShotSplit, seed_of, progress: bool = Tru
     device = models.resolve_device(p)
     trainer, rows = None, []
     shots = split.shots(p.shots)
-    for c, class_dir in enumerate(tqdm(split.class_dirs(), desc="tokens", disable=not progress)):
+    for c, class_dir in enumerate(split.class_dirs()):  # each token has its own bar
         if classes is not None and c not in classes:
             continue
         where = folder(run, class_dir)

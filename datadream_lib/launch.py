@@ -364,6 +364,8 @@ def submit_slurm(units: list[Unit], resources: dict, dry_run: bool = False, pyth
         if result.returncode != 0:
             raise DataDreamError(f"sbatch {script} failed: {result.stderr.strip() or result.stdout.strip()}")
         ids[stage] = after = result.stdout.strip().split(";")[0]
+        for index, unit in enumerate(batch):  # `status` says "submitted" until the task starts
+            write_record(unit, state="submitted", slurm_job=f"{after}_{index}", returncode=None)
         print(f"[launch] {stage}: job {after}, {len(batch)} task(s), script {script}")
     return ids
 
@@ -371,7 +373,7 @@ def submit_slurm(units: list[Unit], resources: dict, dry_run: bool = False, pyth
 # --- status ---------------------------------------------------------------------------------------
 
 def status_rows(units: list[Unit]) -> list[dict]:
-    """Per run and stage: done / running / waiting / failed, images made of planned, GPU-hours so far;
+    """Per run and stage: planned / submitted / running / done / failed, images made of planned, GPU-hours so far;
     on each run's first row, the pretrained weights its records name (`weights.summary`)."""
     rows, shown = [], set()
     by_stage: dict[tuple[str, str], list[Unit]] = {}
@@ -380,7 +382,7 @@ def status_rows(units: list[Unit]) -> list[dict]:
     for (run, stage), group in by_stage.items():
         folder = group[0].root / run
         records = [read_record(u) for u in group]
-        states = ["done" if unit_done(u) else r.get("state", "waiting") for u, r in zip(group, records)]
+        states = ["done" if unit_done(u) else r.get("state", "planned") for u, r in zip(group, records)]
         if all(s == "done" for s in states):
             state = "done"
         elif "failed" in states:
@@ -391,8 +393,11 @@ def status_rows(units: list[Unit]) -> list[dict]:
             r = next(r for r, s in zip(records, states) if s == "running")
             where = f"SLURM job {r['slurm_job']}" if r.get("slurm_job") else f"{r.get('host')} pid {r.get('pid')}"
             state = f"running ({states.count('running')} of {len(group)}; {where})"
-        else:
-            state = f"waiting ({states.count('done')} of {len(group)} parts done)"
+        elif "submitted" in states:
+            r = next(r for r, s in zip(records, states) if s == "submitted")
+            state = f"submitted ({states.count('submitted')} of {len(group)}; SLURM job {r.get('slurm_job')})"
+        else:  # in the plan, never started (or stopped): `launch local` / `launch slurm` starts it
+            state = f"planned ({states.count('done')} of {len(group)} parts done)"
         row = {"run": run or "collect", "stage": stage, "state": state}
         if stage == "synthesis" and (folder / "params.yaml").exists():
             p = yaml.safe_load((folder / "params.yaml").read_text())
@@ -401,8 +406,9 @@ def status_rows(units: list[Unit]) -> list[dict]:
             classes = len(json.loads(split.read_text())["classnames"]) if split.exists() else None
             row["images"] = f"{made} of {classes * p['images_per_class']}" if classes else str(made)
         timings = folder / "timings.jsonl"
-        if run and timings.exists():
-            seconds = sum(r.get("seconds", 0) for r in catalog.read_jsonl(timings) if r.get("stage") == stage)
+        if run and folder.is_dir():  # each stage part's time on its device (pipeline.py's timings.jsonl)
+            seconds = sum(r.get("seconds", 0) for r in catalog.read_jsonl(timings)
+                          if r.get("stage") == stage) if timings.exists() else 0
             row["gpu_hours"] = round(seconds / 3600, 3)
         if run and run not in shown and (folder / weights.FOLDER).is_dir():
             shown.add(run)
@@ -412,9 +418,13 @@ def status_rows(units: list[Unit]) -> list[dict]:
 
 
 def print_status(units: list[Unit]) -> None:
-    for row in status_rows(units):
+    rows = status_rows(units)
+    for row in rows:
         extra = "".join(f"  {k}: {row[k]}" for k in ("images", "gpu_hours", "weights") if k in row)
         print(f"{row['run']:<32} {row['stage']:<15} {row['state']}{extra}")
+    runs_shown = {row["run"] for row in rows if row["run"] != "collect"}
+    print(f"{len(runs_shown)} run(s); GPU-hours so far: {sum(row.get('gpu_hours', 0) for row in rows):.3f} "
+          f"(device time of the stages executed, from each run's timings.jsonl)")
 
 
 PLAN_FILE = "plan.json"
@@ -448,11 +458,13 @@ def units_of(targets: list[str], overrides: dict, shards: int) -> list[Unit]:
         path = Path(target)
         if path.is_dir():
             planned = read_plan_file(path / LAUNCH_DIR / PLAN_FILE)
+            planned_runs = set()
             if planned:
                 units += [Unit(u["run"], Path(u["root"]), u["stage"], u["part"], tuple(u["args"]), tuple(u["after"]),
                                u["weight"]) for u in planned]
-            else:
-                records += sorted(path.glob(f"*/{runs.PARAMS_FILE}"))
+                planned_runs = {u["run"] for u in planned}
+            # and the runs made without the launcher (`python -m datadream_lib.pipeline`, papermill)
+            records += [r for r in sorted(path.glob(f"*/{runs.PARAMS_FILE}")) if r.parent.name not in planned_runs]
         else:
             files.append(target)
     if not files and not units and not records:
@@ -489,6 +501,11 @@ def main(argv=None) -> int:
     try:
         if args.shards < 1:
             raise DataDreamError(f"--shards {args.shards} must be at least 1.")
+        if args.command == "status" and all(not Path(t).is_file() and not list(Path(t).glob(f"*/{runs.PARAMS_FILE}"))
+                                            and not (Path(t) / LAUNCH_DIR / PLAN_FILE).exists() for t in args.params):
+            print(f"[launch] no runs under {', '.join(args.params)} yet: nothing launched there, no run folder "
+                  f"(a run folder holds {runs.PARAMS_FILE}).")
+            return 0
         units = units_of(args.params, params.parse_overrides(args.overrides), args.shards)
         if args.command == "plan":
             for unit in units:
@@ -505,7 +522,8 @@ def main(argv=None) -> int:
         if not isinstance(resources, dict) or set(resources) - set(RESOURCES):
             raise DataDreamError(f"--profile {args.profile}: a mapping of {list(RESOURCES)}.")
         resources = {"gpus": 1, **resources, **{k: getattr(args, k) for k in RESOURCES if getattr(args, k, None)}}
-        save_plan(units)
+        if not args.dry_run:  # a dry run plans nothing that `status` should show
+            save_plan(units)
         ids = submit_slurm(units, resources, args.dry_run)
         print(json.dumps(ids))
         return 0

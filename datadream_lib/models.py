@@ -286,7 +286,7 @@ class Family:
             hub = {} if Path(name).expanduser().is_dir() else {"revision": folder.name}  # the commit resolved above
             pipe = getattr(diffusers, self.pipeline).from_pretrained(
                 name, **hub, **self.load_options, use_safetensors=True, local_files_only=local_files_only,
-                torch_dtype=torch.float32)
+                dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise model_unreachable(self.name, name, exc, self.download_hint.format(weights=name)) from None
         weights.note(self.describe(name, folder))

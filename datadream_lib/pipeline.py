@@ -15,14 +15,16 @@ unfinished one resumes (its earlier executed notebook is kept as `*.attempt-N.ip
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
 
-from datadream_lib import environment, files, locks, methods, models, params, runs, splits, stages, weights
+from datadream_lib import environment, files, locks, methods, models, params, progress, runs, splits, stages, weights
 from datadream_lib.errors import DataDreamError
 
 
@@ -157,7 +159,7 @@ def record_damage(path: Path, kind: str) -> Optional[str]:
     return None
 
 
-RUN_FOLDERS = ("stages", "notebooks", "adaptation", "synthetic", "classification", "fid", "ablations", "figures",
+RUN_FOLDERS = ("stages", "notebooks", "tensorboard", "adaptation", "synthetic", "classification", "fid", "ablations", "figures",
                "environments", weights.FOLDER)
 
 
@@ -224,6 +226,16 @@ class _KnownParameters(logging.Filter):
         return not record.getMessage().startswith("Passed unknown parameter")
 
 
+@contextlib.contextmanager
+def _kernel_transport():
+    """The kernel talks to papermill over local sockets in a private temporary folder (IPC), not TCP
+    ports: nothing else on the node can connect, and ipykernel has nothing to warn about."""
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="datadream-kernel-") as folder:
+        yield Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "kernel")}})
+
+
 def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
     """Execute the stages' notebooks in order; returns seconds per stage executed."""
     import papermill
@@ -256,9 +268,11 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
         _keep_previous(out)
         started = time.time()
         print(f"[pipeline] {stage}: executing {notebook} -> {out}", flush=True)
-        papermill.execute_notebook(_literal(root / "notebooks" / notebook), _literal(out),
-                                   parameters={"base": "paper", **p.given()}, cwd=str(root), progress_bar=False,
-                                   log_output=log_output)
+        with progress.Follower(f"[pipeline] {stage}: ", enabled=not log_output):  # the kernel's bars, in this terminal
+            with _kernel_transport() as config:
+                papermill.execute_notebook(_literal(root / "notebooks" / notebook), _literal(out),
+                                           parameters={"base": "paper", **p.given()}, cwd=str(root),
+                                           progress_bar=False, log_output=log_output, config=config)
         out.chmod(out.stat().st_mode & ~0o222)  # the record of the stage: viewing it in JupyterLab cannot rewrite it
         timings[stage] = round(time.time() - started, 1)
         print(f"[pipeline] {stage}: done in {timings[stage]:.1f} s", flush=True)

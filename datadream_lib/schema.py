@@ -68,6 +68,7 @@ class Params:
                               "data-loader worker processes for the classifier (default: the CPU cores this process may use)",
                               min=0, identity=False)
     stages: list = field(list(STAGES), "the stages the pipeline runs, in order (Table 1 runs leave out 'ablations')", choices=STAGES, identity=False)
+    tracking: str = field("tensorboard", "training curves as TensorBoard event files in the run's tensorboard/ folder (`tensorboard --logdir runs`; docs/tracking.md), or 'none'", choices=("tensorboard", "none"), identity=False)
 
     # --- data (docs/hyperparameters.md §4) ---------------------------------------------------
     dataset: str = field("toy", "a name from datadream_lib.datasets.DATASETS")

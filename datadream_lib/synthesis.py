@@ -35,8 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
+from datadream_lib.progress import bar as progress_bar
 from datadream_lib import catalog, methods, models
 from datadream_lib.schema import SYNTH_BATCH_MAX
 from datadream_lib.files import atomic_write_bytes
@@ -185,7 +185,7 @@ def generate(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
         writer = ImageWriter(folder, catalog.JsonlWriter(folder / catalog.manifest_name(p.shard_index, p.num_shards),
                                                          sync=False))
         missing = sum(job.key not in done for block in todo for job in block)
-        bar = tqdm(total=missing, desc=f"synthesis shard {p.shard_index}/{p.num_shards}", disable=not progress)
+        bar = progress_bar(total=missing, desc=f"synthesis shard {p.shard_index}/{p.num_shards}", unit="image", disable=not progress)
         try:
             for block in todo:
                 class_index = block[0].class_index

@@ -239,3 +239,25 @@ def test_files_that_name_one_run_with_the_same_parameters_are_planned_once_with_
     assert launch.plan_units(files[::-1]) == units  # whatever the order the files come in
     every_dset = sorted(str(p) for p in (runs.project_root() / "params" / "paper").glob("*_dset.yaml"))
     assert len({u.run for u in launch.plan_units(every_dset) if u.run}) == 30  # ten datasets, three seeds
+
+
+def test_status_says_planned_and_includes_runs_made_without_the_launcher(tmp_path, toy_root, capsys):
+    """A dry run records nothing; a launched plan shows as "planned" until it starts; a run made with
+    the pipeline alone shows beside it; the last line adds up GPU-hours."""
+    from datadream_lib import splits
+
+    root = tmp_path / "runs"
+    common = ["--set", f"runs_root={root}", "--set", f"data_root={toy_root}"]
+    assert launch.main(["slurm", "params/demo.yaml", *common, "--set", "run_name=grid", "--dry-run"]) == 0
+    assert not (root / launch.LAUNCH_DIR / launch.PLAN_FILE).exists()  # nothing for status to show as work to do
+    launch.save_plan(launch.plan_units(["params/demo.yaml"], params.parse_overrides(common[1::2] + ["run_name=grid"])))
+    splits.start_run(params.from_dict({"base": "demo", "runs_root": str(root), "data_root": str(toy_root),
+                                       "run_name": "by_hand"}))  # a run folder the launcher never saw
+    capsys.readouterr()
+    assert launch.main(["status", str(root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    grid = [line for line in lines if line.startswith("grid ")]
+    assert grid and all(" planned (0 of " in line for line in grid), lines
+    assert any(line.startswith("by_hand ") and "gpu_hours: 0.0" in line for line in lines), lines
+    assert "waiting" not in "\n".join(lines)
+    assert lines[-1].startswith("2 run(s); GPU-hours so far: 0.000")

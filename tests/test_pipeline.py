@@ -1,6 +1,7 @@
 """The whole chain on params/demo.yaml through papermill, and what it leaves in the run folder."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -168,3 +169,52 @@ def test_every_executed_notebook_holds_its_figures_as_images(tiny_runs):
         figures_as_text = [o["data"]["text/plain"] for c in cells for o in c.get("outputs", [])
                            if "Figure size" in "".join(o.get("data", {}).get("text/plain", "")) and "image/png" not in o["data"]]
         assert not figures_as_text, (notebook, figures_as_text)
+
+
+def test_progress_shows_in_the_terminal_and_in_the_record(tiny_runs):
+    """The pipeline's terminal shows each stage's work as it goes (steps or images done, rate) and
+    the saved notebooks hold each bar's final state (n/n), not its first frame; no kernel warning
+    (ipykernel's TCP one) reaches the terminal."""
+    root, _, stdout = tiny_runs
+    assert re.search(r"\[pipeline\] adaptation: adapt dset: 24/24 step, [\d.]+ step/s, done in", stdout), stdout
+    assert re.search(r"\[pipeline\] synthesis: synthesis shard 0/1: 32/32 image", stdout), stdout
+    assert re.search(r"\[pipeline\] classification: classifier \(synthetic_real\): (\d+)/\1 step", stdout), stdout
+    assert "without encryption" not in stdout
+    for notebook in ("01_adaptation.ipynb", "02_synthesis.ipynb", "03_classification.ipynb", "04_fid_analysis.ipynb"):
+        cells = json.loads((root / "demo_seed0" / "notebooks" / notebook).read_text())["cells"]
+        text = "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []) if o.get("output_type") == "stream")
+        final = {}  # what a viewer shows: the last redraw of each bar (carriage returns overwrite the line)
+        for frame in re.split(r"[\r\n]", text):
+            bar = re.match(r"(.+?):\s+\d+%\|.*?\| (\d+)/(\d+) ", frame)
+            if bar:
+                final[bar.group(1)] = (int(bar.group(2)), int(bar.group(3)))
+        assert final and all(n == total for n, total in final.values()), (notebook, final)
+
+
+def test_tensorboard_shows_the_runs_curves(tiny_runs):
+    """`tensorboard --logdir runs` reads each run's curves: TensorBoard's own reader finds the
+    adaptation losses of adapter.json, the classifier's per-epoch validation accuracy of
+    metrics.json, and one FID point per class of fid/per_class.csv."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, _, _ = tiny_runs
+    run = root / "demo_seed0"
+
+    def scalars(part: str, tag: str) -> list[tuple[int, float]]:
+        events = EventAccumulator(str(run / "tensorboard" / part))
+        events.Reload()
+        return [(e.step, e.value) for e in events.Scalars(tag)]
+
+    adapter = json.loads((run / "adaptation" / "dset" / "adapter.json").read_text())
+    losses = scalars("adaptation/dset", "adaptation/loss")
+    assert [s for s, _ in losses] == list(range(1, adapter["steps"] + 1))
+    assert [v for _, v in losses] == pytest.approx(adapter["losses"], rel=1e-6)
+    assert len(scalars("adaptation/dset", "adaptation/lr")) == adapter["steps"]
+    metrics = json.loads((run / "classification" / "synthetic" / "metrics.json").read_text())
+    assert [v for _, v in scalars("classification/synthetic", "classifier/val_top1")] == pytest.approx(
+        [e["val_top1"] for e in metrics["history"]], rel=1e-6)
+    assert scalars("classification/synthetic", "classifier/test_top1")[0][1] == pytest.approx(metrics["top1"], rel=1e-6)
+    fid = pd.read_csv(run / "fid" / "per_class.csv")
+    method = fid["method"].iloc[0]
+    assert [v for _, v in scalars("fid", f"fid/{method}")] == pytest.approx(list(fid[fid["method"] == method]["fid"]),
+                                                                            rel=1e-5)

@@ -85,6 +85,20 @@ def test_notebooks_are_committed_clean_with_one_parameters_cell():
             assert namespace == results.NOTEBOOK_PARAMETERS, path.name
 
 
+def test_opening_a_notebook_in_jupyterlab_has_nothing_to_rewrite():
+    """JupyterLab writes the kernel's spec and language_info into a notebook it opens, in nbformat's
+    own layout: committed notebooks already carry both (for the locked Python 3.11), so opening one
+    leaves `git status` clean (tests/test_browser.py checks it in a real JupyterLab)."""
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        text = path.read_text()
+        nb = nbformat.reads(text, as_version=4)
+        assert nb.metadata.kernelspec == {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                          "name": "python3"}, path.name
+        info = nb.metadata.language_info
+        assert info.name == "python" and info.version.startswith("3.11.") and info.pygments_lexer == "ipython3", path.name
+        assert text == nbformat.writes(nb) + "\n", f"{path.name} is not in nbformat's layout"
+
+
 def test_demo_file_is_the_demo_base():
     assert params.load_file(ROOT / "params" / "demo.yaml") == params.from_dict({"base": "demo"})
 

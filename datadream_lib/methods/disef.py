@@ -49,8 +49,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from datadream_lib.progress import bar as progress_bar
 from datadream_lib import catalog, models, weights
 from datadream_lib.catalog import JsonlWriter, read_jsonl
 from datadream_lib.errors import DataDreamError
@@ -286,7 +286,7 @@ class DISEF(Method):
         sd_tokenizer = models.clip_tokenizer()  # Stable Diffusion 2.1's text encoder reads CLIP BPE tokens
         writer = JsonlWriter(self.captions_path)
         try:
-            for c, k in tqdm(todo, desc="captions", disable=not progress):
+            for c, k in progress_bar(todo, desc="captions", unit="shot", disable=not progress):
                 path = self.split.shot_order[c][k]
                 inputs = processor(images=[load_rgb(path)], text=[llava_prompt(self.split.classnames[c])],
                                    return_tensors="pt").to(device)
