@@ -2,7 +2,8 @@
 
 Features: Inception-v3 with the standard FID weights (`pt_inception-2015-12-05`, the network of
 pytorch-fid / torchmetrics / clean-fid), read from `inception_weights` when offline, with
-`weights_only=True`. The extractor is swappable: `tiny` is a small seeded random conv net for
+`weights_only=True`. The extractor is swappable: `clip` takes the run's CLIP image tower (the toy
+world's features: a network trained on that world), `tiny` is a small seeded random conv net for
 offline checks of the machinery (its numbers mean nothing about image quality).
 
 With K real images a 2048-d covariance has rank at most K - 1, so per-class FID on the shots is
@@ -155,8 +156,27 @@ class InceptionFeatures(nn.Module):
         return self.net(images / 127.5 - 1)
 
 
+class ClipFeatures(nn.Module):
+    """The image embeddings of the run's CLIP image tower (the classifier's backbone, before any
+    fine-tuning): FID on features of a network trained on the images' own world. The toy world's
+    default, as the paper's Inception was trained on the natural images it scores; with the
+    pretrained models it is CLIP-feature FID (as in clean-fid's `clip_vit_b_32` mode), not the
+    paper's FID."""
+
+    def __init__(self, p):
+        super().__init__()
+        model, _, self.input_size = models.load_clip(p)  # notes which weights (clip_pretrained)
+        self.visual = model.visual.eval()
+        self.register_buffer("mean", torch.tensor(models.CLIP_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(models.CLIP_STD).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # uint8-range floats in [0, 255]
+        return self.visual((images / 255 - self.mean) / self.std)
+
+
 EXTRACTORS: dict[str, Callable[..., nn.Module]] = {
     "inception": lambda p: InceptionFeatures(p.inception_weights),
+    "clip": ClipFeatures,
     "tiny": lambda p: TinyFeatures(),
 }
 

@@ -68,6 +68,8 @@ def plan_weights(p) -> list[dict]:
         described += [check() for check in methods.METHODS[p.synth_method].weights(p)]
     if planned & {"classification", "ablations"}:
         described.append(models.check_clip_reachable(p))
+    if "fid" in planned and p.fid_features == "clip" and not planned & {"classification", "ablations"}:
+        described.append(models.check_clip_reachable(p))
     if "fid" in planned and p.fid_features == "inception":
         fid.InceptionFeatures.state_dict_from(p.inception_weights)  # a local file, the torch hub cache, or a download
         described.append(fid.InceptionFeatures.describe(p.inception_weights))

@@ -259,10 +259,30 @@ def fig3_sources(run_dirs: Iterable[Path]) -> dict[str, tuple[Path, dict[str, Pa
     out = {}
     for dataset, seeds in sorted(by_dataset.items()):
         chosen = seeds[min(seeds)]
-        sources = {label: folder for run_dir in chosen for label, folder in catalog.sources(Run(run_dir)).items()}
+        sources = {label: folder for run_dir in chosen if (run_dir / "stages" / "synthesis.json").exists()
+                   for label, folder in catalog.sources(Run(run_dir)).items()}  # no empty rows of unfinished runs
         if sources:
             out[dataset] = (chosen[0] / "split.json", sources)
     return out
+
+
+# What each result needs from a run: the stage that writes it.
+NEEDS = {"classification": "Table 1", "synthesis": "Fig. 3", "fid": "Fig. 4", "ablations": "Fig. 5"}
+
+
+def unfinished(run_dirs: Iterable[Path]) -> pd.DataFrame:
+    """Per run, the planned stages (its params.yaml's `stages`) not done yet, with the result that
+    waits for each and the command that finishes it."""
+    rows = []
+    for run_dir in run_dirs:
+        p = _run_params(run_dir)
+        if p is None:
+            continue
+        for stage in p.get("stages") or []:
+            if stage in NEEDS and not (Path(run_dir) / "stages" / f"{stage}.json").exists():
+                rows.append({"run": Path(run_dir).name, "stage": stage, "needed_for": NEEDS[stage],
+                             "finish_with": f"python -m datadream_lib.pipeline {Path(run_dir) / PARAMS_FILE}"})
+    return pd.DataFrame(rows, columns=["run", "stage", "needed_for", "finish_with"])
 
 
 def weights_used(run_dirs: Iterable[Path]) -> pd.DataFrame:
@@ -288,6 +308,12 @@ def rebuild(roots: Iterable[str | Path], out_dir: str | Path = "figures") -> dic
     atomic_write_text(out / "weights_used.csv", written["weights"].to_csv(index=False))
     for row in tables["skipped"].itertuples():
         print(f"[results] skipped {row.file}: {row.why}")
+    written["unfinished"] = unfinished(run_dirs)
+    for (stage, needed_for), group in written["unfinished"].groupby(["stage", "needed_for"], sort=False):
+        print(f"[results] {needed_for} leaves out {len(group)} run(s) whose {stage} stage is not done: "
+              f"{', '.join(group['run'])}. Finish one with: {group['finish_with'].iloc[0]}")
+    if tables["metrics"].empty:
+        print("[results] no Table 1: no run has a finished classification setting (classification/<setting>/metrics.json).")
     if not tables["metrics"].empty:
         for (method, dataset), group in tables["metrics"].groupby(["method", "dataset"]):
             if group["weights"].nunique() > 1:

@@ -35,8 +35,9 @@ from datadream_lib.weights import SD21_BASE, refuse_withdrawn
 CLASSIFIER_SETTINGS = ("zero_shot", "real_finetune", "synthetic", "synthetic_real")
 SYNTHETIC_SETTINGS = ("synthetic", "synthetic_real")  # the settings that train on synthetic images
 MODEL_PRESETS = ("pretrained", "tiny", "full_random", "toy")
-FID_FEATURES = ("inception", "tiny")
+FID_FEATURES = ("inception", "clip", "tiny")
 FID_FEATURE_NAMES = {"inception": "Inception-v3 pool3 features",  # what a figure says the FID was measured on
+                     "clip": "the run's CLIP image-tower embeddings",
                      "tiny": "a random 64-d conv net's features: an offline check, not a quality score"}
 FID_REAL_SETS = ("train", "shots")
 PRECISIONS = ("auto", "bf16", "fp16", "no")
@@ -120,7 +121,7 @@ class Params:
     mix_aug_prob: float = field(0.0, "probability of CutMix-or-MixUp per step (one coin per batch); the authors' code has it at 0.2 but their released scripts run with it off", min=0.0, max=1.0)
 
     # --- FID analysis (docs/hyperparameters.md §5) -------------------------------------------
-    fid_features: str = field("inception", "feature extractor: 'inception' (standard FID weights) or 'tiny'", choices=FID_FEATURES)
+    fid_features: str = field("inception", "feature extractor: 'inception' (standard FID weights, the paper's), 'clip' (the run's CLIP image tower: the toy world's) or 'tiny' (a random net: offline checks only)", choices=FID_FEATURES)
     inception_weights: Optional[str] = field(None, "local path of pt_inception-2015-12-05-6726825d.pth; None = download")
     fid_real_set: str = field("train", "real images compared per class: all 'train' images or the 'shots'", choices=FID_REAL_SETS)
 
@@ -217,6 +218,7 @@ TOYWORLD: dict[str, Any] = {
     "ablation_images_per_class": [20, 40],
     "ablation_shots": [2],  # with K = 4 itself, Fig. 5's two points; each further K adapts and generates again (make demo < 5 min)
     "filter_budget": 10,  # DISEF: 80 candidates per class at most for its 40 images (the authors: 100 batches for 500)
+    "fid_features": "clip",  # its own CLIP's image tower, trained on the toy world (as Inception on natural images)
 }
 BASES: dict[str, dict[str, Any]] = {"paper": {}, "demo": DEMO, "toyworld": TOYWORLD}
 
