@@ -266,6 +266,32 @@ def fig3_sources(run_dirs: Iterable[Path]) -> dict[str, tuple[Path, dict[str, Pa
     return out
 
 
+def fig3_shot_sources(run_dirs: Iterable[Path]) -> dict[str, tuple[Path, dict[tuple[str, int], Path]]]:
+    """Per dataset, the paper's Fig. 3: the split of the run with the most shots (of the lowest
+    seed), and {(label, shots): folder} of every source of synthetic images at every K among that
+    seed's runs and their shot-ablation sub-runs (ablations/shots/k<K>/)."""
+    from datadream_lib import catalog
+    from datadream_lib.runs import Run
+
+    by_dataset: dict[str, dict[int, list[tuple[Path, int]]]] = {}
+    for run_dir in run_dirs:
+        p = _run_params(run_dir)
+        if p is None or not (run_dir / "stages" / "synthesis.json").exists():
+            continue
+        found = by_dataset.setdefault(p["dataset"], {}).setdefault(p["seed"], [])
+        found.append((run_dir, p["shots"]))
+        found += [(sub, int(sub.name[1:])) for sub in sorted((run_dir / "ablations" / "shots").glob("k*"))
+                  if sub.name[1:].isdigit() and (sub / "synthetic").is_dir()]
+    out = {}
+    for dataset, seeds in sorted(by_dataset.items()):
+        chosen = seeds[min(seeds)]
+        sources = {(label, k): folder for run_dir, k in chosen for label, folder in catalog.sources(Run(run_dir)).items()}
+        if sources:
+            widest = max((k, str(run_dir)) for run_dir, k in chosen if (run_dir / "split.json").exists())
+            out[dataset] = (Path(widest[1]) / "split.json", sources)
+    return out
+
+
 # What each result needs from a run: the stage that writes it.
 NEEDS = {"classification": "Table 1", "synthesis": "Fig. 3", "fid": "Fig. 4", "ablations": "Fig. 5"}
 
@@ -337,6 +363,14 @@ def rebuild(roots: Iterable[str | Path], out_dir: str | Path = "figures") -> dic
             print(f"[results] skipped Fig. 3 of {dataset}: {split_file} is not readable ({type(exc).__name__})")
             continue
         written[f"fig3_{dataset}"] = path
+    for dataset, (split_file, sources) in fig3_shot_sources(run_dirs).items():
+        path = out / f"fig3_shots_{dataset}.png"
+        try:
+            figures.fig3_shots(split_file, sources, path=path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"[results] skipped Fig. 3 (shots) of {dataset}: {split_file} is not readable ({type(exc).__name__})")
+            continue
+        written[f"fig3_shots_{dataset}"] = path
     ablation = tables["ablations"]
     for dataset in sorted(set(ablation.get("dataset", []))):
         metrics = tables["metrics"]

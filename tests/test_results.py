@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datadream_lib import datasets, params, results, runs
+from datadream_lib import datasets, figures, params, results, runs
 from datadream_lib.errors import DataDreamError
 
 ROOT = runs.project_root()
@@ -149,3 +149,32 @@ def test_a_table1_cell_whose_seeds_used_different_weights_is_marked_and_said(tin
     assert "DataDream-dset, synthetic only / toy holds runs made with different pretrained weights" in said
     assert "someone/another-sd@cccccccccc" in mixed["weights"].set_index("run").loc["demo_seed1", "weights"]
     assert "someone/another-sd" in (tmp_path / "mixed" / "weights_used.csv").read_text()
+
+
+def test_fig3_by_shots_and_what_an_unfinished_run_lacks(tiny_runs, tmp_path, capsys):
+    """Fig. 3 as the paper draws it: one class, a row per source, a column group per K (the run's K
+    and its shot-ablation sub-runs'), dset beside cls, drawn at the paper's column width; a run
+    whose classification and FID are not done is named, with what it leaves out of which result and
+    the command that finishes it, and Fig. 3 draws no empty row for it."""
+    from PIL import Image
+
+    root, _, _ = tiny_runs
+    for name in ("demo_seed0", "demo_cls_seed0"):
+        shutil.copytree(root / name, tmp_path / "runs" / name)
+    unfinished = tmp_path / "runs" / "demo_cls_seed0"
+    shutil.rmtree(unfinished / "classification")
+    for stage in ("classification", "fid"):
+        (unfinished / "stages" / f"{stage}.json").unlink()
+    split_file, sources = results.fig3_shot_sources(results.find_runs([tmp_path / "runs"]))["toy"]
+    assert set(sources) == {("DataDream-dset", 1), ("DataDream-dset", 2), ("DataDream-dset", 4), ("DataDream-cls", 4)}
+    written = results.rebuild([tmp_path / "runs"], tmp_path / "out")
+    with Image.open(written["fig3_shots_toy"]) as image:
+        assert image.width <= 1.1 * figures.COLUMN_WIDTH_IN * 150  # drawn at the paper's width (150 dpi)
+    said = capsys.readouterr().out
+    assert "Table 1 leaves out 1 run(s) whose classification stage is not done: demo_cls_seed0" in said
+    assert f"python -m datadream_lib.pipeline {unfinished / 'params.yaml'}" in said
+    assert set(written["unfinished"]["stage"]) == {"classification", "fid"}
+
+    (unfinished / "stages" / "synthesis.json").unlink()  # its images are not all made: no row of its own
+    assert ("DataDream-cls", 4) not in results.fig3_shot_sources(results.find_runs([tmp_path / "runs"]))["toy"][1]
+    assert "DataDream-cls" not in results.fig3_sources(results.find_runs([tmp_path / "runs"]))["toy"][1]
