@@ -456,7 +456,7 @@ def units_of(targets: list[str], overrides: dict, shards: int) -> list[Unit]:
     files, units, records = [], [], []
     for target in targets:
         path = Path(target)
-        if path.is_dir():
+        if path.is_dir() or not path.suffix:  # a runs_root (or one not made yet)
             planned = read_plan_file(path / LAUNCH_DIR / PLAN_FILE)
             planned_runs = set()
             if planned:
@@ -467,8 +467,6 @@ def units_of(targets: list[str], overrides: dict, shards: int) -> list[Unit]:
             records += [r for r in sorted(path.glob(f"*/{runs.PARAMS_FILE}")) if r.parent.name not in planned_runs]
         else:
             files.append(target)
-    if not files and not units and not records:
-        raise DataDreamError(f"no parameter files, run folders or launches in {targets}.")
     for record in records:  # a run's own params.yaml; one from before Nov. 2025 may name a withdrawn model id
         values = yaml.safe_load(record.read_text())
         units += plan_units([str(record)], {**weights.mirrored(values if isinstance(values, dict) else {}), **overrides}, shards)
@@ -501,12 +499,13 @@ def main(argv=None) -> int:
     try:
         if args.shards < 1:
             raise DataDreamError(f"--shards {args.shards} must be at least 1.")
-        if args.command == "status" and all(not Path(t).is_file() and not list(Path(t).glob(f"*/{runs.PARAMS_FILE}"))
-                                            and not (Path(t) / LAUNCH_DIR / PLAN_FILE).exists() for t in args.params):
-            print(f"[launch] no runs under {', '.join(args.params)} yet: nothing launched there, no run folder "
-                  f"(a run folder holds {runs.PARAMS_FILE}).")
-            return 0
         units = units_of(args.params, params.parse_overrides(args.overrides), args.shards)
+        if not units:  # folders with nothing launched and no run folder in them
+            if args.command == "status":
+                print(f"[launch] no runs under {', '.join(args.params)} yet: nothing launched there, no run folder "
+                      f"(a run folder holds {runs.PARAMS_FILE}).")
+                return 0
+            raise DataDreamError(f"no parameter files, run folders or launches in {args.params}.")
         if args.command == "plan":
             for unit in units:
                 print(f"{unit.id}  (after {len(unit.after)})\n    {unit.shell()}")

@@ -59,16 +59,15 @@ def preflight(p, folder: Optional[Path] = None) -> None:
 def plan_weights(p) -> list[dict]:
     """The pretrained weights the plan's stages load, each checked cheaply (reachable, readable) and
     described (`weights.py`): the method's for adaptation and synthesis (and the ablations, which
-    run both), the classifier's CLIP for classification and the ablations, the FID features."""
+    run both), the classifier's CLIP for classification and the ablations (and for FID on its features),
+    the FID features."""
     from datadream_lib import fid
 
     planned = set(p.stages)
     described = []
     if planned & {"adaptation", "synthesis", "ablations"}:
         described += [check() for check in methods.METHODS[p.synth_method].weights(p)]
-    if planned & {"classification", "ablations"}:
-        described.append(models.check_clip_reachable(p))
-    if "fid" in planned and p.fid_features == "clip" and not planned & {"classification", "ablations"}:
+    if planned & {"classification", "ablations"} or ("fid" in planned and p.fid_features == "clip"):
         described.append(models.check_clip_reachable(p))
     if "fid" in planned and p.fid_features == "inception":
         fid.InceptionFeatures.state_dict_from(p.inception_weights)  # a local file, the torch hub cache, or a download

@@ -243,24 +243,26 @@ def write_table1(metrics: pd.DataFrame, out_stem: Path) -> pd.DataFrame:
 NOTEBOOK_PARAMETERS = {"run_roots": ["runs"], "out_dir": "figures"}  # notebooks/06_paper_results.ipynb
 
 
-def fig3_sources(run_dirs: Iterable[Path]) -> dict[str, tuple[Path, dict[str, Path]]]:
-    """Per dataset, Fig. 3's images: the split of one seed (the lowest) and, for each source of
-    synthetic images among that seed's runs (DataDream-dset, IsSynth, DISEF, ...), its folder.
-    Runs of one dataset and seed draw the same shots (their split parameters are the same)."""
-    from datadream_lib import catalog
-    from datadream_lib.runs import Run
-
+def _synthesized_runs_of_lowest_seed(run_dirs: Iterable[Path]) -> dict[str, list[Path]]:
+    """Per dataset, the runs of its lowest seed whose synthesis is done (runs of one dataset and seed
+    draw the same shots: their split parameters are the same)."""
     by_dataset: dict[str, dict[int, list[Path]]] = {}
     for run_dir in run_dirs:
         p = _run_params(run_dir)
-        if p is None:
-            continue
-        by_dataset.setdefault(p["dataset"], {}).setdefault(p["seed"], []).append(run_dir)
+        if p is not None and (run_dir / "stages" / "synthesis.json").exists():  # no empty rows of unfinished runs
+            by_dataset.setdefault(p["dataset"], {}).setdefault(p["seed"], []).append(run_dir)
+    return {dataset: seeds[min(seeds)] for dataset, seeds in sorted(by_dataset.items())}
+
+
+def fig3_sources(run_dirs: Iterable[Path]) -> dict[str, tuple[Path, dict[str, Path]]]:
+    """Per dataset, the per-class grid's images: the split of one seed (the lowest) and, for each
+    source of synthetic images among that seed's runs (DataDream-dset, IsSynth, DISEF, ...), its folder."""
+    from datadream_lib import catalog
+    from datadream_lib.runs import Run
+
     out = {}
-    for dataset, seeds in sorted(by_dataset.items()):
-        chosen = seeds[min(seeds)]
-        sources = {label: folder for run_dir in chosen if (run_dir / "stages" / "synthesis.json").exists()
-                   for label, folder in catalog.sources(Run(run_dir)).items()}  # no empty rows of unfinished runs
+    for dataset, chosen in _synthesized_runs_of_lowest_seed(run_dirs).items():
+        sources = {label: folder for run_dir in chosen for label, folder in catalog.sources(Run(run_dir)).items()}
         if sources:
             out[dataset] = (chosen[0] / "split.json", sources)
     return out
@@ -273,21 +275,16 @@ def fig3_shot_sources(run_dirs: Iterable[Path]) -> dict[str, tuple[Path, dict[tu
     from datadream_lib import catalog
     from datadream_lib.runs import Run
 
-    by_dataset: dict[str, dict[int, list[tuple[Path, int]]]] = {}
-    for run_dir in run_dirs:
-        p = _run_params(run_dir)
-        if p is None or not (run_dir / "stages" / "synthesis.json").exists():
-            continue
-        found = by_dataset.setdefault(p["dataset"], {}).setdefault(p["seed"], [])
-        found.append((run_dir, p["shots"]))
-        found += [(sub, int(sub.name[1:])) for sub in sorted((run_dir / "ablations" / "shots").glob("k*"))
-                  if sub.name[1:].isdigit() and (sub / "synthetic").is_dir()]
     out = {}
-    for dataset, seeds in sorted(by_dataset.items()):
-        chosen = seeds[min(seeds)]
-        sources = {(label, k): folder for run_dir, k in chosen for label, folder in catalog.sources(Run(run_dir)).items()}
+    for dataset, chosen in _synthesized_runs_of_lowest_seed(run_dirs).items():
+        found = []
+        for run_dir in chosen:
+            found.append((run_dir, _run_params(run_dir)["shots"]))
+            found += [(sub, int(sub.name[1:])) for sub in sorted((run_dir / "ablations" / "shots").glob("k*"))
+                      if sub.name[1:].isdigit() and (sub / "synthetic").is_dir()]
+        sources = {(label, k): folder for run_dir, k in found for label, folder in catalog.sources(Run(run_dir)).items()}
         if sources:
-            widest = max((k, str(run_dir)) for run_dir, k in chosen if (run_dir / "split.json").exists())
+            widest = max((k, str(run_dir)) for run_dir, k in found if (run_dir / "split.json").exists())
             out[dataset] = (Path(widest[1]) / "split.json", sources)
     return out
 
