@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms
 from torchvision.transforms import v2
 
@@ -214,9 +214,29 @@ def collate_pool(samples):
     return list(images), torch.tensor(labels), torch.tensor(is_real)
 
 
-def _loader(dataset, p, shuffle: bool, seed: int, batch_size: int, device, collate_fn=None) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=p.num_workers,
-                      generator=torch.Generator().manual_seed(seed), pin_memory=device.type == "cuda",
+class EpochShuffle(Sampler):
+    """The training order: a permutation drawn from (seed, epoch) alone (set `epoch` before each
+    pass). A DataLoader's own shuffle continues one generator from pass to pass, and every `iter()`
+    of the loader draws from it, so a wrapper that iterates the loader once more (tqdm.auto in a
+    kernel does, through tqdm.asyncio) shifts every later epoch's order: the scores then depend on
+    which progress bar was imported. Here they cannot."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(augmentation.batch_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+
+def _loader(dataset, p, sampler: Optional[Sampler], batch_size: int, device, collate_fn=None) -> DataLoader:
+    """In the sampler's order (None: the dataset's). The loader's own generator seeds only its
+    workers, which decode and draw nothing (the augmentation is seeded per batch)."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=p.num_workers,
+                      generator=torch.Generator().manual_seed(0), pin_memory=device.type == "cuda",
                       persistent_workers=False, drop_last=False, collate_fn=collate_fn)
 
 
@@ -322,7 +342,8 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
     n_classes = model.prompt_tokens.shape[0]
     repeat = max(1, p.images_per_class // p.shots)
     pool = TrainingPool(real_items, synth_items, repeat, substitutes, options.replace_real, p.seed + 4)
-    loader = _loader(pool, p, True, p.seed + 1, p.clf_batch_size, device, collate_pool)
+    order = EpochShuffle(len(pool), p.seed + 1)
+    loader = _loader(pool, p, order, p.clf_batch_size, device, collate_pool)
     augment = augmentation.DeviceAugment(image_size, device, p.clf_blur, p.clf_augment)
     real_weight = p.real_loss_weight if real_items and synth_items else float(bool(real_items))
     total = len(loader) * p.clf_epochs
@@ -334,7 +355,7 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
     bar = progress_bar(total=total, desc=name, unit="step", disable=not progress)
     for epoch in range(1, p.clf_epochs + 1):
         model.train()
-        pool.epoch = epoch  # the replacement draws of this epoch (the workers copy the pool at each pass)
+        pool.epoch = order.epoch = epoch  # this epoch's replacement draws and order (the workers copy the pool at each pass)
         losses = []
         bar.set_postfix_str(f"epoch {epoch}/{p.clf_epochs}", refresh=False)
         for step, (images, labels, is_real) in enumerate(loader):
@@ -383,7 +404,7 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
     model, trainable, image_size = build_classifier(p, split)
     model.to(device)
     evaluation = test_transform(image_size)
-    val_loader = _loader(ImageList(split.val, evaluation), p, False, 0, max(EVAL_BATCH, p.clf_batch_size), device)
+    val_loader = _loader(ImageList(split.val, evaluation), p, None, max(EVAL_BATCH, p.clf_batch_size), device)
     real = split.shots(p.shots) if setting in ("real_finetune", "synthetic_real") else []
     synth = synth_items if setting in SYNTHETIC_SETTINGS else []
     if setting in SYNTHETIC_SETTINGS and not synth:
@@ -404,7 +425,7 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
         history, best_epoch = fit(model, trainable, p, real, synth, val_loader, device, image_size, progress, teacher,
                                   options, substitutes, name=f"classifier ({setting})")
     val_top1 = history[best_epoch - 1]["val_top1"] if history else accuracy(*predict(model, val_loader, device, amp))
-    test_loader = _loader(ImageList(split.test, evaluation), p, False, 0, max(EVAL_BATCH, p.clf_batch_size), device)
+    test_loader = _loader(ImageList(split.test, evaluation), p, None, max(EVAL_BATCH, p.clf_batch_size), device)
     preds, labels = predict(model, test_loader, device, amp)  # the one read of the test split
     return {
         "setting": setting, "dataset": split.dataset, "seed": p.seed, "shots": p.shots,

@@ -274,3 +274,30 @@ def test_the_teacher_option_is_off_by_default_and_changes_training_when_on(demo_
     on = classification.train_and_evaluate(p, "synthetic", split, fake_synthetic, progress=False, options=options)
     assert off["teacher_weight"] == 0 and on["teacher_weight"] == 0.5
     assert on["history"][0]["losses"][0] > off["history"][0]["losses"][0]  # the same first batch, a term added
+
+
+def test_scores_do_not_depend_on_an_extra_pass_over_the_loader(demo_run, monkeypatch):
+    """tqdm.auto in a kernel (through tqdm.asyncio) calls iter() on what it wraps once more than the
+    loop does. With the DataLoader's own shuffle each iter() drew from one generator, so every later
+    epoch's order, and the scores, changed with the progress bar imported; the order is now a
+    function of (seed, epoch) alone."""
+    from torch.utils.data import DataLoader
+
+    p, run, split = demo_run(clf_epochs=3, clf_warmup_epochs=0, clf_batch_size=8, images_per_class=8, shots=4)
+    synth = split.train[: 4 * p.images_per_class]
+    plain = classification.train_and_evaluate(p, "synthetic_real", split, synth, progress=False)
+    real_iter = DataLoader.__iter__
+
+    def eager(self):  # what tqdm.asyncio's __init__ does before the loop's own iter()
+        real_iter(self)
+        return real_iter(self)
+
+    monkeypatch.setattr(DataLoader, "__iter__", eager)
+    wrapped = classification.train_and_evaluate(p, "synthetic_real", split, synth, progress=False)
+    assert [h["losses"] for h in wrapped["history"]] == [h["losses"] for h in plain["history"]]
+    order = classification.EpochShuffle(40, seed=1)
+    epochs = []
+    for epoch in (1, 2, 1):
+        order.epoch = epoch
+        epochs.append(list(order))
+    assert epochs[0] == epochs[2] != epochs[1] and sorted(epochs[1]) == list(range(40))
