@@ -17,7 +17,7 @@ LOCK := requirements.lock
 LOCK_DATE ?= 2026-12-01T00:00:00Z
 UV_VERSION ?= 0.13.9
 TOOLS := build/tools
-LOCK_FLAGS := --extra test -c lock-constraints.txt --python-version 3.11 \
+LOCK_FLAGS := --extra test --extra tracking -c lock-constraints.txt --python-version 3.11 \
 	--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock"
 
 .PHONY: setup demo demo-tiny test test-latest lock gpu-check-wheels lab clean-demo

@@ -334,8 +334,9 @@ def per_class_accuracy(preds, labels, classnames) -> dict[str, float]:
 def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader, device, image_size,
         progress: bool = True, teacher: Optional[CLIPClassifier] = None,
         options: ClassifierOptions = ClassifierOptions(), substitutes: Optional[list[list[str]]] = None,
-        name: str = "classifier") -> tuple[list[dict], int]:
-    """Train; after every epoch score val and keep the best LoRA state (ties: the earlier epoch).
+        name: str = "classifier", curves: Optional[tracking.Curves] = None) -> tuple[list[dict], int]:
+    """Train; after every epoch score val and keep the best LoRA state (ties: the earlier epoch),
+    and send the epoch's curves (loss per step; mean loss, lr, val top-1) to `curves`.
     With a `teacher` (the method's option), its soft cross-entropy on the synthetic samples is added;
     with `substitutes`, real samples are replaced with probability `options.replace_real`."""
     amp = models.autocast_dtype(p, device)
@@ -352,6 +353,7 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
         optimizer, lr_lambda(total, p.clf_warmup_epochs * len(loader), p.clf_lr, p.clf_min_lr))
     mixer = BatchMix(n_classes, p.mix_aug_prob, p.seed + 3)
     history, best_state, best_val, best_epoch = [], model.lora_state(), -1.0, 0
+    curves = curves or tracking.Curves([])
     bar = progress_bar(total=total, desc=name, unit="step", disable=not progress)
     for epoch in range(1, p.clf_epochs + 1):
         model.train()
@@ -385,6 +387,10 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
         val_top1 = accuracy(*predict(model, val_loader, device, amp))
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "losses": losses, "steps": len(losses),
                         "val_top1": val_top1, "lr": schedule.get_last_lr()[0]})
+        curves.scalars("classifier/loss", losses, first_step=(epoch - 1) * len(loader) + 1)
+        for tag, key in (("classifier/epoch_loss", "train_loss"), ("classifier/lr", "lr"), ("classifier/val_top1", "val_top1")):
+            curves.scalar(tag, history[-1][key], epoch)
+        curves.flush()  # the curves so far are visible while the next epoch trains
         if val_top1 > best_val:
             best_val, best_epoch, best_state = val_top1, epoch, model.lora_state()
     bar.close()
@@ -394,11 +400,12 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
 
 def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, progress: bool = True,
                        source: Optional[str] = None, options: ClassifierOptions = ClassifierOptions(),
-                       synth_shots: Optional[list] = None) -> dict:
+                       synth_shots: Optional[list] = None, curves: Optional[tracking.Curves] = None) -> dict:
     """One classifier setting, start to finish; the test split is read once, by the selected model.
     `source` names the synthetic images in tables (e.g. "DataDream-dset"); `options`: what the
     images' method asks of the classifier (off by default: Table 1's shared classifier);
-    `synth_shots`: each synthetic image's source shot (for a replacement by the shot's own images)."""
+    `synth_shots`: each synthetic image's source shot (for a replacement by the shot's own images);
+    `curves`: where the training curves and the test top-1 go as they are made (tracking.py)."""
     device = models.resolve_device(p)
     amp = models.autocast_dtype(p, device)
     model, trainable, image_size = build_classifier(p, split)
@@ -423,10 +430,12 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
                                      "but the manifest rows do not name a source_shot; set clf_replace_real: 0.")
             substitutes = substitutes_for(real, synth, synth_shots or [None] * len(synth), options.replace_from)
         history, best_epoch = fit(model, trainable, p, real, synth, val_loader, device, image_size, progress, teacher,
-                                  options, substitutes, name=f"classifier ({setting})")
+                                  options, substitutes, name=f"classifier ({setting})", curves=curves)
     val_top1 = history[best_epoch - 1]["val_top1"] if history else accuracy(*predict(model, val_loader, device, amp))
     test_loader = _loader(ImageList(split.test, evaluation), p, None, max(EVAL_BATCH, p.clf_batch_size), device)
     preds, labels = predict(model, test_loader, device, amp)  # the one read of the test split
+    if curves is not None:
+        curves.scalar("classifier/test_top1", accuracy(preds, labels), best_epoch)
     return {
         "setting": setting, "dataset": split.dataset, "seed": p.seed, "shots": p.shots,
         "synth_method": p.synth_method if synth else None, "source": source if synth else None,
@@ -453,20 +462,6 @@ def _read_metrics(path: Path) -> Optional[dict]:
     return metrics if isinstance(metrics, dict) and "top1" in metrics else None
 
 
-def track(tracking_to: str, run_dir: Path, setting: str, metrics: dict) -> None:
-    """A setting's curves for TensorBoard: loss per step, and per epoch the mean loss, lr and
-    validation top-1; then the test top-1 at the selected epoch."""
-    with tracking.curves(tracking_to, run_dir, f"classification/{setting}") as curves:
-        step = 0
-        for epoch in metrics["history"]:
-            curves.scalars("classifier/loss", epoch["losses"], first_step=step + 1)
-            step += epoch["steps"]
-            curves.scalar("classifier/epoch_loss", epoch["train_loss"], epoch["epoch"])
-            curves.scalar("classifier/lr", epoch["lr"], epoch["epoch"])
-            curves.scalar("classifier/val_top1", epoch["val_top1"], epoch["epoch"])
-        curves.scalar("classifier/test_top1", metrics["top1"], metrics.get("best_epoch") or 0)
-
-
 def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: Optional[list[str]] = None,
              out_root: Optional[Path] = None, images_per_class: Optional[int] = None) -> dict[str, dict]:
     """The classification stage: every setting in p.clf_settings (or `settings`, the first
@@ -488,15 +483,14 @@ def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: 
             synth = [(row["file"], row["class_index"]) for row in rows]
             shots = [row.get("source_shot") for row in rows]
             source = catalog.source_label(catalog.folder(run, p.synth_method))
-        results[setting] = train_and_evaluate(p, setting, split, synth or [], progress, source,
-                                              methods.METHODS[p.synth_method].classifier_options(p),
-                                              shots if synth else None)
+        with tracking.curves(p.tracking, run.dir if the_stage else None, f"classification/{setting}") as curves:
+            results[setting] = train_and_evaluate(p, setting, split, synth or [], progress, source,
+                                                  methods.METHODS[p.synth_method].classifier_options(p),
+                                                  shots if synth else None, curves)
         results[setting]["weights"] = run.weights  # the classifier's CLIP (weights/<id>.json)
         if setting in SYNTHETIC_SETTINGS:  # and those its synthetic images were made with (their manifest rows')
             results[setting]["synthetic_weights"] = sorted({str(row.get("weights")) for row in rows})
         write_json(path, results[setting])
-        if the_stage:
-            track(p.tracking, run.dir, setting, results[setting])
     if the_stage and all(_read_metrics(out_root / s / "metrics.json") is not None for s in p.clf_settings):
         run.outputs_complete("classification", settings=sorted(path.parent.name for path in out_root.glob("*/metrics.json")))
     return results

@@ -189,7 +189,7 @@ def notebook_values(namespace: dict, allowed: dict) -> dict:
 
 
 def dump(params: Params) -> str:
-    return yaml.safe_dump(params.to_dict(), sort_keys=False)
+    return params.to_yaml()
 
 
 def parse_overrides(pairs: list[str]) -> dict:

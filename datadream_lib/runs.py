@@ -204,7 +204,7 @@ def open_run(p, folder: Path | None = None) -> Run:
     if record.exists() and read_params_record(folder) is None:  # damaged: the markers vouched for p above
         print(f"[run] {record} was not readable YAML; written again from this run's parameters")
     if read_params_record(folder) is None:
-        atomic_write_text(record, yaml.safe_dump(p.to_dict(), sort_keys=False))
+        atomic_write_text(record, p.to_yaml())
     run = Run(folder, identity=p.identity(), allow_weights_change=p.allow_weights_change)
     run.environment  # this process's record
     return run

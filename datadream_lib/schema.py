@@ -27,6 +27,9 @@ import types
 import typing
 from typing import Any, Callable, Mapping, Optional
 
+import yaml
+
+from datadream_lib import tracking
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import check_run_name
 from datadream_lib.stages import NAMES as STAGES
@@ -35,6 +38,11 @@ from datadream_lib.weights import SD21_BASE, refuse_withdrawn
 CLASSIFIER_SETTINGS = ("zero_shot", "real_finetune", "synthetic", "synthetic_real")
 SYNTHETIC_SETTINGS = ("synthetic", "synthetic_real")  # the settings that train on synthetic images
 MODEL_PRESETS = ("pretrained", "tiny", "full_random", "toy")
+PRESET_WEIGHTS = {  # what a preset other than 'pretrained' loads (models.py builds or reads them)
+    "tiny": "random tiny models of the same classes, built from configs in datadream_lib/models.py (seeded)",
+    "full_random": "the full-size architectures (clip_model's for the CLIP) with random weights (seeded)",
+    "toy": "the toy world's models in models/toyworld/ (tiny models pretrained on the toy world)",
+}
 FID_FEATURES = ("inception", "clip", "tiny")
 FID_FEATURE_NAMES = {"inception": "Inception-v3 pool3 features",  # what a figure says the FID was measured on
                      "clip": "the run's CLIP image-tower embeddings",
@@ -69,7 +77,7 @@ class Params:
                               "data-loader worker processes for the classifier (default: the CPU cores this process may use)",
                               min=0, identity=False)
     stages: list = field(list(STAGES), "the stages the pipeline runs, in order (Table 1 runs leave out 'ablations')", choices=STAGES, identity=False)
-    tracking: str = field("tensorboard", "training curves as TensorBoard event files in the run's tensorboard/ folder (`tensorboard --logdir runs`; docs/tracking.md), or 'none'", choices=("tensorboard", "none"), identity=False)
+    tracking: str = field("tensorboard", "where training curves go: 'tensorboard' (event files in the run's tensorboard/ folder; `tensorboard --logdir runs`), 'wandb' (offline W&B runs in its wandb/ folder), 'mlflow' (MLFLOW_TRACKING_URI's store, else the run's mlflow/mlflow.db), several joined by '+', or 'none' (docs/tracking.md)", check=tracking.check, identity=False)
 
     # --- data (docs/hyperparameters.md §4) ---------------------------------------------------
     dataset: str = field("toy", "a name from datadream_lib.datasets.DATASETS")
@@ -153,6 +161,16 @@ class Params:
         """Every value the run uses (its method's defaults filled in): what params.yaml records."""
         core = {f.name: getattr(self, f.name) for f in core_fields()}
         return {**core, **dataclasses.asdict(self.method_params)}
+
+    def to_yaml(self) -> str:
+        """params.yaml: to_dict() as YAML, opened by a comment where the model preset is not
+        'pretrained' (the weight names in the file are then not what the run loads)."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if self.models in PRESET_WEIGHTS:
+            text = (f"# models: {self.models}. This run loads {PRESET_WEIGHTS[self.models]}.\n"
+                    f"# sd_model, clip_pretrained and a method's model fields name the weights of models: pretrained;\n"
+                    f"# this run does not load them. What each stage loaded is in the run's weights/ records.\n") + text
+        return text
 
     def given(self) -> dict:
         """The values as given (by the base and by hand): what a changed copy (another method,

@@ -142,3 +142,15 @@ def test_the_params_command_prints_a_files_resolved_values_and_lists_every_param
     listed = {line.split(":")[0] for line in capsys.readouterr().out.splitlines() if line and not line.startswith("#")}
     every = set(schema.FIELDS) | {name for group in params.groups().values() for name in schema.group_fields(group)}
     assert listed == every
+
+
+def test_params_yaml_of_a_preset_says_which_weights_the_run_loads():
+    """A toy or tiny run's params.yaml still holds sd_model / clip_pretrained (the fields of models:
+    pretrained); its first lines say they are not what the run loads."""
+    toy = params.load_file("params/toyworld.yaml")
+    text = toy.to_yaml()
+    assert text.startswith("# models: toy. This run loads the toy world's models in models/toyworld/")
+    assert "does not load them" in text and yaml.safe_load(text) == toy.to_dict()
+    assert params.load_file("params/demo.yaml").to_yaml().startswith("# models: tiny. This run loads random tiny models")
+    paper = params.load_file("params/paper/eurosat_dset.yaml", {"seed": 0})
+    assert not paper.to_yaml().startswith("#") and yaml.safe_load(paper.to_yaml()) == paper.to_dict()
