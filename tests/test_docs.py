@@ -145,7 +145,7 @@ def test_the_shell_blocks_of_the_docs_work(scratch):
             dry = dry_form(words)
             if dry is None:
                 program = words[0].replace(".venv/bin/", f"{scratch / '.venv' / 'bin'}/")
-                if not shutil.which(program) and not (scratch / words[0]).exists():
+                if not shutil.which(program, path=block_env["PATH"]) and not (scratch / words[0]).exists():
                     failures.append(f"{where}: {words[0]}: no such command ({why})")
                 continue
             result = _run(dry, scratch, block_env)
