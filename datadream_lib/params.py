@@ -78,7 +78,7 @@ def from_dict(values: dict, base: Optional[str] = None) -> Params:
                              f"all seeds with `python -m datadream_lib.pipeline FILE`.")
     if base not in BASES:
         raise DataDreamError(f"parameter 'base': {base!r} is not one of {list(BASES)}.{_nearest(str(base), BASES)}")
-    return schema.build(values, {**BASES[base], **inherited}, groups())
+    return schema.build(values, {**BASES[base], **inherited}, groups(), base)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

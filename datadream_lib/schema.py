@@ -143,6 +143,7 @@ class Params:
     given_values: dict = dataclasses.field(default_factory=dict, repr=False, compare=False, metadata={"internal": True})
     # what was given and inherited, for every method (a copy for another method reads its values here)
     source_values: dict = dataclasses.field(default_factory=dict, repr=False, compare=False, metadata={"internal": True})
+    base: str = dataclasses.field(default="paper", repr=False, compare=False, metadata={"internal": True})  # its root base (a method's preset)
     groups: Mapping = dataclasses.field(default_factory=dict, repr=False, compare=False, metadata={"internal": True})
 
     def __getattr__(self, name: str):
@@ -185,7 +186,7 @@ class Params:
     def replace(self, groups: Optional[Mapping[str, type]] = None, **changes) -> "Params":
         """A copy with `changes`; a method default follows the copy's method and K. Values given for
         the old method's group that the new method does not have are dropped."""
-        return build(changes, self.source_values, groups or self.groups)
+        return build(changes, self.source_values, groups or self.groups, self.base)
 
     @property
     def max_shots(self) -> int:
@@ -197,14 +198,8 @@ DEMO: dict[str, Any] = {
     "run_name": "demo",
     "dataset": "toy",
     "models": "tiny",
-    "resolution": 32,
     "shots": 4,
-    "adapt_epochs": 6,
-    "adapt_batch_size": 4,
-    "adapt_warmup_steps": 2,
-    "adapt_lr": 1e-3,
     "images_per_class": 8,
-    "num_inference_steps": 20,
     "synth_batch_size": 8,
     "clf_epochs": 3,
     "clf_warmup_epochs": 1,
@@ -215,8 +210,6 @@ DEMO: dict[str, Any] = {
     "ablation_images_per_class": [4, 8],
     "ablation_shots": [1, 2],
     "ablation_settings": ["synthetic_real", "real_finetune"],
-    "caption_max_tokens": 12,
-    "inversion_steps": 4,
 }
 # The miniature world (datadream_lib/toyworld.py): tiny models pretrained on a generated world, a
 # target whose look that world lacks; sized so `make demo` runs every stage in a few minutes on 2 cores.
@@ -225,9 +218,6 @@ TOYWORLD: dict[str, Any] = {
     "run_name": "toyworld",
     "dataset": "toyworld",
     "models": "toy",
-    "adapt_epochs": 50,
-    "adapt_warmup_steps": 20,
-    "adapt_lr": 1e-3,
     "images_per_class": 40,
     "clf_epochs": 20,  # 5 epochs (25 steps on 160 images) left the synthetic-only classifiers near zero-shot: docs/toyworld.md
     "clf_warmup_epochs": 1,
@@ -235,10 +225,22 @@ TOYWORLD: dict[str, Any] = {
     "clf_augment": "crop_flip",  # the classes are colours: the authors' colour operations erase them (train loss stayed at ln 4): docs/toyworld.md
     "ablation_images_per_class": [20, 40],
     "ablation_shots": [2],  # with K = 4 itself, Fig. 5's two points; each further K adapts and generates again (make demo < 5 min)
-    "filter_budget": 10,  # DISEF: 80 candidates per class at most for its 40 images (the authors: 100 batches for 500)
     "fid_features": "clip",  # its own CLIP's image tower, trained on the toy world (as Inception on natural images)
 }
 BASES: dict[str, dict[str, Any]] = {"paper": {}, "demo": DEMO, "toyworld": TOYWORLD}
+BASE_CHAIN = {"paper": ("paper",), "demo": ("demo",), "toyworld": ("demo", "toyworld")}  # TOYWORLD is DEMO's values and its own
+
+
+def group_preset(group: type, base: str) -> dict[str, Any]:
+    """A method group's own values for a base: the class attribute PRESETS ({base: {field: value}})
+    of the group and of the groups it extends (its own over theirs), the toy world's over the demo's.
+    The bases hold the run's fields only."""
+    values: dict[str, Any] = {}
+    for name in BASE_CHAIN.get(base, ()):
+        for cls in reversed(group.__mro__):
+            values.update(cls.__dict__.get("PRESETS", {}).get(name, {}))
+    return values
+
 
 def core_fields() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(Params) if not f.metadata.get("internal")]
@@ -265,10 +267,11 @@ def owners(name: str, groups: Mapping[str, type]) -> list[str]:
     return [method for method, group in groups.items() if name in group_fields(group)]
 
 
-def build(given: dict, inherited: dict, groups: Mapping[str, type]) -> Params:
+def build(given: dict, inherited: dict, groups: Mapping[str, type], base: str = "paper") -> Params:
     """One run's Params from the values `given` by hand (each must be a parameter of the run or of
     its method's group) over `inherited` ones (a base's: a key of another method's group is dropped,
-    since a base serves every method). `groups`: {method name: its parameter group}."""
+    since a base serves every method), over the method group's own preset for `base` (`group_preset`).
+    `groups`: {method name: its parameter group}."""
     every = set(FIELDS).union(*(group_fields(g) for g in groups.values()))
     for source in (inherited, given):
         for key in source:
@@ -286,7 +289,7 @@ def build(given: dict, inherited: dict, groups: Mapping[str, type]) -> Params:
             raise DataDreamError(f"parameter '{key}' belongs to synth_method {' / '.join(map(repr, owners(key, groups)))}, not to "
                                  f"this run's {method!r} (each method's parameters are in its module, datadream_lib/methods/). "
                                  f"Remove it, or set synth_method to a method that has it.")
-    merged = {**{k: v for k, v in inherited.items() if k in FIELDS or k in mine}, **given}
+    merged = {**group_preset(group, base), **{k: v for k, v in inherited.items() if k in FIELDS or k in mine}, **given}
     core = {name: _check_value(name, value, FIELDS[name], Params) for name, value in merged.items() if name in FIELDS}
     p = Params(**core)
     shots = p.shots
@@ -298,7 +301,7 @@ def build(given: dict, inherited: dict, groups: Mapping[str, type]) -> Params:
         p = dataclasses.replace(p, run_name=_format_run_name(p.run_name, p.to_dict()))
         merged["run_name"] = sources["run_name"] = literal_braces(p.run_name)  # formatted once: braces left are plain
     check_run_name(p.run_name)
-    p = dataclasses.replace(p, given_values=merged, source_values=sources, groups=groups)  # what `replace` builds from
+    p = dataclasses.replace(p, given_values=merged, source_values=sources, groups=groups, base=base)  # what `replace` builds from
     _check_consistency(p)
     return p
 

@@ -154,3 +154,20 @@ def test_params_yaml_of_a_preset_says_which_weights_the_run_loads():
     assert params.load_file("params/demo.yaml").to_yaml().startswith("# models: tiny. This run loads random tiny models")
     paper = params.load_file("params/paper/eurosat_dset.yaml", {"seed": 0})
     assert not paper.to_yaml().startswith("#") and yaml.safe_load(paper.to_yaml()) == paper.to_dict()
+
+
+def test_the_bases_hold_the_runs_fields_and_each_method_its_own_preset():
+    """DEMO and TOYWORLD name no method's field; a method's demo and toy-world values are in its
+    group (PRESETS), follow a change of method, and give way to a file's or a hand-given value."""
+    from datadream_lib import schema
+
+    for base, values in schema.BASES.items():
+        assert set(values) <= set(schema.FIELDS), (base, set(values) - set(schema.FIELDS))
+    budget = {base: params.from_dict({"base": base, "synth_method": "disef"}).filter_budget
+              for base in ("paper", "demo", "toyworld")}
+    assert budget == {"paper": 100, "demo": 2, "toyworld": 10}  # the demo's random filter never meets the authors' 100
+    assert params.from_dict({"base": "toyworld", "synth_method": "disef"}).caption_max_tokens == 12  # the demo's, inherited
+    assert params.from_dict({"base": "demo"}).replace(synth_method="disef").filter_budget == 2
+    assert params.from_dict({"base": "demo", "synth_method": "disef", "filter_budget": 5}).filter_budget == 5
+    assert params.from_dict({"base": "demo", "synth_method": "dafusion"}).inversion_steps == 4
+    assert params.load_file("params/toyworld_disef.yaml").filter_budget == 10

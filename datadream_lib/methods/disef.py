@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 import pandas as pd
@@ -182,6 +182,10 @@ def cut_to_text_encoder(caption: str, tokenizer) -> tuple[str, bool]:
 @dataclasses.dataclass(frozen=True)
 class DISEFParameters(Sampling):
     """DISEF's group: DPM-Solver++ 20 steps at strength 0.75, guidance 8.0, its captioner and filter."""
+    # Its sizes on the demo's random tiny models (whose filter almost never agrees: the authors' budget
+    # of 100 batches per class would run for hours) and in the toy world (40 images per class).
+    PRESETS: ClassVar[dict] = {"demo": {"filter_budget": 2, "caption_max_tokens": 12},
+                               "toyworld": {"filter_budget": 10}}  # at most 80 candidates per class for 40 images
     scheduler: str = field("dpmsolver++", Sampling.__dataclass_fields__["scheduler"].metadata["help"],
                            check=Sampling.__dataclass_fields__["scheduler"].metadata["check"])
     num_inference_steps: int = field(20, "sampler steps (the authors: 20, noised at step 5)", min=1)
