@@ -20,8 +20,8 @@ by default, as Table 1 trained every method with the shared classifier).
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 import statistics
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
