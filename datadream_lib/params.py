@@ -19,6 +19,7 @@ file itself, with `--set`, or `-p`) is refused with the method it belongs to.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -67,7 +68,9 @@ def from_dict(values: dict, base: Optional[str] = None) -> Params:
     values = dict(values)
     base = values.pop("base", base) or "paper"
     inherited: dict = {}
+    base_file = None
     if isinstance(base, str) and base.endswith((".yaml", ".yml")):
+        base_file = base
         inherited = read_file(find_params_file(base))
         if "seed" in values:
             inherited.pop("seeds", None)
@@ -78,7 +81,12 @@ def from_dict(values: dict, base: Optional[str] = None) -> Params:
                              f"all seeds with `python -m datadream_lib.pipeline FILE`.")
     if base not in BASES:
         raise DataDreamError(f"parameter 'base': {base!r} is not one of {list(BASES)}.{_nearest(str(base), BASES)}")
-    return schema.build(values, {**BASES[base], **inherited}, groups(), base)
+    p = schema.build(values, {**BASES[base], **inherited}, groups(), base)
+    unused = sorted(key for key in inherited if not p.has(key))
+    if unused:  # e.g. eurosat_disef.yaml over eurosat_dset.yaml's `variant`: said once, on stderr (stdout may be YAML)
+        print(f"[params] {base_file} sets {', '.join(unused)}, which synth_method {p.synth_method!r} does not have; "
+              f"not used by this run.", file=sys.stderr)
+    return p
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -231,7 +239,6 @@ def main(argv=None) -> int:
     resolves to (its bases, its method's defaults, the overrides), as params.yaml would record them;
     `python -m datadream_lib.params --list [--method NAME]`: every parameter with its default and help."""
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(prog="python -m datadream_lib.params", description=main.__doc__)
     parser.add_argument("params", nargs="?", help="a parameter file, e.g. params/paper/eurosat_dset.yaml")

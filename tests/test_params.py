@@ -171,3 +171,16 @@ def test_the_bases_hold_the_runs_fields_and_each_method_its_own_preset():
     assert params.from_dict({"base": "demo", "synth_method": "disef", "filter_budget": 5}).filter_budget == 5
     assert params.from_dict({"base": "demo", "synth_method": "dafusion"}).inversion_steps == 4
     assert params.load_file("params/toyworld_disef.yaml").filter_budget == 10
+
+
+def test_a_base_files_value_for_another_methods_group_is_said_not_dropped_silently(capsys):
+    """eurosat_disef.yaml reads eurosat_dset.yaml's shots and seeds, and its `variant`, which DISEF
+    does not have: one line on stderr says so (stdout may be the resolved YAML)."""
+    p = params.load_file("params/paper/eurosat_disef.yaml", {"seed": 0})
+    out, err = capsys.readouterr()
+    assert not p.has("variant") and out == ""
+    assert err.startswith("[params] ") and err.count("\n") == 1
+    assert err.strip().endswith("eurosat_dset.yaml sets variant, which synth_method 'disef' does not have; "
+                                "not used by this run.")
+    params.load_file("params/paper/eurosat_dset.yaml", {"seed": 0})
+    assert capsys.readouterr().err == ""
