@@ -192,7 +192,7 @@ def read_record(unit: Unit) -> dict:
 
 def unit_done(unit: Unit) -> bool:
     """Done: its stage's marker exists (every part done), or its record says exit status 0."""
-    if unit.stage != "collect" and (unit.root / unit.run / "stages" / f"{unit.stage}.json").exists():
+    if unit.stage != "collect" and runs.stage_done(unit.root / unit.run, unit.stage):
         return True
     return read_record(unit).get("returncode") == 0
 

@@ -100,7 +100,7 @@ def reads(p, stage: str) -> list[str]:
 
 def check_plan(p, folder: Path) -> None:
     """Every stage in `stages` finds what it reads: a stage before it in the plan, or already done."""
-    done = {stage for stage in stages.NAMES if (folder / "stages" / f"{stage}.json").exists()}
+    done = {stage for stage in stages.NAMES if runs.stage_done(folder, stage)}
     for stage in (s for s in stages.NAMES if s in p.stages):
         missing = [need for need in reads(p, stage) if need not in p.stages and need not in done]
         if missing:

@@ -25,7 +25,7 @@ import yaml
 from datadream_lib import weights
 from datadream_lib.datasets import BENCHMARKS, DATASETS
 from datadream_lib.errors import DataDreamError
-from datadream_lib.runs import PARAMS_FILE, project_path
+from datadream_lib.runs import PARAMS_FILE, project_path, stage_done
 
 SETTING_LABELS = {
     "zero_shot": "CLIP zero-shot",
@@ -121,7 +121,7 @@ def collect(run_dirs: Iterable[Path]) -> dict[str, pd.DataFrame]:
         if p is None:
             continue
         common = {"run": run_dir.name, "dataset": p["dataset"], "seed": p["seed"], "synth_method": p["synth_method"]}
-        if (run_dir / "stages" / "classification.json").exists():
+        if stage_done(run_dir, "classification"):
             for setting in p["clf_settings"]:  # a finished stage has every setting's metrics
                 if not (run_dir / "classification" / setting / "metrics.json").exists():
                     skipped.append({"run": str(run_dir), "file": str(run_dir / "classification" / setting / "metrics.json"),
@@ -249,7 +249,7 @@ def _synthesized_runs_of_lowest_seed(run_dirs: Iterable[Path]) -> dict[str, list
     by_dataset: dict[str, dict[int, list[Path]]] = {}
     for run_dir in run_dirs:
         p = _run_params(run_dir)
-        if p is not None and (run_dir / "stages" / "synthesis.json").exists():  # no empty rows of unfinished runs
+        if p is not None and stage_done(run_dir, "synthesis"):  # no empty rows of unfinished runs
             by_dataset.setdefault(p["dataset"], {}).setdefault(p["seed"], []).append(run_dir)
     return {dataset: seeds[min(seeds)] for dataset, seeds in sorted(by_dataset.items())}
 
@@ -302,7 +302,7 @@ def unfinished(run_dirs: Iterable[Path]) -> pd.DataFrame:
         if p is None:
             continue
         for stage in p.get("stages") or []:
-            if stage in NEEDS and not (Path(run_dir) / "stages" / f"{stage}.json").exists():
+            if stage in NEEDS and not stage_done(run_dir, stage):
                 rows.append({"run": Path(run_dir).name, "stage": stage, "needed_for": NEEDS[stage],
                              "finish_with": f"python -m datadream_lib.pipeline {Path(run_dir) / PARAMS_FILE}"})
     return pd.DataFrame(rows, columns=["run", "stage", "needed_for", "finish_with"])

@@ -79,7 +79,7 @@ class Run:
         return weights.write_record(self.dir, self.allow_weights_change)
 
     def stage_done(self, stage: str) -> bool:
-        return self.path("stages", f"{stage}.json").exists()
+        return stage_done(self.dir, stage)
 
     def outputs_complete(self, stage: str, **info) -> None:
         """The stage's outputs are complete; it is done once its notebook finishes (`finish_stage`).
@@ -130,6 +130,11 @@ def part_of(p) -> str | None:
     if p.ablation_select:
         parts.append("ablations-" + "+".join(sorted(p.ablation_select)))
     return ".".join(parts) or None
+
+
+def stage_done(folder: Path, stage: str) -> bool:
+    """Whether the run in `folder` has finished `stage` (its done marker, stages/<stage>.json)."""
+    return (Path(folder) / "stages" / f"{stage}.json").exists()
 
 
 def run_dir(p) -> Path:
