@@ -20,7 +20,9 @@ import pandas as pd
 from datadream_lib.progress import bar as progress_bar
 from datadream_lib import classification, stages
 from datadream_lib.results import method_label
+from datadream_lib.files import record_damage
 from datadream_lib.schema import literal_braces
+from datadream_lib.stages import cell
 from datadream_lib.runs import Run, open_run
 from datadream_lib.splits import FewShotSplit
 
@@ -66,17 +68,10 @@ def shots(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def cell(ablation: str, value: int) -> str:
-    """A cell's name, as `ablation_select` names it: n<images per class>, k<shots>."""
-    return f"{'n' if ablation == 'images_per_class' else 'k'}{value}"
-
-
-def cells(p) -> list[str]:
-    """The cells of the grids that are work of their own (not the run's own point): the launcher's
-    ablation units. Cells of settings that read no synthetic images vary only with the shots."""
-    synthetic = any(s in classification.SYNTHETIC_SETTINGS for s in p.ablation_settings)
-    return ([cell("images_per_class", n) for n in p.ablation_images_per_class if n != p.images_per_class and synthetic]
-            + [cell("shots", k) for k in p.ablation_shots if k != p.shots])
+def damaged(p, run: Run, split: FewShotSplit) -> list[str]:
+    """The ablations stage's damage check: its table, readable."""
+    path = run.path("ablations", "results.csv")
+    return [f"{path}: {why}"] if (why := record_damage(path, "csv")) else []
 
 
 def ablate(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame:

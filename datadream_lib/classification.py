@@ -42,7 +42,7 @@ from datadream_lib.methods.base import ClassifierOptions
 from datadream_lib.schema import SYNTHETIC_SETTINGS
 from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.errors import DataDreamError
-from datadream_lib.files import read_json, write_json
+from datadream_lib.files import read_json, record_damage, write_json
 from datadream_lib.runs import Run
 
 BICUBIC = transforms.InterpolationMode.BICUBIC
@@ -460,6 +460,13 @@ def _read_metrics(path: Path) -> Optional[dict]:
         print(f"[classification] {path} is damaged; training that setting again")
         return None
     return metrics if isinstance(metrics, dict) and "top1" in metrics else None
+
+
+def damaged(p, run: Run, split: FewShotSplit) -> list[str]:
+    """The classification stage's damage check: every setting's metrics, readable (a lost one would
+    leave Table 1 a row short)."""
+    return [f"{path}: {why}" for path in (run.path("classification", s, "metrics.json") for s in p.clf_settings)
+            if (why := record_damage(path, "json"))]
 
 
 def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: Optional[list[str]] = None,

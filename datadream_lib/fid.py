@@ -29,7 +29,7 @@ from datadream_lib import weights as used_weights  # (the name `weights` is Ince
 from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.datasets import by_class
 from datadream_lib.errors import DataDreamError
-from datadream_lib.files import write_json
+from datadream_lib.files import record_damage, write_json
 from datadream_lib.runs import Run
 
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
@@ -226,6 +226,12 @@ def per_class(p, run: Run, split: FewShotSplit, progress: bool = True, extractor
                          "n_real": len(real_features), "real_set": p.fid_real_set, "features": p.fid_features,
                          **reported.get(label, {}).get(c, {})})
     return pd.DataFrame(rows)
+
+
+def damaged(p, run: Run, split: FewShotSplit) -> list[str]:
+    """The FID stage's damage check: its table and summary, readable."""
+    return [f"{path}: {why}" for path in (run.path("fid", "per_class.csv"), run.path("fid", "summary.json"))
+            if (why := record_damage(path, path.suffix[1:]))]
 
 
 def analyse(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame:

@@ -73,3 +73,19 @@ def json_records(folder: Path) -> dict[str, dict]:
         if isinstance(content, dict):
             out[path.stem] = content
     return out
+
+
+def record_damage(path: Path, kind: str) -> Optional[str]:
+    """Why a result file cannot be read (None if it can): missing, or not valid JSON / CSV."""
+    if not Path(path).is_file():
+        return "missing"
+    try:
+        if kind == "json":
+            json.loads(Path(path).read_text())
+        else:
+            import pandas as pd
+
+            pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas' ParserError is a ValueError
+        return f"not readable {kind.upper()} ({type(exc).__name__})"
+    return None

@@ -6,18 +6,24 @@
     python -m datadream_lib.launch status PARAMS...|RUNS_ROOT
 
 PARAMS are parameter files (each may hold `seeds`: one run per seed), so a grid is a list of files
-(`params/paper/*_dset.yaml`). Each run is cut into units, each the pipeline command with a selector,
-which can be copied and run by hand:
+(`params/paper/*_dset.yaml`). Each run is cut into units, the parts of its stages as the stage
+table (`stages.py`) declares them, each the pipeline command with a selector, which can be copied
+and run by hand:
 
     adaptation      one unit; a per-class preparation (cls adapters, DA-Fusion's tokens, DISEF's
                     captions) `--shards` units of classes (`shard_index` / `num_shards`)
-    synthesis       `--shards` units (`shard_index` / `num_shards`), after the run's adaptation
-    classification  one unit per setting (`clf_select`), after the run's synthesis
-    fid             one unit, after the run's classification
+    synthesis       `--shards` units (`shard_index` / `num_shards`)
+    classification  one unit per setting (`clf_select`)
+    fid             one unit
     ablations       one unit per cell of Fig. 5's grids (`ablation_select`: n<images>, k<shots>; a
                     shots cell is a sub-run: preparation, synthesis, classifiers), then one that
                     gathers the table
     collect         notebook 06 over the runs' roots (Table 1 and the figures), after every run
+
+A unit waits for the units of its run whose outputs it reads (the stage table's `reads`: what the
+pipeline also requires of a plan), and for those it cannot run beside, because one of the two holds
+the whole run folder (`stages.waits_for`): a synthesis shard waits for the adaptation, a
+`real_finetune` classifier for nothing it does not share a lock with, FID for every earlier unit.
 
 Selectors never change a run's identity; every unit writes its own executed notebook
 (`notebooks/02_synthesis.shard-001-of-004.ipynb`) and takes its own lock, so the units of one stage
@@ -45,12 +51,11 @@ from typing import Optional
 
 import yaml
 
-from datadream_lib import catalog, datasets, files, locks, methods, params, runs, weights
+from datadream_lib import catalog, datasets, files, locks, methods, params, runs, stages, weights
 from datadream_lib.errors import DataDreamError
-from datadream_lib.schema import SYNTHETIC_SETTINGS
 
 LAUNCH_DIR = ".launch"  # under runs_root; a run_name cannot start with '.'
-STAGE_ORDER = ("adaptation", "synthesis", "classification", "fid", "ablations", "collect")
+STAGE_ORDER = (*stages.NAMES, "collect")  # collect: notebook 06 over the grid's runs, after every unit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +99,6 @@ def plan_units(files: list[str], overrides: Optional[dict] = None, shards: int =
     with the same parameters are one run, planned once with their stages together (Fig. 5's preset
     adds the ablations to its Table 1 run); two different runs that would share a folder are refused
     before anything is started."""
-    from datadream_lib.stages import NAMES
-
     overrides = dict(overrides or {})
     given = [arg for key, value in overrides.items() for arg in _set(key, value)]
     todo, folders = [], {}
@@ -111,8 +114,8 @@ def plan_units(files: list[str], overrides: Optional[dict] = None, shards: int =
                         f"{file} (seed {p.seed}) and {earlier_file} (seed {earlier.seed}) would share the run folder "
                         f"{folder} with other parameters ({', '.join(differ[:4])}): give them different run_name values "
                         f"(e.g. with '{{seed}}', '{{synth_method}}' or '{{dataset}}' in it). Nothing was started.")
-                stages = [s for s in NAMES if s in earlier.stages or s in p.stages]  # the same run: its stages together
-                todo[index] = (file if set(p.stages) >= set(earlier.stages) else earlier_file, earlier.replace(stages=stages))
+                together = [s for s in stages.NAMES if s in earlier.stages or s in p.stages]  # the same run: its stages together
+                todo[index] = (file if set(p.stages) >= set(earlier.stages) else earlier_file, earlier.replace(stages=together))
                 continue
             folders[folder] = len(todo)
             todo.append((file, p))
@@ -125,47 +128,17 @@ def plan_units(files: list[str], overrides: Optional[dict] = None, shards: int =
         method = methods.METHODS[p.synth_method]
         n_classes = datasets.DATASETS[p.dataset].num_classes or 10
         cost = method.cost(p, n_classes, p.images_per_class)
-        made: dict[str, list[str]] = {}
-
-        def add(stage: str, part: str, selectors: list[str], after: list[str], weight: float) -> None:
-            unit = Unit(p.run_name, root, stage, part, (*base, *_set("stages", [stage]), *selectors), tuple(after), weight)
-            units.append(unit)
-            made.setdefault(stage, []).append(unit.id)
-
-        def before(*stages: str) -> list[str]:
-            for stage in stages:
-                if stage in made:
-                    return made[stage]
-            return []
-
-        if "adaptation" in p.stages:
-            split = shards if shards > 1 and method.prepares_by_class(p) else 1
-            for i in range(split):
-                add("adaptation", f"shard-{i:03d}-of-{split:03d}" if split > 1 else "",
-                    [*_set("shard_index", i), *_set("num_shards", split)] if split > 1 else [], [],
-                    2 * cost.adapt_samples / split + 1)
-        if "synthesis" in p.stages:
-            for i in range(shards):
-                add("synthesis", f"shard-{i:03d}-of-{shards:03d}" if shards > 1 else "",
-                    [*_set("shard_index", i), *_set("num_shards", shards)] if shards > 1 else [], before("adaptation"),
-                    cost.unet_passes / shards + 1)
-        if "classification" in p.stages:
-            for setting in p.clf_settings:
-                needs = before("synthesis", "adaptation") if setting in SYNTHETIC_SETTINGS else before("adaptation")
-                add("classification", setting, _set("clf_select", [setting]), needs,
-                    p.clf_epochs * n_classes * p.images_per_class / 100 + 1)
-        if "fid" in p.stages:
-            add("fid", "", [], before("classification", "synthesis", "adaptation"), n_classes * p.images_per_class / 1000 + 1)
-        if "ablations" in p.stages:  # a unit per cell of Fig. 5's grids, then the table of them all
-            from datadream_lib import ablations
-
-            needs = before("fid", "classification", "synthesis", "adaptation")
-            for name in ablations.cells(p):
-                shots_cell = name.startswith("k")
-                add("ablations", name, _set("ablation_select", [name]), needs,
-                    (2 * cost.adapt_samples + cost.unet_passes if shots_cell else 0)
-                    + p.clf_epochs * n_classes * p.images_per_class / 100 + 1)
-            add("ablations", "", [], before("ablations") or needs, 1)
+        work = stages.Work(cost.adapt_samples, cost.unet_passes, n_classes)
+        planned: list[tuple[stages.Stage, stages.Part, Unit]] = []  # this run's, in the graph's order
+        for stage in (s for s in stages.STAGES if s.name in p.stages):
+            for part in stage.parts(p, method, shards, work):
+                after = [unit.id for earlier, earlier_part, unit in planned
+                         if stages.waits_for(stage, part, earlier, earlier_part, p, method)]
+                selectors = [arg for key, value in part.selectors.items() for arg in _set(key, value)]
+                unit = Unit(p.run_name, root, stage.name, part.name, (*base, *_set("stages", [stage.name]), *selectors),
+                            tuple(after), part.weight)
+                planned.append((stage, part, unit))
+        units += [unit for _, _, unit in planned]
     if units:
         first = sorted(set(roots))
         out = first[0] / LAUNCH_DIR / "06_paper_results.ipynb"
@@ -399,12 +372,9 @@ def status_rows(units: list[Unit]) -> list[dict]:
         else:  # in the plan, never started (or stopped): `launch local` / `launch slurm` starts it
             state = f"planned ({states.count('done')} of {len(group)} parts done)"
         row = {"run": run or "collect", "stage": stage, "state": state}
-        if stage == "synthesis" and (folder / "params.yaml").exists():
-            p = yaml.safe_load((folder / "params.yaml").read_text())
-            made = len(catalog.read_manifest(folder / "synthetic" / p["synth_method"]))
-            split = folder / "split.json"
-            classes = len(json.loads(split.read_text())["classnames"]) if split.exists() else None
-            row["images"] = f"{made} of {classes * p['images_per_class']}" if classes else str(made)
+        made = stages.BY_NAME[stage].made if stage in stages.BY_NAME else None
+        if made is not None and (folder / runs.PARAMS_FILE).exists():
+            row["images"] = made(folder, yaml.safe_load((folder / runs.PARAMS_FILE).read_text()))
         timings = folder / "timings.jsonl"
         if run and folder.is_dir():  # each stage part's time on its device (pipeline.py's timings.jsonl)
             seconds = sum(r.get("seconds", 0) for r in catalog.read_jsonl(timings)

@@ -57,19 +57,18 @@ def preflight(p, folder: Optional[Path] = None) -> None:
 
 
 def plan_weights(p) -> list[dict]:
-    """The pretrained weights the plan's stages load, each checked cheaply (reachable, readable) and
-    described (`weights.py`): the method's for adaptation and synthesis (and the ablations, which
-    run both), the classifier's CLIP for classification and the ablations (and for FID on its features),
-    the FID features."""
+    """The pretrained weights the plan's stages load (the stage table's `loads`), each checked cheaply
+    (reachable, readable) and described (`weights.py`): the method's, the classifier's CLIP, the FID
+    features (Inception's; a tiny random net's need no weights)."""
     from datadream_lib import fid
 
-    planned = set(p.stages)
+    loads = {model for stage in stages.STAGES if stage.name in p.stages for model in stage.loads(p)}
     described = []
-    if planned & {"adaptation", "synthesis", "ablations"}:
+    if "method" in loads:
         described += [check() for check in methods.METHODS[p.synth_method].weights(p)]
-    if planned & {"classification", "ablations"} or ("fid" in planned and p.fid_features == "clip"):
+    if "clip" in loads:
         described.append(models.check_clip_reachable(p))
-    if "fid" in planned and p.fid_features == "inception":
+    if "fid_features" in loads and p.fid_features == "inception":
         fid.InceptionFeatures.state_dict_from(p.inception_weights)  # a local file, the torch hub cache, or a download
         described.append(fid.InceptionFeatures.describe(p.inception_weights))
     return [d for d in described if d]
@@ -85,83 +84,37 @@ def check_writable(runs_root: Path) -> None:
                              f"folder you can write, or fix its permissions.")
 
 
-def reads(p, stage: str) -> list[str]:
-    """The stages whose outputs `stage` reads under parameters `p` (synthesis reads the preparation
-    only for a method that has one; a classifier setting reads images only if it trains on them)."""
-    from datadream_lib.schema import SYNTHETIC_SETTINGS
-
-    def images(settings) -> list[str]:
-        return ["synthesis"] if any(s in SYNTHETIC_SETTINGS for s in settings) else []
-
-    return {"adaptation": [], "synthesis": ["adaptation"] if methods.METHODS[p.synth_method].prepares else [],
-            "classification": images(p.clf_select or p.clf_settings), "fid": ["synthesis"],
-            "ablations": images(p.ablation_settings)}[stage]
+def reads(p, stage: str) -> tuple[str, ...]:
+    """The stages whose outputs `stage` reads under parameters `p` (the stage table's `reads`)."""
+    return stages.BY_NAME[stage].reads(p, methods.METHODS[p.synth_method])
 
 
 def check_plan(p, folder: Path) -> None:
-    """Every stage in `stages` finds what it reads: a stage before it in the plan, or already done."""
+    """Every stage in `stages` finds what it reads: a stage before it in the plan, or already done;
+    and not a stage of which this process makes only a part (a shard): its other parts are made
+    elsewhere, so it is not complete when the stage that reads it starts."""
     done = {stage for stage in stages.NAMES if runs.stage_done(folder, stage)}
     for stage in (s for s in stages.NAMES if s in p.stages):
-        missing = [need for need in reads(p, stage) if need not in p.stages and need not in done]
-        if missing:
-            raise DataDreamError(f"stages {p.stages}: {stage} reads the outputs of {missing[0]}, which is neither in "
-                                 f"the plan nor done in {folder}. Add '{missing[0]}' to stages (they run in the "
-                                 f"order {list(stages.NAMES)}).")
-    if p.num_shards > 1 and "synthesis" in p.stages and "adaptation" not in done and reads(p, "synthesis"):
-        raise DataDreamError(f"num_shards {p.num_shards}: shards share the run's prepared inputs ({p.synth_method}), so "
-                             f"prepare them first with num_shards: 1 (notebooks/01_adaptation.ipynb, or the pipeline), "
-                             f"then start the shards.")
+        for need in (need for need in reads(p, stage) if need not in done):
+            if need not in p.stages:
+                raise DataDreamError(f"stages {p.stages}: {stage} reads the outputs of {need}, which is neither in "
+                                     f"the plan nor done in {folder}. Add '{need}' to stages (they run in the "
+                                     f"order {list(stages.NAMES)}).")
+            part = stages.BY_NAME[need].part(p)
+            if part is not None:
+                raise DataDreamError(f"stages {p.stages}: {stage} reads the outputs of {need}, of which this process "
+                                     f"makes only a part ({part}); other processes make the rest. Make every part of {need} first (one process "
+                                     f"without selectors, e.g. num_shards: 1, or `python -m datadream_lib.launch "
+                                     f"local`, which orders the parts), then start {stage}.")
 
 
 def damaged_outputs(p, run, split, stage: str) -> list[str]:
-    """Outputs of a finished stage that a later stage would trip over (cheap checks)."""
-    from datadream_lib import catalog
-
-    if stage == "adaptation":
-        return methods.get(p, run, split).preparation_damage()
-    if stage == "synthesis":  # every planned image listed and intact: a lost or torn manifest row is missing work
-        from datadream_lib import synthesis
-
-        folder = catalog.folder(run, p.synth_method)
-        rows = catalog.read_manifest(folder)  # read once: a manifest has a row per image (500,000 for ImageNet)
-        damaged = catalog.damaged_images(folder, rows)
-        damaged += [f"{folder / r['path']}: made from a prepared input that has changed since"
-                    for r in methods.get(p, run, split).outdated(rows)]
-        listed = {(r["class_index"], r["index"]) for r in rows}
-        unlisted = [job for job in synthesis.all_jobs(p, split) if job.key not in listed]
-        return damaged + [f"{folder / job.relpath}: not listed in any manifest" for job in unlisted]
-    if stage == "classification":  # every setting's metrics, readable (a lost one would leave Table 1 a row short)
-        return [f"{path}: {why}" for path in (run.path("classification", s, "metrics.json") for s in p.clf_settings)
-                if (why := record_damage(path, "json"))]
-    if stage == "fid":
-        return [f"{path}: {why}" for path in (run.path("fid", "per_class.csv"), run.path("fid", "summary.json"))
-                if (why := record_damage(path, path.suffix[1:]))]
-    if stage == "ablations":
-        path = run.path("ablations", "results.csv")
-        return [f"{path}: {why}"] if (why := record_damage(path, "csv")) else []
-    return []
+    """Outputs of a finished stage that a later stage would trip over (the stage table's `damage`)."""
+    return stages.BY_NAME[stage].damaged(p, run, split)
 
 
-def record_damage(path: Path, kind: str) -> Optional[str]:
-    """Why a result file cannot be read (None if it can): missing, or not valid JSON / CSV."""
-    import json
-
-    import pandas as pd
-
-    if not path.is_file():
-        return "missing"
-    try:
-        if kind == "json":
-            json.loads(path.read_text())
-        else:
-            pd.read_csv(path)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        return f"not readable {kind.upper()} ({type(exc).__name__})"
-    return None
-
-
-RUN_FOLDERS = ("stages", "notebooks", "tensorboard", "adaptation", "synthetic", "classification", "fid", "ablations", "figures",
-               "environments", weights.FOLDER)
+RUN_FOLDERS = ("stages", "notebooks", "tensorboard", *(stage.folder for stage in stages.STAGES), "figures",
+               environment.FOLDER, weights.FOLDER)
 
 
 def check_run_layout(folder: Path) -> None:
@@ -185,25 +138,6 @@ def _log_timing(run, stage: str, part, seconds: float) -> None:
                        "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     finally:
         writer.close()
-
-
-def selects(p, stage: str) -> bool:
-    """Whether this process does only a part of `stage` (a shard, some classifier settings)."""
-    if stage in ("adaptation", "synthesis"):
-        return p.num_shards > 1
-    if stage == "ablations":
-        return bool(p.ablation_select)
-    return stage == "classification" and bool(p.clf_select) and sorted(p.clf_select) != sorted(p.clf_settings)
-
-
-def unit_notebook(notebook: str, p, stage: str) -> str:
-    """The executed notebook of this process's part of a stage: every part keeps its own record
-    (`02_synthesis.shard-001-of-004.ipynb`, `03_classification.synthetic.ipynb`)."""
-    if not selects(p, stage):
-        return notebook
-    part = {"classification": "+".join(sorted(p.clf_select)), "ablations": "+".join(sorted(p.ablation_select))}.get(
-        stage, f"shard-{p.shard_index:03d}-of-{p.num_shards:03d}")
-    return notebook.replace(".ipynb", f".{part}.ipynb")
 
 
 def _literal(path: Path) -> str:
@@ -253,7 +187,7 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
     run, split = splits.start_run(p)    # then bad data; only then is the run folder created (and locked)
     root = runs.project_root()
     timings = {}
-    for stage, notebook in ((s.name, s.notebook) for s in stages.STAGES):
+    for stage, notebook, part in ((s.name, s.notebook, s.part(p)) for s in stages.STAGES):
         if stage not in p.stages:
             continue
         if run.stage_done(stage):
@@ -264,7 +198,7 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
             print(f"[pipeline] {stage}: {len(damaged)} output(s) missing or damaged (e.g. {damaged[0]}); running it "
                   f"again to repair them", flush=True)
             run.reopen_stage(stage)
-        out = run.path("notebooks", unit_notebook(notebook, p, stage))
+        out = run.path("notebooks", stages.BY_NAME[stage].record_notebook(p))
         out.parent.mkdir(parents=True, exist_ok=True)
         _keep_previous(out)
         started = time.time()
@@ -277,9 +211,9 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
         out.chmod(out.stat().st_mode & ~0o222)  # the record of the stage: viewing it in JupyterLab cannot rewrite it
         timings[stage] = round(time.time() - started, 1)
         print(f"[pipeline] {stage}: done in {timings[stage]:.1f} s", flush=True)
-        _log_timing(run, stage, runs.part_of(p) if selects(p, stage) else None, timings[stage])
+        _log_timing(run, stage, runs.part_of(p) if part is not None else None, timings[stage])
         if not run.stage_done(stage):
-            if selects(p, stage):
+            if part is not None:
                 print(f"[pipeline] {stage}: this part ({runs.part_of(p)}) is done; the stage is done once every part "
                       f"is (the other shards or settings; `python -m datadream_lib.launch status` shows them).")
                 break

@@ -25,6 +25,7 @@ import yaml
 from datadream_lib import environment, locks, weights
 from datadream_lib.files import atomic_write_text, read_json, write_json
 from datadream_lib.errors import DataDreamError
+from datadream_lib.stages import part_of
 
 PARAMS_FILE = "params.yaml"
 
@@ -116,20 +117,6 @@ def check_run_name(name: str) -> None:
         raise DataDreamError(f"run_name {name!r} is not a plain folder name: a run folder is always a direct child of "
                              f"runs_root: no '/' or '\\', not '.' or '..', not starting with '.' or a space, e.g. "
                              f"'eurosat_dset_seed0'. To put runs elsewhere, set runs_root.")
-
-
-def part_of(p) -> str | None:
-    """The part of its run this process works on, or None for the whole run: a shard (of the
-    synthesis jobs, or of the classes of a per-class preparation) and / or some classifier settings.
-    Names its lock and its executed notebooks."""
-    parts = []
-    if p.num_shards > 1:
-        parts.append(f"shard-{p.shard_index:03d}-of-{p.num_shards:03d}")
-    if p.clf_select and sorted(p.clf_select) != sorted(p.clf_settings):
-        parts.append("+".join(sorted(p.clf_select)))
-    if p.ablation_select:
-        parts.append("ablations-" + "+".join(sorted(p.ablation_select)))
-    return ".".join(parts) or None
 
 
 def stage_done(folder: Path, stage: str) -> bool:

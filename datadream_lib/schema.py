@@ -32,11 +32,10 @@ import yaml
 from datadream_lib import tracking
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import check_run_name
-from datadream_lib.stages import NAMES as STAGES
+from datadream_lib.stages import NAMES as STAGES, SYNTHETIC_SETTINGS  # noqa: F401 (the settings that read synthesis)
 from datadream_lib.weights import SD21_BASE, refuse_withdrawn
 
 CLASSIFIER_SETTINGS = ("zero_shot", "real_finetune", "synthetic", "synthetic_real")
-SYNTHETIC_SETTINGS = ("synthetic", "synthetic_real")  # the settings that train on synthetic images
 MODEL_PRESETS = ("pretrained", "tiny", "full_random", "toy")
 PRESET_WEIGHTS = {  # what a preset other than 'pretrained' loads (models.py builds or reads them)
     "tiny": "random tiny models of the same classes, built from configs in datadream_lib/models.py (seeded)",

@@ -23,7 +23,8 @@ from datadream_lib import locks
 from datadream_lib.datasets import DATASETS, Item, Splits, by_class, check_unique_classnames
 from datadream_lib.errors import DataDreamError
 from datadream_lib.files import atomic_write_text
-from datadream_lib.runs import check_compatible, open_run, part_of, run_dir, stage_markers
+from datadream_lib.runs import check_compatible, open_run, run_dir, stage_markers
+from datadream_lib.stages import part_of
 
 SPLIT_FILE = "split.json"
 

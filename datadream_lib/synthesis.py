@@ -155,6 +155,18 @@ def status(p, run: Run, split: FewShotSplit) -> dict:
     return {"total": len(jobs), "done": sum(job.key in done for job in jobs)}
 
 
+def damaged(p, run: Run, split: FewShotSplit) -> list[str]:
+    """The synthesis stage's damage check: every planned image listed and intact (a lost or torn
+    manifest row is missing work), none made from a prepared input that has changed since."""
+    folder = catalog.folder(run, p.synth_method)
+    rows = catalog.read_manifest(folder)  # read once: a manifest has a row per image (500,000 for ImageNet)
+    damage = catalog.damaged_images(folder, rows)
+    damage += [f"{folder / r['path']}: made from a prepared input that has changed since"
+               for r in methods.get(p, run, split).outdated(rows)]
+    listed = {(r["class_index"], r["index"]) for r in rows}
+    return damage + [f"{folder / job.relpath}: not listed in any manifest" for job in all_jobs(p, split) if job.key not in listed]
+
+
 def my_blocks(p, split: FewShotSplit, batch_size: int) -> list[list[ImageJob]]:
     """This shard's fixed blocks of jobs."""
     whole_classes = methods.METHODS[p.synth_method].whole_classes(p)

@@ -76,7 +76,7 @@ def test_a_grid_is_cut_into_units_that_are_pipeline_commands_with_selectors(tmp_
     assert units[0].args[1] == "params/demo.yaml"
     by_id = {u.id: u for u in units}
     assert set(by_id["demo/synthesis/shard-001-of-002"].after) == {"demo/adaptation/shard-000-of-002", "demo/adaptation/shard-001-of-002"}
-    assert by_id["demo/classification/real_finetune"].after == by_id["demo/synthesis/shard-000-of-002"].after  # no images needed
+    assert by_id["demo/classification/real_finetune"].after == ()  # no images read, and all four share the run
     assert set(by_id["demo/classification/synthetic_real"].after) == {u.id for u in units if u.stage == "synthesis"}
 
     whole = params.load_file("params/demo.yaml", grid)
@@ -91,7 +91,35 @@ def test_a_grid_is_cut_into_units_that_are_pipeline_commands_with_selectors(tmp_
                                                     "ablation_images_per_class": [3, 6], "ablation_shots": [1, 4]})
     cells = [u for u in fig5 if u.stage == "ablations"]
     assert [u.part for u in cells] == ["n3", "k1", ""]  # a unit per cell of its own, then the table of them all
-    assert set(cells[-1].after) == {cells[0].id, cells[1].id} and "ablation_select=[\"k1\"]" in cells[1].shell()
+    assert {cells[0].id, cells[1].id} <= set(cells[-1].after) and "ablation_select=[\"k1\"]" in cells[1].shell()
+
+
+def _unit_params(unit):
+    module, file, *words = shlex.split(unit.shell())[2:]
+    return params.load_file(file, params.parse_overrides(words[1::2]))
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_the_launcher_waits_for_what_the_pipeline_says_a_stage_reads(tmp_path, toy_root, shards):
+    """One graph: for every method, every unit waits for all units of each stage the pipeline says it
+    reads (`pipeline.reads`, what a plan must hold), and a unit that holds its whole run waits for
+    every earlier unit of it (they cannot run side by side)."""
+    from datadream_lib import methods, pipeline
+
+    for method in methods.METHODS:
+        grid = {"runs_root": str(tmp_path / "runs"), "data_root": str(toy_root), "synth_method": method, "run_name": method,
+                "clf_settings": ["real_finetune", "synthetic"], "ablation_settings": ["synthetic"],
+                "ablation_images_per_class": [3, 6], "ablation_shots": [1, 4],
+                "stages": ["adaptation", "synthesis", "classification", "fid", "ablations"]}
+        units = [u for u in launch.plan_units(["params/demo.yaml"], grid, shards=shards) if u.stage != "collect"]
+        for index, unit in enumerate(units):
+            p = _unit_params(unit)
+            for need in pipeline.reads(p, unit.stage):
+                needed = {u.id for u in units if u.stage == need}
+                assert needed and needed <= set(unit.after), (method, unit.id, need, unit.after)
+            if unit.part == "":  # the whole stage: the run folder exclusively
+                assert set(unit.after) == {u.id for u in units[:index]}, (method, unit.id)
+            assert set(unit.after) <= {u.id for u in units[:index]}  # only ever on an earlier unit
 
 
 def test_a_grid_whose_runs_would_share_a_folder_is_refused_before_anything(tmp_path, toy_root, capsys):

@@ -101,7 +101,7 @@ def test_missing_dataset_root_stops_before_the_first_notebook(tmp_path):
 
 def test_shards_wait_for_the_adapters(tmp_path):
     result = _pipeline("params/demo.yaml", "--set", f"runs_root={tmp_path / 'runs'}", "--set", "num_shards=2")
-    assert result.returncode == 2 and "prepare them first" in result.stderr
+    assert result.returncode == 2 and "Make every part of adaptation first" in result.stderr
 
 
 def _papermill(notebook, out, *args):

@@ -366,7 +366,7 @@ def test_duplicate_keys_are_refused(tmp_path):
 
 def test_a_refused_shard_leaves_nothing_behind(tmp_path, toy_root, capsys):
     code, err = _main(capsys, "params/demo.yaml", *_common(tmp_path, toy_root), "--set", "num_shards=2")
-    assert code == 2 and "prepare them first" in err
+    assert code == 2 and "Make every part of adaptation first" in err
     assert not (tmp_path / "runs").exists()
 
 

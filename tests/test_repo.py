@@ -151,3 +151,27 @@ def test_no_module_outside_methods_compares_a_method_name():
     offenders = [f"{p.relative_to(ROOT)}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
                  if pattern.search(line)]
     assert not offenders, offenders
+
+
+def test_no_module_outside_the_stage_table_special_cases_a_stage():
+    """What a stage reads, its parts and damage checks are the stage table's (`stages.py`): no other
+    module compares a stage with a stage's name."""
+    import re
+
+    from datadream_lib import stages
+
+    names = "|".join(stages.NAMES)
+    pattern = re.compile(rf"""stage\s*(==|!=|\bin\b)\s*[\(\[{{]?\s*["']({names})["']|["']({names})["']\s*(==|!=)\s*\w*stage\b""")
+    files = [p for p in (ROOT / "datadream_lib").rglob("*.py") if p.name != "stages.py"]
+    offenders = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in files
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders, offenders
+    assert pattern.search('    if stage == "synthesis":') and pattern.search("elif unit.stage in ('fid', 'ablations')")
+
+
+def test_every_stage_names_a_function_and_a_damage_check_that_exist():
+    from datadream_lib import stages
+
+    for stage in stages.STAGES:
+        assert callable(stage.load()) and callable(stages._resolve(stage.damage)), stage.name
+        assert (ROOT / "notebooks" / stage.notebook).is_file(), stage.notebook

@@ -27,7 +27,7 @@ from datadream_lib.methods.stable_diffusion import StableDiffusion
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (DataDream, StableDiffusion, IsSynth, DISEF, DAFusion,
                                                                       AugCond)}
 
-__all__ = ["METHODS", "ClassifierOptions", "Cost", "Method", "class_summary", "get", "prepare", "seed_of"]
+__all__ = ["METHODS", "ClassifierOptions", "Cost", "Method", "class_summary", "get", "prepare", "preparation_damage", "seed_of"]
 
 
 def get(p, run, split) -> Method:
@@ -46,6 +46,11 @@ def prepare(p, run, split, progress: bool = True) -> pd.DataFrame:
     if not method.preparation_damage():
         run.outputs_complete("adaptation", method=p.synth_method, prepared=len(table))
     return table
+
+
+def preparation_damage(p, run, split) -> list[str]:
+    """The adaptation stage's damage check: prepared inputs missing or damaged (the method's checksums)."""
+    return get(p, run, split).preparation_damage()
 
 
 def shard_classes(p, n_classes: int):
