@@ -171,11 +171,16 @@ def _kernel_transport():
         yield Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "kernel")}})
 
 
-def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
-    """Execute the stages' notebooks in order; returns seconds per stage executed."""
-    import papermill
+def run_pipeline(p, log_output: bool = False, in_process: bool = False) -> dict[str, float]:
+    """Execute the stages' notebooks in order; returns seconds per stage executed.
 
-    logging.getLogger("papermill").addFilter(_KnownParameters())
+    `in_process`: call each stage's function in this process instead (what its notebook calls,
+    without the notebook's figures and executed record): the same plan checks, resume and repair.
+    For the library's end-to-end tests, which would otherwise pay a kernel per stage."""
+    if not in_process:
+        import papermill
+
+        logging.getLogger("papermill").addFilter(_KnownParameters())
 
     folder = runs.run_dir(p)
     check_run_layout(folder)
@@ -187,43 +192,49 @@ def run_pipeline(p, log_output: bool = False) -> dict[str, float]:
     run, split = splits.start_run(p)    # then bad data; only then is the run folder created (and locked)
     root = runs.project_root()
     timings = {}
-    for stage, notebook, part in ((s.name, s.notebook, s.part(p)) for s in stages.STAGES):
-        if stage not in p.stages:
-            continue
-        if run.stage_done(stage):
-            damaged = damaged_outputs(p, run, split, stage)
+    for stage in (s for s in stages.STAGES if s.name in p.stages):
+        if run.stage_done(stage.name):
+            damaged = stage.damaged(p, run, split)
             if not damaged:
-                print(f"[pipeline] {stage}: complete, skipped")
+                print(f"[pipeline] {stage.name}: complete, skipped")
                 continue
-            print(f"[pipeline] {stage}: {len(damaged)} output(s) missing or damaged (e.g. {damaged[0]}); running it "
-                  f"again to repair them", flush=True)
-            run.reopen_stage(stage)
-        out = run.path("notebooks", stages.BY_NAME[stage].record_notebook(p))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        _keep_previous(out)
+            print(f"[pipeline] {stage.name}: {len(damaged)} output(s) missing or damaged (e.g. {damaged[0]}); running "
+                  f"it again to repair them", flush=True)
+            run.reopen_stage(stage.name)
         started = time.time()
-        print(f"[pipeline] {stage}: executing {notebook} -> {out}", flush=True)
-        with progress.Follower(f"[pipeline] {stage}: ", enabled=not log_output):  # the kernel's bars, in this terminal
-            with _kernel_transport() as config:
-                papermill.execute_notebook(_literal(root / "notebooks" / notebook), _literal(out),
-                                           parameters={"base": "paper", **p.given()}, cwd=str(root),
-                                           progress_bar=False, log_output=log_output, config=config)
-        out.chmod(out.stat().st_mode & ~0o222)  # the record of the stage: viewing it in JupyterLab cannot rewrite it
-        timings[stage] = round(time.time() - started, 1)
-        print(f"[pipeline] {stage}: done in {timings[stage]:.1f} s", flush=True)
-        _log_timing(run, stage, runs.part_of(p) if part is not None else None, timings[stage])
-        if not run.stage_done(stage):
+        if in_process:
+            print(f"[pipeline] {stage.name}: calling {stage.function} in this process", flush=True)
+            stage.load()(p, run, split, progress=False)
+            run.finish_stage(stage.name)
+            out = f"{stage.function} (in process)"
+        else:
+            out = run.path("notebooks", stage.record_notebook(p))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _keep_previous(out)
+            print(f"[pipeline] {stage.name}: executing {stage.notebook} -> {out}", flush=True)
+            with progress.Follower(f"[pipeline] {stage.name}: ", enabled=not log_output):  # the kernel's bars, here
+                with _kernel_transport() as config:
+                    papermill.execute_notebook(_literal(root / "notebooks" / stage.notebook), _literal(out),
+                                               parameters={"base": "paper", **p.given()}, cwd=str(root),
+                                               progress_bar=False, log_output=log_output, config=config)
+            out.chmod(out.stat().st_mode & ~0o222)  # the record of the stage: viewing it in JupyterLab cannot rewrite it
+        timings[stage.name] = round(time.time() - started, 1)
+        print(f"[pipeline] {stage.name}: done in {timings[stage.name]:.1f} s", flush=True)
+        part = stage.part(p)
+        _log_timing(run, stage.name, runs.part_of(p) if part is not None else None, timings[stage.name])
+        if not run.stage_done(stage.name):
             if part is not None:
-                print(f"[pipeline] {stage}: this part ({runs.part_of(p)}) is done; the stage is done once every part "
-                      f"is (the other shards or settings; `python -m datadream_lib.launch status` shows them).")
+                print(f"[pipeline] {stage.name}: this part ({runs.part_of(p)}) is done; the stage is done once every "
+                      f"part is (the other shards or settings; `python -m datadream_lib.launch status` shows them).")
                 break
-            raise DataDreamError(f"stage {stage} ran but did not mark itself done; see {out}.")
+            raise DataDreamError(f"stage {stage.name} ran but did not mark itself done; see {out}.")
     files.write_json(run.path("timings.json"), {"stages": timings, "total": round(sum(timings.values()), 1)})
     print(f"[pipeline] finished {run.dir} in {sum(timings.values()):.1f} s ({timings})")
     return timings
 
 
-def main(argv=None) -> int:
+def main(argv=None, in_process: bool = False) -> int:
+    """The command line; `in_process` (for tests, not a flag): `run_pipeline(..., in_process=True)`."""
     parser = argparse.ArgumentParser(prog="python -m datadream_lib.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("params", help="a parameter file, e.g. params/demo.yaml or params/paper/eurosat_dset.yaml")
@@ -237,7 +248,11 @@ def main(argv=None) -> int:
         for p in todo:  # every seed's parameters are valid before the first starts
             if len(todo) > 1:
                 print(f"[pipeline] run {p.run_name} (seed {p.seed})", flush=True)
-            run_pipeline(p, log_output=args.log_output)
+            try:
+                run_pipeline(p, log_output=args.log_output, in_process=in_process)
+            finally:
+                if in_process:  # this process goes on: the run folder is free for the next
+                    locks.release_all()
     except DataDreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -46,6 +46,24 @@ def demo_run(make_params):
     return make
 
 
+# Fixtures that run whole pipelines (a kernel per stage, or the stages in this process): every test
+# that uses one, directly or through another fixture, is `slow` (`make test-latest` skips them).
+def slow_fixture(*args, **kwargs):
+    """`pytest.fixture` for a fixture that runs whole pipelines: marks the function it wraps."""
+    def register(function):
+        function.runs_pipelines = True
+        return pytest.fixture(*args, **kwargs)(function)
+    return register
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)  # the fixtures it uses, at any depth, with their functions
+        defs = [d for ds in (info.name2fixturedefs.values() if info else ()) for d in ds]
+        if any(getattr(d.func, "runs_pipelines", False) for d in defs):
+            item.add_marker(pytest.mark.slow)
+
+
 def run_pipeline_cli(*args, cwd=None):
     """`python -m datadream_lib.pipeline ARGS` in a subprocess, as a user runs it."""
     import subprocess
@@ -57,27 +75,34 @@ def run_pipeline_cli(*args, cwd=None):
                           capture_output=True, text=True, timeout=900)
 
 
-@pytest.fixture(scope="session")
+def run_pipeline_in_process(*args):
+    """The same command's stages called in this process (`pipeline.main(..., in_process=True)`): what
+    the stages make, without a notebook kernel per stage (no executed notebooks, no notebook figures).
+    Returns what `run_pipeline_cli` returns: returncode, stdout, stderr."""
+    import contextlib
+    import io
+    import subprocess
+
+    from datadream_lib import pipeline
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = pipeline.main(list(args), in_process=True)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+@slow_fixture(scope="session")
 def tiny_runs(tmp_path_factory):
-    """Tiny pipeline runs for the end-to-end and many-runs tests, made with the CLI as a user would:
-    DataDream-dset with two seeds (every stage; one command, `seeds`), and DataDream-cls with one seed
-    (Table 1 stages only). Returns (runs root, the CLI arguments of the dset runs, their stdout)."""
+    """Tiny pipeline runs for the end-to-end and many-runs tests: DataDream-dset with two seeds made
+    with the CLI as a user would (every stage; one command, `seeds`; the one test of the notebooks
+    run by the pipeline), and DataDream-cls with one seed, its stages called in this process (Table 1
+    stages only). Returns (runs root, the CLI arguments of the dset runs, their stdout)."""
     root = tmp_path_factory.mktemp("tiny_runs")
     common = ["--set", f"runs_root={root}", "--set", f"data_root={root / 'data'}"]
     dset = ["params/demo.yaml", *common, "--set", "run_name=demo_seed{seed}", "--set", "seeds=[0, 1]"]
     result = run_pipeline_cli(*dset)
     assert result.returncode == 0, result.stdout + result.stderr
-    cls = run_pipeline_cli("params/demo.yaml", *common, "--set", "run_name=demo_cls_seed{seed}", "--set", "variant=cls",
+    cls = run_pipeline_in_process("params/demo.yaml", *common, "--set", "run_name=demo_cls_seed{seed}", "--set", "variant=cls",
                            "--set", "clf_settings=[synthetic, synthetic_real]", "--set", "stages=[adaptation, synthesis, classification, fid]")
     assert cls.returncode == 0, cls.stdout + cls.stderr
     return root, dset, result.stdout
-
-
-# Fixtures that run whole pipelines in subprocesses: their tests are `slow` (`make test-latest` skips them).
-PIPELINE_FIXTURES = {"tiny_runs", "killed_run", "method_runs"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.slow)

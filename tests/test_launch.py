@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import slow_fixture
+
 from datadream_lib import catalog, launch, params, runs
 
 ROOT = runs.project_root()
@@ -35,7 +37,7 @@ def _env():
     return {**{k: v for k, v in os.environ.items() if k != locks.ENV}, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="module")
+@slow_fixture(scope="module")
 def reference(tmp_path_factory, toy_root):
     """The same run made by one uninterrupted process."""
     root = tmp_path_factory.mktemp("reference")

@@ -17,7 +17,7 @@ import yaml
 
 from datadream_lib import adaptation, catalog, classification, files, locks, methods, params, pipeline, runs, splits, stages
 from datadream_lib.errors import DataDreamError
-from tests.conftest import run_pipeline_cli
+from tests.conftest import run_pipeline_cli, run_pipeline_in_process, slow_fixture
 
 ROOT = runs.project_root()
 
@@ -185,7 +185,7 @@ KILLER = textwrap.dedent("""
 FIGURES = ("adaptation_loss.png", "fig3_real_vs_synthetic.png", "table1.md", "fig4_fid_histogram.png", "fig5_ablations.png")
 
 
-@pytest.fixture(scope="module")
+@slow_fixture(scope="module")
 def killed_run(tmp_path_factory, toy_root):
     """A demo run killed (SIGKILL) right after each stage's marker, rerun after every kill until done."""
     tmp = tmp_path_factory.mktemp("killed")
@@ -574,15 +574,15 @@ def test_a_dataset_of_one_class_is_refused_before_work(tmp_path, capsys):
 
 # --- the run's own records ------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
+@slow_fixture(scope="module")
 def finished_run(tmp_path_factory, toy_root):
-    """A whole small demo run (every stage), made once; tests copy it before damaging it."""
+    """A whole small demo run (every stage, called in this process), made once; tests copy it before
+    damaging it."""
     tmp = tmp_path_factory.mktemp("records")
     args = ["params/demo.yaml", "--set", f"runs_root={tmp / 'runs'}", "--set", f"data_root={toy_root}",
             "--set", "images_per_class=4", "--set", "ablation_images_per_class=[4]", "--set", "ablation_shots=[4]",
             "--set", "clf_settings=[real_finetune, synthetic_real]", "--set", "clf_epochs=1", "--set", "clf_warmup_epochs=0"]
-    result = subprocess.run([sys.executable, "-m", "datadream_lib.pipeline", *args], cwd=ROOT, capture_output=True,
-                            text=True, timeout=900)
+    result = run_pipeline_in_process(*args)  # the stages' functions: these tests read their outputs, not notebooks
     assert result.returncode == 0, result.stderr[-2000:]
     return tmp / "runs" / "demo", args
 
@@ -645,7 +645,8 @@ def test_a_lost_or_damaged_result_file_reopens_its_stage(finished_run, tmp_path,
         table = results.collect([folder])
         assert len(table["skipped"]) == 1 and record in table["skipped"]["file"][0]
         assert "synthetic_real" not in set(table["metrics"]["setting"])
-    assert pipeline.main(args) == 0
+    assert pipeline.main(args, in_process=True) == 0
+    locks.release_all()
     assert f"[pipeline] {stage}: 1 output(s) missing or damaged" in capsys.readouterr().out
     if path.suffix == ".csv":
         assert pd.read_csv(path).shape == pd.read_csv(io.StringIO(good)).shape

@@ -11,6 +11,7 @@ import torch
 
 from datadream_lib import miniature, models, params, pretrain, runs, toyworld
 from datadream_lib.errors import DataDreamError
+from tests.conftest import run_pipeline_in_process, slow_fixture
 
 
 def test_committed_weights_match_their_checksums_and_a_damaged_copy_is_refused(tmp_path):
@@ -145,15 +146,15 @@ EFFECT_TEST_RUNS = {"datadream": (["zero_shot"], miniature.EFFECT_STAGES),
                     "disef": (["synthetic"], ["adaptation", "synthesis", "classification"])}
 
 
-@pytest.fixture(scope="module")
+@slow_fixture(scope="module")
 def effect_runs(tmp_path_factory):
-    """Seed 0 of the measurement's runs of each method, made with the CLI as a user
-    runs params/toyworld.yaml, through the stages the tested comparisons read (fewer classifier settings)."""
-    from tests.conftest import run_pipeline_cli
+    """Seed 0 of the measurement's runs of each method: the command a user runs with params/toyworld.yaml,
+    its stages called in this process, through the stages the tested comparisons read (fewer
+    classifier settings)."""
 
     root = tmp_path_factory.mktemp("effects")
     for method, (settings, stages) in EFFECT_TEST_RUNS.items():
-        result = run_pipeline_cli(*miniature.effect_run_args(method, 0, root, settings, stages, data_root=root / "data"))
+        result = run_pipeline_in_process(*miniature.effect_run_args(method, 0, root, settings, stages, data_root=root / "data"))
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {method: runs.Run(root / miniature.effect_run_name(method, 0)) for method in EFFECT_TEST_RUNS}
 
