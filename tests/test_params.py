@@ -64,6 +64,25 @@ def test_a_number_written_with_an_exponent_is_a_number(tmp_path):
         params.from_dict({"shots": "4e0"})
 
 
+def test_checking_parameters_never_imports_diffusers_and_knows_its_schedulers():
+    """A parameter file is checked in a fresh process without importing diffusers (a scheduler class
+    name is looked up in diffusers' export table, read as text); that table is diffusers' own."""
+    import subprocess
+    import sys
+
+    check = ("import sys; from datadream_lib import params; "
+             "p = params.from_dict({'base': 'demo', 'synth_method': 'issynth', 'scheduler': 'KDPM2DiscreteScheduler'}); "
+             "print(p.scheduler, 'diffusers' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["KDPM2DiscreteScheduler", "False"], result.stderr[-2000:]
+    import diffusers
+
+    from datadream_lib.methods import stable_diffusion
+
+    exported = {name for name in dir(diffusers) if name.endswith("Scheduler") and hasattr(diffusers, name)}
+    assert stable_diffusion.diffusers_schedulers() == exported and len(exported) > 20
+
+
 def test_any_diffusers_scheduler_is_selectable():
     from datadream_lib import models
 

@@ -22,13 +22,24 @@ from datadream_lib.schema import field
 SCHEDULERS = ("pndm", "ddim", "dpmsolver++", "euler", "euler_ancestral", "ddpm", "unipc")
 
 
+def diffusers_schedulers() -> set[str]:
+    """The scheduler classes diffusers exports, read from its package's `__init__.py` as text (its lazy
+    import table names each one in quotes): checking a parameter never imports diffusers."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("diffusers")
+    if spec is None or spec.origin is None:
+        raise DataDreamError("diffusers is not installed; `make setup` installs the project's lock.")
+    return set(re.findall(r'"(\w+Scheduler)"', Path(spec.origin).read_text()))
+
+
 def check_scheduler(name: str, where: str) -> None:
     """A short name of SCHEDULERS or a diffusers scheduler class name, or stop naming the nearest."""
     if name in SCHEDULERS:
         return
-    import diffusers
-
-    if not (name.endswith("Scheduler") and hasattr(diffusers, name)):
+    if name not in diffusers_schedulers():
         close = difflib.get_close_matches(name, SCHEDULERS, n=1, cutoff=0.5)
         raise DataDreamError(f"{where}: {name!r} is neither one of {list(SCHEDULERS)} nor a diffusers scheduler class."
                              + (f" Did you mean '{close[0]}'?" if close else ""))
