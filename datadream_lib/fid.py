@@ -196,6 +196,9 @@ def extract(extractor: nn.Module, paths: list[str], device, batch_size: int = 50
 
 # --- the stage ---------------------------------------------------------------------------------
 
+REFERENCE_LABEL = "real val (reference)"  # the FID table's row of real validation images, beside each image set
+
+
 def real_set(p, split: FewShotSplit) -> dict[int, list[str]]:
     groups = by_class(split.train if p.fid_real_set == "train" else split.shots(p.shots))
     return {c: groups.get(c, []) for c in range(len(split.classnames))}
@@ -211,7 +214,7 @@ def per_class(p, run: Run, split: FewShotSplit, progress: bool = True, extractor
         sets[label] = by_class(catalog.synthetic_items(run, method_folder.name))
     if not sets:
         raise DataDreamError("no synthetic images in this run; run the synthesis stage first.")
-    sets["real val (reference)"] = by_class(split.val)
+    sets[REFERENCE_LABEL] = by_class(split.val)
     reported = {label: methods.class_summary(method_folder).set_index("class_index").to_dict("index")
                 for label, method_folder in catalog.sources(run).items()}  # the method's own per-class figures
     rows = []

@@ -13,6 +13,7 @@ from PIL import Image
 from datadream_lib import catalog, models, params, results, splits
 from datadream_lib.augmentation import test_transform
 from datadream_lib.classification import CLIPClassifier
+from datadream_lib.fid import REFERENCE_LABEL
 
 # The methods compared in the toy world, each a run of params/toyworld.yaml with `synth_method`, and
 # the classifier settings it trains (zero-shot and Real-finetune do not depend on the images: once).
@@ -30,7 +31,7 @@ def effect_figures(metrics, fid_table) -> dict:
     for row in metrics.itertuples():
         key = row.setting if row.setting in ("zero_shot", "real_finetune") else f"{row.synth_method}/{row.setting}"
         figures[f"top1/{key}"] = float(row.top1)
-    synthetic = fid_table[fid_table["method"] != "real val (reference)"]
+    synthetic = fid_table[fid_table["method"] != REFERENCE_LABEL]
     for method, group in synthetic.groupby("synth_method"):
         figures[f"fid/{method}"] = float(group["fid"].mean())
         figures[f"kid/{method}"] = float(group["kid"].mean())

@@ -26,6 +26,7 @@ from datadream_lib import weights
 from datadream_lib.datasets import BENCHMARKS, DATASETS
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import PARAMS_FILE, project_path, stage_done
+from datadream_lib.stages import SYNTHETIC_SETTINGS
 
 SETTING_LABELS = {
     "zero_shot": "CLIP zero-shot",
@@ -35,28 +36,39 @@ SETTING_LABELS = {
 }
 
 # Table 1 of the paper (ViT-B/16, 16 shots, 500 synthetic images per class, mean of 3 seeds), as
-# printed (docs/hyperparameters.md §7). "Avg" is the average the paper states;
+# printed (docs/hyperparameters.md §7), by identity: (synth_method, variant, setting); a row's name is
+# given when a table is drawn (`row_label`). "Avg" is the average the paper states;
 # for two rows it is not the mean of the row's ten numbers (CLIP zero-shot: 64.1 stated, 64.9 mean;
 # DataDream-cls: 82.6 stated, 80.6 mean). Our Avg is always the mean of our ten cells.
 # One cell is unreadable in our copy of the paper (DataDream-cls, synthetic + real, AirC: the text
 # repeats the EuroSAT value there); it is derived from the printed Avg and marked "≈" wherever shown.
 _PAPER_ROWS = {
-    "CLIP zero-shot": (70.2, 96.1, 46.1, 38.1, 23.8, 91.0, 63.1, 63.8, 85.1, 71.8, 64.1),
-    "DataDream-dset, synthetic only": (71.5, 96.2, 69.5, 80.3, 71.2, 94.0, 92.2, 74.5, 86.7, 98.0, 83.4),
-    "DataDream-cls, synthetic only": (71.6, 96.4, 68.6, 65.4, 60.3, 94.2, 90.5, 74.5, 86.9, 97.2, 82.6),
-    "Real-finetune": (73.4, 96.8, 78.3, 93.5, 59.3, 94.0, 87.5, 77.1, 87.6, 98.7, 84.6),
-    "DataDream-dset, synthetic + real": (74.1, 96.9, 81.6, 93.4, 72.3, 94.8, 92.4, 77.5, 87.6, 99.4, 87.0),
-    "DataDream-cls, synthetic + real": (73.8, 97.6, 81.6, 93.8, None, 94.5, 91.2, 77.5, 87.5, 99.4, 86.5),
+    (None, None, "zero_shot"): (70.2, 96.1, 46.1, 38.1, 23.8, 91.0, 63.1, 63.8, 85.1, 71.8, 64.1),
+    ("datadream", "dset", "synthetic"): (71.5, 96.2, 69.5, 80.3, 71.2, 94.0, 92.2, 74.5, 86.7, 98.0, 83.4),
+    ("datadream", "cls", "synthetic"): (71.6, 96.4, 68.6, 65.4, 60.3, 94.2, 90.5, 74.5, 86.9, 97.2, 82.6),
+    (None, None, "real_finetune"): (73.4, 96.8, 78.3, 93.5, 59.3, 94.0, 87.5, 77.1, 87.6, 98.7, 84.6),
+    ("datadream", "dset", "synthetic_real"): (74.1, 96.9, 81.6, 93.4, 72.3, 94.8, 92.4, 77.5, 87.6, 99.4, 87.0),
+    ("datadream", "cls", "synthetic_real"): (73.8, 97.6, 81.6, 93.8, None, 94.5, 91.2, 77.5, 87.5, 99.4, 86.5),
     # the paper's re-runs of the baselines on SD 2.1 (docs/methods.md, docs/hyperparameters.md §6)
-    "IsSynth, synthetic only": (70.0, 95.7, 67.6, 71.3, 34.5, 92.1, 65.9, 72.2, 85.4, 90.0, 74.5),
-    "DISEF, synthetic only": (67.1, 93.4, 66.1, 69.2, 26.8, 91.0, 63.2, 73.5, 85.1, 85.4, 72.1),
-    "IsSynth, synthetic + real": (73.9, 97.4, 81.6, 93.9, 64.8, 92.1, 88.5, 77.7, 86.0, 99.0, 85.5),
-    "DISEF, synthetic + real": (73.8, 97.0, 81.5, 94.0, 64.3, 92.6, 87.9, 77.6, 86.2, 99.0, 85.4),
+    ("issynth", None, "synthetic"): (70.0, 95.7, 67.6, 71.3, 34.5, 92.1, 65.9, 72.2, 85.4, 90.0, 74.5),
+    ("disef", None, "synthetic"): (67.1, 93.4, 66.1, 69.2, 26.8, 91.0, 63.2, 73.5, 85.1, 85.4, 72.1),
+    ("issynth", None, "synthetic_real"): (73.9, 97.4, 81.6, 93.9, 64.8, 92.1, 88.5, 77.7, 86.0, 99.0, 85.5),
+    ("disef", None, "synthetic_real"): (73.8, 97.0, 81.5, 94.0, 64.3, 92.6, 87.9, 77.6, 86.2, 99.0, 85.4),
 }
 
 
-def _paper_table(rows: dict) -> tuple[dict[str, dict[str, float]], set[tuple[str, str]]]:
-    """The paper's cells by (method, column); an unreadable cell (None) is derived from the row's Avg."""
+def row_label(synth_method: Optional[str], variant, setting: str) -> str:
+    """The Table 1 row of a classifier, by identity: its setting, and for synthetic data the method's
+    display name (`Method.display`) of the images ("DataDream-dset, synthetic + real")."""
+    from datadream_lib import methods
+
+    if setting not in SYNTHETIC_SETTINGS:
+        return SETTING_LABELS[setting]
+    return f"{methods.display(synth_method, variant)}, {SETTING_LABELS[setting]}"
+
+
+def _paper_table(rows: dict) -> tuple[dict[tuple, dict[str, float]], set[tuple[tuple, str]]]:
+    """The paper's cells by (identity, column); an unreadable cell (None) is derived from the row's Avg."""
     table, derived = {}, set()
     for method, values in rows.items():
         cells = dict(zip([*BENCHMARKS, "Avg"], values, strict=True))
@@ -68,13 +80,23 @@ def _paper_table(rows: dict) -> tuple[dict[str, dict[str, float]], set[tuple[str
     return table, derived
 
 
-PAPER_TABLE1, PAPER_DERIVED = _paper_table(_PAPER_ROWS)
+PAPER_BY_IDENTITY, _PAPER_DERIVED_BY_IDENTITY = _paper_table(_PAPER_ROWS)
+
+
+def paper_rows() -> tuple[dict[str, dict[str, float]], set[tuple[str, str]]]:
+    """The paper's rows named as this checkout names them (`row_label`), and its derived cells: what
+    Table 1 is drawn with, so renaming a method's display name renames its paper row with it."""
+    return ({row_label(*key): cells for key, cells in PAPER_BY_IDENTITY.items()},
+            {(row_label(*key), column) for key, column in _PAPER_DERIVED_BY_IDENTITY})
+
+
+PAPER_TABLE1, PAPER_DERIVED = paper_rows()  # by today's names
 
 
 def method_label(setting: str, source: Optional[str] = None) -> str:
-    """The Table 1 row of a classifier: its setting, and for synthetic data the source of the images
-    ("DataDream-dset, synthetic + real")."""
-    if setting in ("zero_shot", "real_finetune"):
+    """The Table 1 row of a classifier from a display name of its images (`source`), as an ablation
+    cell's row and a result of a run made before runs were read by identity name it."""
+    if setting not in SYNTHETIC_SETTINGS:
         return SETTING_LABELS[setting]
     return f"{source or '?'}, {SETTING_LABELS[setting]}"
 
@@ -116,11 +138,12 @@ def collect(run_dirs: Iterable[Path]) -> dict[str, pd.DataFrame]:
             return None
 
     for run_dir in run_dirs:
-        p = read(run_dir / PARAMS_FILE, lambda path: {k: yaml.safe_load(path.read_text())[k]
-                                                      for k in ("dataset", "seed", "synth_method", "clf_settings")}, run_dir)
+        p = read(run_dir / PARAMS_FILE, lambda path: (lambda v: {**v, **{k: v[k] for k in ("dataset", "seed", "clf_settings")}})(
+            yaml.safe_load(path.read_text())), run_dir)
         if p is None:
             continue
-        common = {"run": run_dir.name, "dataset": p["dataset"], "seed": p["seed"], "synth_method": p["synth_method"]}
+        identity = _identity(p)  # None for a run of a method this checkout lacks: its stored names are shown
+        common = {"run": run_dir.name, "dataset": p["dataset"], "seed": p["seed"], "synth_method": p.get("synth_method")}
         if stage_done(run_dir, "classification"):
             for setting in p["clf_settings"]:  # a finished stage has every setting's metrics
                 if not (run_dir / "classification" / setting / "metrics.json").exists():
@@ -132,18 +155,46 @@ def collect(run_dirs: Iterable[Path]) -> dict[str, pd.DataFrame]:
                                                     "weights": [m.get("weights"), *m.get("synthetic_weights", [])]})(
                 json.loads(path.read_text())), run_dir)
             if m is not None:
-                metrics.append({**common, "setting": m["setting"], "method": method_label(m["setting"], m["source"]),
-                                "top1": m["top1"], "weights": weights_behind(m["weights"], recorded), "file": str(path)})
+                label = row_label(*identity, m["setting"]) if identity else method_label(m["setting"], m["source"])
+                metrics.append({**common, "variant": identity[1] if identity else None, "setting": m["setting"],
+                                "method": label, "top1": m["top1"], "weights": weights_behind(m["weights"], recorded),
+                                "file": str(path)})
         for folder, name, out in (("fid", "per_class.csv", fid), ("ablations", "results.csv", ablations)):
             if (run_dir / folder / name).exists():
                 table = read(run_dir / folder / name, pd.read_csv, run_dir)
                 if table is not None:
-                    out.append(table.assign(**common))
-    return {"metrics": pd.DataFrame(metrics, columns=["run", "dataset", "seed", "synth_method", "setting", "method", "top1",
-                                                      "weights", "file"]),
+                    out.append(_named(table.assign(**common), identity))
+    return {"metrics": pd.DataFrame(metrics, columns=["run", "dataset", "seed", "synth_method", "variant", "setting", "method",
+                                                      "top1", "weights", "file"]),
             "fid": pd.concat(fid, ignore_index=True) if fid else pd.DataFrame(),
             "ablations": pd.concat(ablations, ignore_index=True) if ablations else pd.DataFrame(),
             "skipped": pd.DataFrame(skipped, columns=["run", "file", "why"])}
+
+
+def _identity(values: dict) -> Optional[tuple]:
+    from datadream_lib import methods
+
+    try:
+        return methods.identity(values)
+    except KeyError:
+        return None
+
+
+def _named(table: pd.DataFrame, identity: Optional[tuple]) -> pd.DataFrame:
+    """A run's FID or ablation table with its rows named from the run's identity (the names stored in
+    the file are display copies, written when the run was made; a run without a known identity keeps them)."""
+    from datadream_lib.fid import REFERENCE_LABEL
+
+    if identity is None or "method" not in table:
+        return table
+    table = table.copy()
+    if "setting" in table:  # ablation cells: one row per classifier setting
+        table["method"] = [row_label(*identity, setting) for setting in table["setting"]]
+    else:  # per-class FID: the run's images and the real reference set
+        from datadream_lib import methods
+
+        table.loc[table["method"] != REFERENCE_LABEL, "method"] = methods.display(*identity)
+    return table
 
 
 def weights_behind(ids: list, recorded: dict[str, dict]) -> str:
@@ -158,7 +209,8 @@ def weights_behind(ids: list, recorded: dict[str, dict]) -> str:
 
 def _row_order(methods: Iterable[str]) -> list[str]:
     methods = set(methods)
-    return [m for m in PAPER_TABLE1 if m in methods] + sorted(methods - set(PAPER_TABLE1))
+    paper = paper_rows()[0]
+    return [m for m in paper if m in methods] + sorted(methods - set(paper))
 
 
 def _columns(datasets: Iterable[str]) -> list[str]:
@@ -182,8 +234,9 @@ def table1(metrics: pd.DataFrame) -> pd.DataFrame:
             rows.append({"method": method, "dataset": "Avg", "mean": ten["mean"].mean(), "std": np.nan,
                          "seeds": int(ten["seeds"].min()), "mixed_weights": bool(ten["mixed_weights"].any())})
     table = pd.DataFrame(rows, columns=["method", "dataset", "mean", "std", "seeds", "mixed_weights"])
-    table["paper"] = [PAPER_TABLE1.get(m, {}).get(d, np.nan) for m, d in zip(table["method"], table["dataset"])]
-    table["paper_derived"] = [(m, d) in PAPER_DERIVED for m, d in zip(table["method"], table["dataset"])]
+    paper, derived = paper_rows()
+    table["paper"] = [paper.get(m, {}).get(d, np.nan) for m, d in zip(table["method"], table["dataset"])]
+    table["paper_derived"] = [(m, d) in derived for m, d in zip(table["method"], table["dataset"])]
     table["difference"] = table["mean"] - table["paper"]
     return table
 
@@ -195,6 +248,7 @@ def table1_display(table: pd.DataFrame) -> pd.DataFrame:
     columns = [*_columns(table["dataset"][table["dataset"] != "Avg"]), "Avg"]
     headers = {c: DATASETS[c].table_name if c in DATASETS and DATASETS[c].table_name else c for c in columns}
     cells = {(r.method, r.dataset): r for r in table.itertuples(index=False)}
+    paper_table, derived = paper_rows()
     rows = []
     for method in _row_order(table["method"]):
         ours, paper = {"method": method}, {"method": "  paper (difference)"}
@@ -202,11 +256,11 @@ def table1_display(table: pd.DataFrame) -> pd.DataFrame:
             r = cells.get((method, column))
             ours[header] = "" if r is None else f"{r.mean:.1f} ± {r.std:.1f}" if r.seeds > 1 and not np.isnan(r.std) else f"{r.mean:.1f}"
             ours[header] += " (mixed weights)" if r is not None and r.mixed_weights else ""
-            reference = PAPER_TABLE1.get(method, {}).get(column)
-            mark = "≈" if (method, column) in PAPER_DERIVED else ""
+            reference = paper_table.get(method, {}).get(column)
+            mark = "≈" if (method, column) in derived else ""
             paper[header] = ("" if reference is None else f"{mark}{reference:.1f}" if r is None
                              else f"{mark}{reference:.1f} ({r.mean - reference:+.1f})")
-        rows += [ours, paper] if method in PAPER_TABLE1 else [ours, {"method": "  not in the paper", **dict.fromkeys(headers.values(), "")}]
+        rows += [ours, paper] if method in paper_table else [ours, {"method": "  not in the paper", **dict.fromkeys(headers.values(), "")}]
     return pd.DataFrame(rows, columns=["method", *headers.values()])
 
 
@@ -254,15 +308,26 @@ def _synthesized_runs_of_lowest_seed(run_dirs: Iterable[Path]) -> dict[str, list
     return {dataset: seeds[min(seeds)] for dataset, seeds in sorted(by_dataset.items())}
 
 
+def _sources(run_dir: Path) -> dict[str, Path]:
+    """{display name: folder} of the image sets of a run (or of a shots-ablation sub-run), named from
+    its identity; a run without a known identity keeps the names its manifest rows stored."""
+    from datadream_lib import catalog, methods
+    from datadream_lib.runs import Run
+
+    values = _run_params(run_dir)
+    identity = _identity(values) if values else None
+    stored = catalog.sources(Run(run_dir))
+    if identity is None:
+        return stored
+    return {methods.display(*identity) if folder.name == identity[0] else label: folder for label, folder in stored.items()}
+
+
 def fig3_sources(run_dirs: Iterable[Path]) -> dict[str, tuple[Path, dict[str, Path]]]:
     """Per dataset, the per-class grid's images: the split of one seed (the lowest) and, for each
     source of synthetic images among that seed's runs (DataDream-dset, IsSynth, DISEF, ...), its folder."""
-    from datadream_lib import catalog
-    from datadream_lib.runs import Run
-
     out = {}
     for dataset, chosen in _synthesized_runs_of_lowest_seed(run_dirs).items():
-        sources = {label: folder for run_dir in chosen for label, folder in catalog.sources(Run(run_dir)).items()}
+        sources = {label: folder for run_dir in chosen for label, folder in _sources(run_dir).items()}
         if sources:
             out[dataset] = (chosen[0] / "split.json", sources)
     return out
@@ -272,9 +337,6 @@ def fig3_shot_sources(run_dirs: Iterable[Path]) -> dict[str, tuple[Path, dict[tu
     """Per dataset, the paper's Fig. 3: the split of the run with the most shots (of the lowest
     seed), and {(label, shots): folder} of every source of synthetic images at every K among that
     seed's runs and their shot-ablation sub-runs (ablations/shots/k<K>/)."""
-    from datadream_lib import catalog
-    from datadream_lib.runs import Run
-
     out = {}
     for dataset, chosen in _synthesized_runs_of_lowest_seed(run_dirs).items():
         found = []
@@ -282,7 +344,7 @@ def fig3_shot_sources(run_dirs: Iterable[Path]) -> dict[str, tuple[Path, dict[tu
             found.append((run_dir, _run_params(run_dir)["shots"]))
             found += [(sub, int(sub.name[1:])) for sub in sorted((run_dir / "ablations" / "shots").glob("k*"))
                       if sub.name[1:].isdigit() and (sub / "synthetic").is_dir()]
-        sources = {(label, k): folder for run_dir, k in found for label, folder in catalog.sources(Run(run_dir)).items()}
+        sources = {(label, k): folder for run_dir, k in found for label, folder in _sources(run_dir).items()}
         if sources:
             widest = max((k, str(run_dir)) for run_dir, k in found if (run_dir / "split.json").exists())
             out[dataset] = (Path(widest[1]) / "split.json", sources)

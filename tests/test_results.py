@@ -178,3 +178,37 @@ def test_fig3_by_shots_and_what_an_unfinished_run_lacks(tiny_runs, tmp_path, cap
     (unfinished / "stages" / "synthesis.json").unlink()  # its images are not all made: no row of its own
     assert ("DataDream-cls", 4) not in results.fig3_shot_sources(results.find_runs([tmp_path / "runs"]))["toy"][1]
     assert "DataDream-cls" not in results.fig3_sources(results.find_runs([tmp_path / "runs"]))["toy"][1]
+
+
+def test_results_are_joined_by_identity_so_a_renamed_label_splits_no_row(tiny_runs, tmp_path, monkeypatch):
+    """Rows of Table 1, Fig. 3, 4 and 5 are named from each run's identity (synth_method and its
+    variant, from params.yaml), not from the names its files stored when it was made: a run made while
+    DataDream-dset had another name joins today's runs in the same rows, and renaming the method's
+    display name renames its rows and their paper numbers, reading and changing no stored file."""
+    import shutil
+
+    from datadream_lib.methods.datadream import DataDream
+
+    root, _, _ = tiny_runs
+    old = tmp_path / "old" / "demo_seed1"
+    shutil.copytree(root / "demo_seed1", old)
+    stored = [*old.rglob("metrics.json"), *old.rglob("*.csv"), *old.rglob("manifest*.jsonl")]
+    for path in stored:  # every name it stored is the old one
+        path.write_text(path.read_text().replace("DataDream-dset", "DataDream (old name)"))
+    assert any("DataDream (old name)" in path.read_text() for path in stored)
+    today = results.collect([root / "demo_seed0", root / "demo_seed1"])
+    mixed = results.collect([root / "demo_seed0", old])
+    for kind in ("metrics", "fid", "ablations"):
+        assert sorted(set(mixed[kind]["method"])) == sorted(set(today[kind]["method"])), kind
+    table = results.table1(mixed["metrics"])
+    assert table[(table["method"] == "DataDream-dset, synthetic + real") & (table["dataset"] == "toy")]["seeds"].item() == 2
+    assert set(results.fig3_sources([old])["toy"][1]) == {"DataDream-dset"}
+
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    monkeypatch.setattr(DataDream, "display", classmethod(lambda cls, variant: f"DD-{variant}"))
+    renamed = results.collect([root / "demo_seed0", old])
+    assert set(renamed["metrics"]["method"]) >= {"DD-dset, synthetic only", "DD-dset, synthetic + real", "Real-finetune"}
+    assert "DD-dset" in set(renamed["fid"]["method"]) and not any("DataDream" in m for m in renamed["fid"]["method"])
+    assert results.paper_rows()[0]["DD-dset, synthetic only"] == results.PAPER_TABLE1["DataDream-dset, synthetic only"]
+    assert {p: p.read_bytes() for p in files} == before

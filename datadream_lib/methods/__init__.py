@@ -27,7 +27,27 @@ from datadream_lib.methods.stable_diffusion import StableDiffusion
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (DataDream, StableDiffusion, IsSynth, DISEF, DAFusion,
                                                                       AugCond)}
 
-__all__ = ["METHODS", "ClassifierOptions", "Cost", "Method", "class_summary", "get", "prepare", "preparation_damage", "seed_of"]
+__all__ = ["METHODS", "ClassifierOptions", "Cost", "Method", "class_summary", "display", "get", "identity", "prepare", "preparation_damage", "seed_of"]
+
+
+def identity(values: dict) -> tuple[str, object]:
+    """(synth_method, variant) of a run, from its parameters (a params.yaml's values): what its results
+    are joined on. A run whose parameters lack a field its method's variant reads (made before it
+    existed) has variant None."""
+    import types
+
+    name = values.get("synth_method")
+    if name not in METHODS:
+        raise KeyError(f"synth_method {name!r} is not a method of this project")
+    try:
+        return name, METHODS[name].variant(types.SimpleNamespace(**values))
+    except (AttributeError, TypeError):
+        return name, None
+
+
+def display(synth_method: str, variant) -> str:
+    """How tables and figures name a method's images (`Method.display`)."""
+    return METHODS[synth_method].display(variant)
 
 
 def get(p, run, split) -> Method:

@@ -207,8 +207,12 @@ class AugCond(Method):
                "feature_block", "dropout_mask", "noise_dropout_mask", "dropped")
 
     @classmethod
-    def label(cls, p) -> str:
-        return f"AugCond unCLIP, {label_of(p.augcond_variant)}"
+    def variant(cls, p) -> str:
+        return p.augcond_variant
+
+    @classmethod
+    def display(cls, variant) -> str:
+        return f"AugCond unCLIP, {label_of(variant)}"
 
     @classmethod
     def weights(cls, p):

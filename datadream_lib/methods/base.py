@@ -43,7 +43,7 @@ and, on an instance made for one run (cheap: no model is loaded until `load`):
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Optional
 
 import dataclasses
 
@@ -97,8 +97,21 @@ class Method:
     columns: ClassVar[tuple[str, ...]] = ("prompt",)
 
     @classmethod
-    def label(cls, p) -> str:
+    def variant(cls, p) -> Optional[str]:
+        """What tells this method's Table 1 rows apart, from the run's parameters (DataDream: dset or
+        cls); None for a method with one row. With `synth_method`, a result's identity: tables are
+        joined on it, and `display` names it only when a table or figure is drawn."""
+        return None
+
+    @classmethod
+    def display(cls, variant: Optional[str]) -> str:
+        """The name tables and figures give the method's images, for a variant (`variant`)."""
         return cls.name
+
+    @classmethod
+    def label(cls, p) -> str:
+        """The display name of a run's images: `display` of the run's `variant`."""
+        return cls.display(cls.variant(p))
 
     @classmethod
     def weights(cls, p) -> list[Callable[[], None]]:

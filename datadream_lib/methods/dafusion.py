@@ -62,7 +62,7 @@ class DAFusion(Method):
         return True
 
     @classmethod
-    def label(cls, p) -> str:
+    def display(cls, variant) -> str:
         return "DA-Fusion"
 
     @classmethod

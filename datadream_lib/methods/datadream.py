@@ -56,8 +56,12 @@ class DataDream(Method):
         return p.variant == "cls"
 
     @classmethod
-    def label(cls, p) -> str:
-        return f"DataDream-{p.variant}"
+    def variant(cls, p) -> str:
+        return p.variant
+
+    @classmethod
+    def display(cls, variant) -> str:
+        return f"DataDream-{variant}"
 
     @classmethod
     def weights(cls, p):

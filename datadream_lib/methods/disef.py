@@ -223,7 +223,7 @@ class DISEF(Method):
         return True
 
     @classmethod
-    def label(cls, p) -> str:
+    def display(cls, variant) -> str:
         return "DISEF"
 
     @classmethod

@@ -49,10 +49,14 @@ class IsSynth(Method):
     source_fit = "crop"  # the authors resize the shot, no bars (see stable_diffusion.source_image)
 
     @classmethod
-    def label(cls, p) -> str:
-        """"IsSynth", or with the strength where it is not the authors' value for the run's K (the
-        strength sweep's runs then stand beside each other in Table 1)."""
-        return "IsSynth" if p.strength == strength_for(p.shots) else f"IsSynth, strength {p.strength:g}"
+    def variant(cls, p):
+        """None, or the strength where it is not the authors' value for the run's K (the strength
+        sweep's runs then stand beside each other in Table 1)."""
+        return None if p.strength == strength_for(p.shots) else f"strength {p.strength:g}"
+
+    @classmethod
+    def display(cls, variant) -> str:
+        return "IsSynth" if variant is None else f"IsSynth, {variant}"
 
     @classmethod
     def weights(cls, p):

@@ -283,7 +283,7 @@ class StableDiffusion(Method):
     parameters = Sampling
 
     @classmethod
-    def label(cls, p) -> str:
+    def display(cls, variant) -> str:
         return "Stable Diffusion"
 
     @classmethod
