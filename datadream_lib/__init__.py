@@ -27,5 +27,7 @@ One module per concept of the paper:
 
 from datadream_lib.errors import DataDreamError
 
-__all__ = ["DataDreamError"]
+PROJECT = "datadream"  # the project's name: its package, W&B project, MLflow experiment, cache folder
+
+__all__ = ["DataDreamError", "PROJECT"]
 __version__ = "0.1.0"

@@ -8,20 +8,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import yaml
 from PIL import Image
 
-from datadream_lib import catalog, models, params, results, splits
+from datadream_lib import catalog, models, params, results, runs, splits
 from datadream_lib.augmentation import test_transform
 from datadream_lib.classification import CLIPClassifier
 from datadream_lib.fid import REFERENCE_LABEL
 
-# The methods compared in the toy world, each a run of params/toyworld.yaml with `synth_method`, and
-# the classifier settings it trains (zero-shot and Real-finetune do not depend on the images: once).
-EFFECT_RUNS = {"datadream": ["zero_shot", "real_finetune", "synthetic", "synthetic_real"],
-               "stable_diffusion": ["synthetic", "synthetic_real"],
-               "issynth": ["synthetic", "synthetic_real"],
-               "disef": ["synthetic", "synthetic_real"]}
-EFFECT_STAGES = ["adaptation", "synthesis", "classification", "fid"]
+# The measurement's grid and comparisons, as data (benchmarks/toyworld_effects.yaml): which methods'
+# runs, with which classifier settings and stages, and which figures are compared.
+SPEC_FILE = runs.project_root() / "benchmarks" / "toyworld_effects.yaml"
+
+
+def _spec() -> dict:
+    return yaml.safe_load(SPEC_FILE.read_text())
+
+
+EFFECT_RUNS: dict[str, list[str]] = _spec()["runs"]
+EFFECT_STAGES: list[str] = _spec()["stages"]
 
 
 def effect_figures(metrics, fid_table) -> dict:
@@ -68,19 +73,7 @@ def seed_figures(run_dirs) -> dict:
 
 # The comparisons the issue asks for: (name, larger, smaller) of two figures; an effect is
 # `larger - smaller`, positive where the paper's story holds.
-COMPARISONS = (
-    ("zero-shot above chance", "top1/zero_shot", "chance"),
-    ("DataDream-dset synthetic above unadapted SD synthetic", "top1/datadream/synthetic", "top1/stable_diffusion/synthetic"),
-    ("DataDream-dset synthetic above chance", "top1/datadream/synthetic", "chance"),
-    ("DataDream FID below unadapted SD FID", "fid/stable_diffusion", "fid/datadream"),
-    ("DataDream's images show their class (the world's CLIP, zero-shot) above chance", "recognised/datadream", "chance"),
-    ("DataDream KID below unadapted SD KID", "kid/stable_diffusion", "kid/datadream"),
-    ("DataDream synthetic + real above Real-finetune", "top1/datadream/synthetic_real", "top1/real_finetune"),
-    ("DataDream synthetic above IsSynth synthetic", "top1/datadream/synthetic", "top1/issynth/synthetic"),
-    ("DataDream synthetic above DISEF synthetic", "top1/datadream/synthetic", "top1/disef/synthetic"),
-) + tuple((f"{label} synthetic above zero-shot", f"top1/{method}/synthetic", "top1/zero_shot")  # Table 1: each row vs zero-shot
-          for method, label in (("datadream", "DataDream-dset"), ("stable_diffusion", "unadapted SD"),
-                                ("issynth", "IsSynth"), ("disef", "DISEF")))
+COMPARISONS: tuple[tuple[str, str, str], ...] = tuple(tuple(c) for c in _spec()["comparisons"])
 
 
 def effect_run_name(method: str, seed: int) -> str:

@@ -37,24 +37,26 @@ SETTING_LABELS = {
 
 # Table 1 of the paper (ViT-B/16, 16 shots, 500 synthetic images per class, mean of 3 seeds), as
 # printed (docs/hyperparameters.md §7), by identity: (synth_method, variant, setting); a row's name is
-# given when a table is drawn (`row_label`). "Avg" is the average the paper states;
-# for two rows it is not the mean of the row's ten numbers (CLIP zero-shot: 64.1 stated, 64.9 mean;
-# DataDream-cls: 82.6 stated, 80.6 mean). Our Avg is always the mean of our ten cells.
-# One cell is unreadable in our copy of the paper (DataDream-cls, synthetic + real, AirC: the text
-# repeats the EuroSAT value there); it is derived from the printed Avg and marked "≈" wherever shown.
-_PAPER_ROWS = {
-    (None, None, "zero_shot"): (70.2, 96.1, 46.1, 38.1, 23.8, 91.0, 63.1, 63.8, 85.1, 71.8, 64.1),
-    ("datadream", "dset", "synthetic"): (71.5, 96.2, 69.5, 80.3, 71.2, 94.0, 92.2, 74.5, 86.7, 98.0, 83.4),
-    ("datadream", "cls", "synthetic"): (71.6, 96.4, 68.6, 65.4, 60.3, 94.2, 90.5, 74.5, 86.9, 97.2, 82.6),
-    (None, None, "real_finetune"): (73.4, 96.8, 78.3, 93.5, 59.3, 94.0, 87.5, 77.1, 87.6, 98.7, 84.6),
-    ("datadream", "dset", "synthetic_real"): (74.1, 96.9, 81.6, 93.4, 72.3, 94.8, 92.4, 77.5, 87.6, 99.4, 87.0),
-    ("datadream", "cls", "synthetic_real"): (73.8, 97.6, 81.6, 93.8, None, 94.5, 91.2, 77.5, 87.5, 99.4, 86.5),
-    # the paper's re-runs of the baselines on SD 2.1 (docs/methods.md, docs/hyperparameters.md §6)
-    ("issynth", None, "synthetic"): (70.0, 95.7, 67.6, 71.3, 34.5, 92.1, 65.9, 72.2, 85.4, 90.0, 74.5),
-    ("disef", None, "synthetic"): (67.1, 93.4, 66.1, 69.2, 26.8, 91.0, 63.2, 73.5, 85.1, 85.4, 72.1),
-    ("issynth", None, "synthetic_real"): (73.9, 97.4, 81.6, 93.9, 64.8, 92.1, 88.5, 77.7, 86.0, 99.0, 85.5),
-    ("disef", None, "synthetic_real"): (73.8, 97.0, 81.5, 94.0, 64.3, 92.6, 87.9, 77.6, 86.2, 99.0, 85.4),
+# given when a table is drawn (`row_label`). The classifiers without synthetic images are here, each
+# method's rows in its module (`Method.paper_table1`), each row with its place in the paper's table.
+# "Avg" is the average the paper states; for two rows it is not the mean of the row's ten numbers
+# (CLIP zero-shot: 64.1 stated, 64.9 mean; DataDream-cls: 82.6 stated, 80.6 mean). Our Avg is always
+# the mean of our ten cells. A cell not readable in our copy of the paper (None) is derived from the
+# printed Avg and marked "≈" wherever shown.
+_PAPER_REAL_ROWS = {
+    (None, None, "zero_shot"): (1, (70.2, 96.1, 46.1, 38.1, 23.8, 91.0, 63.1, 63.8, 85.1, 71.8, 64.1)),
+    (None, None, "real_finetune"): (4, (73.4, 96.8, 78.3, 93.5, 59.3, 94.0, 87.5, 77.1, 87.6, 98.7, 84.6)),
 }
+
+
+def _paper_rows_by_identity() -> dict[tuple, tuple]:
+    """Every row of the paper's Table 1, in the paper's order: {(synth_method, variant, setting): values}."""
+    from datadream_lib import methods
+
+    rows = dict(_PAPER_REAL_ROWS)
+    rows.update({(name, variant, setting): row for name, method in methods.METHODS.items()
+                 for (variant, setting), row in method.paper_table1.items()})
+    return {key: values for key, (_, values) in sorted(rows.items(), key=lambda item: item[1][0])}
 
 
 def row_label(synth_method: Optional[str], variant, setting: str) -> str:
@@ -80,7 +82,7 @@ def _paper_table(rows: dict) -> tuple[dict[tuple, dict[str, float]], set[tuple[t
     return table, derived
 
 
-PAPER_BY_IDENTITY, _PAPER_DERIVED_BY_IDENTITY = _paper_table(_PAPER_ROWS)
+PAPER_BY_IDENTITY, _PAPER_DERIVED_BY_IDENTITY = _paper_table(_paper_rows_by_identity())
 
 
 def paper_rows() -> tuple[dict[str, dict[str, float]], set[tuple[str, str]]]:

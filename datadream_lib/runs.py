@@ -22,7 +22,7 @@ from typing import Optional
 
 import yaml
 
-from datadream_lib import environment, locks, weights
+from datadream_lib import PROJECT, environment, locks, weights
 from datadream_lib.files import atomic_write_text, read_json, write_json
 from datadream_lib.errors import DataDreamError
 from datadream_lib.stages import part_of
@@ -36,7 +36,7 @@ def project_root() -> Path:
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
         pyproject = folder / "pyproject.toml"
-        if pyproject.is_file() and 'name = "datadream"' in pyproject.read_text():
+        if pyproject.is_file() and f'name = "{PROJECT}"' in pyproject.read_text():
             return folder
     return here
 

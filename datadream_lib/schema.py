@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import yaml
 
-from datadream_lib import tracking
+from datadream_lib import PROJECT, tracking
 from datadream_lib.errors import DataDreamError
 from datadream_lib.runs import check_run_name
 from datadream_lib.stages import NAMES as STAGES, SYNTHETIC_SETTINGS  # noqa: F401 (the settings that read synthesis)
@@ -67,7 +67,7 @@ def field(default=None, help: str = "", *, choices=None, min=None, max=None, ide
 @dataclasses.dataclass(frozen=True)
 class Params:
     # --- the run -------------------------------------------------------------------------------
-    run_name: str = field("datadream", "folder name of the run under runs_root")
+    run_name: str = field(PROJECT, "folder name of the run under runs_root")
     runs_root: str = field("runs", "where run folders live; relative paths are taken from the project root", identity=False)
     seed: int = field(0, "seeds the few-shot draw, LoRA init, training order and every synthetic image", min=0)
     device: str = field("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", identity=False)

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from datadream_lib import PROJECT
 from datadream_lib.errors import DataDreamError
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
@@ -85,7 +86,7 @@ class _WandB:
         folder = run_dir / WANDB
         folder.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(dir=str(folder), mode=os.environ.get("WANDB_MODE", "offline"),
-                              project=os.environ.get("WANDB_PROJECT", "datadream"), group=run_dir.name,
+                              project=os.environ.get("WANDB_PROJECT", PROJECT), group=run_dir.name,
                               name=f"{run_dir.name}/{part}", job_type=part.split("/")[0],
                               reinit="create_new", settings=wandb.Settings(silent=True, console="off"))
         self.axes: set[str] = set()
@@ -120,8 +121,8 @@ class _MLflow:
             (run_dir / MLFLOW).mkdir(parents=True, exist_ok=True)
             uri = f"sqlite:///{(run_dir / MLFLOW / 'mlflow.db').resolve()}"
         self.client, self.metric = MlflowClient(tracking_uri=uri), Metric
-        experiment = self.client.get_experiment_by_name("datadream")
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment("datadream")
+        experiment = self.client.get_experiment_by_name(PROJECT)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(PROJECT)
         self.run_id = self.client.create_run(experiment_id, run_name=f"{run_dir.name}/{part}",
                                              tags={"datadream.run": run_dir.name, "datadream.part": part}).info.run_id
         self.pending: list = []

@@ -30,6 +30,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Optional
 
+from datadream_lib import PROJECT
 from datadream_lib.errors import DataDreamError
 from datadream_lib.files import atomic_write_text, json_records, write_json
 
@@ -75,7 +76,7 @@ def cache_dir() -> Path:
         return Path(os.environ["DATADREAM_CACHE"]).expanduser()
     import torch
 
-    return Path(torch.hub.get_dir()).parent / "datadream"
+    return Path(torch.hub.get_dir()).parent / PROJECT
 
 
 def _hash_file(path: Path) -> str:

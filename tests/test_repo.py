@@ -139,18 +139,61 @@ def test_the_library_has_no_import_circle():
     assert "datadream_lib.methods" not in str(graph["datadream_lib.schema"])  # the schema imports no method
 
 
-def test_no_module_outside_methods_compares_a_method_name():
-    import re
+def _method_names_and_labels() -> tuple[set[str], set[str]]:
+    """Every method's name, and every display name it gives (for the default and for each choice of
+    the fields of its group)."""
+    import dataclasses
 
     from datadream_lib import methods
 
-    names = "|".join(methods.METHODS)
-    pattern = re.compile(rf"""(==|!=|\bin)\s*[\(\[{{]?\s*["']({names})["']|["']({names})["']\s*(==|!=|\bin\b)|synth_method\s*(==|!=|\bin\b)""")
-    files = [p for p in [*(ROOT / "datadream_lib").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
-             if "methods" not in p.relative_to(ROOT).parts]
-    offenders = [f"{p.relative_to(ROOT)}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
-                 if pattern.search(line)]
+    labels = set()
+    for name, method in methods.METHODS.items():
+        labels.add(method.label(params.from_dict({"base": "demo", "synth_method": name})))
+        for f in dataclasses.fields(method.parameters):
+            for choice in f.metadata.get("choices") or ():
+                labels.add(method.label(params.from_dict({"base": "demo", "synth_method": name, f.name: choice})))
+    return set(methods.METHODS), labels
+
+
+# Strings that equal a method's name or display name and mean something else, each with its reason.
+NOT_A_METHOD = {
+    ("datadream_lib/__init__.py", "datadream"): "the project's name (PROJECT)",
+    ("datadream_lib/schema.py", "datadream"): "the default synth_method (the schema imports no method)",
+    ("datadream_lib/models.py", "Stable Diffusion"): "the model family's name (SD 2.1's weights), not the method's",
+}
+
+
+def test_no_module_outside_methods_names_a_method():
+    """Outside methods/, the library names no method: no string (a comparison, a dict key, a label, a
+    figure's path such as 'top1/datadream/synthetic') equals a method's name or display name or holds
+    a name as a path segment; what a grid or measurement names is data (params/, benchmarks/toyworld_effects.yaml). The benchmarks,
+    which time named methods, compare no method's name."""
+    import ast
+    import re
+
+    names, labels = _method_names_and_labels()
+    assert {"datadream", "issynth", "DataDream-dset", "DataDream-cls", "IsSynth", "DISEF"} <= names | labels
+    segment = re.compile(rf"(^|/)({'|'.join(map(re.escape, names))})(/|$)")
+    offenders = []
+    for path in sorted((ROOT / "datadream_lib").rglob("*.py")):
+        where = str(path.relative_to(ROOT))
+        if "methods" in path.relative_to(ROOT).parts:
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                if (node.value in names | labels or segment.search(node.value)) and (where, node.value) not in NOT_A_METHOD:
+                    offenders.append(f"{where}:{node.lineno}: {node.value!r}")
     assert not offenders, offenders
+    assert segment.search("top1/datadream/synthetic") and not segment.search("datadream_lib/methods")
+
+    comparison = re.compile(rf"""(==|!=|\bin)\s*[\(\[{{]?\s*["']({'|'.join(names)})["']|["']({'|'.join(names)})["']\s*(==|!=|\bin\b)|synth_method\s*(==|!=|\bin\b)""")
+    benchmarks = [f"{p.relative_to(ROOT)}:{i}" for p in sorted((ROOT / "benchmarks").glob("*.py"))
+                  for i, line in enumerate(p.read_text().splitlines(), 1) if comparison.search(line)]
+    assert not benchmarks, benchmarks
 
 
 def test_no_module_outside_the_stage_table_special_cases_a_stage():

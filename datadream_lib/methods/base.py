@@ -95,6 +95,10 @@ class Method:
     parameters: ClassVar[type] = NoParameters
     prepares: ClassVar[bool] = False
     columns: ClassVar[tuple[str, ...]] = ("prompt",)
+    # The method's rows of the paper's Table 1 (ViT-B/16, 16 shots, 500 images per class, mean of 3
+    # seeds; docs/hyperparameters.md §7): {(variant, setting): (the row's place in the table, its
+    # ten datasets' top-1 in BENCHMARKS order and the stated Avg; None for a cell not readable)}.
+    paper_table1: ClassVar[dict] = {}
 
     @classmethod
     def variant(cls, p) -> Optional[str]:

@@ -222,6 +222,11 @@ class DISEF(Method):
     def prepares_by_class(cls, p) -> bool:
         return True
 
+    paper_table1 = {  # the paper's re-run on SD 2.1 (docs/methods.md, docs/hyperparameters.md §6)
+        (None, "synthetic"): (8, (67.1, 93.4, 66.1, 69.2, 26.8, 91.0, 63.2, 73.5, 85.1, 85.4, 72.1)),
+        (None, "synthetic_real"): (10, (73.8, 97.0, 81.5, 94.0, 64.3, 92.6, 87.9, 77.6, 86.2, 99.0, 85.4)),
+    }
+
     @classmethod
     def display(cls, variant) -> str:
         return "DISEF"

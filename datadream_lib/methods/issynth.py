@@ -48,6 +48,11 @@ class IsSynth(Method):
     columns = ("prompt", "source_shot", "source_image", "strength", "first_timestep")
     source_fit = "crop"  # the authors resize the shot, no bars (see stable_diffusion.source_image)
 
+    paper_table1 = {  # the paper's re-run on SD 2.1 (docs/methods.md, docs/hyperparameters.md §6)
+        (None, "synthetic"): (7, (70.0, 95.7, 67.6, 71.3, 34.5, 92.1, 65.9, 72.2, 85.4, 90.0, 74.5)),
+        (None, "synthetic_real"): (9, (73.9, 97.4, 81.6, 93.9, 64.8, 92.1, 88.5, 77.7, 86.0, 99.0, 85.5)),
+    }
+
     @classmethod
     def variant(cls, p):
         """None, or the strength where it is not the authors' value for the run's K (the strength
