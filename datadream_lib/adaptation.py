@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from datadream_lib.progress import bar as progress_bar
 from datadream_lib import models, tracking
+from datadream_lib.diffusion import denoising_loss
 from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.errors import DataDreamError
 from datadream_lib.files import read_json, write_json
@@ -295,19 +295,14 @@ class Trainer:
             pixels = to_unit_range(batch).to(self.dtype)
             if self.channels_last:
                 pixels = pixels.contiguous(memory_format=torch.channels_last)
-            with torch.no_grad():
-                latents = pipe.vae.encode(pixels).latent_dist.sample(generator=device_gen)
-                latents = latents * pipe.vae.config.scaling_factor
-            noise = torch.randn(latents.shape, generator=device_gen, device=device).to(latents.dtype)
-            timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=device_gen,
-                                      device=device)
-            noisy = scheduler.add_noise(latents, noise, timesteps)
-            target = (scheduler.get_velocity(latents, noise, timesteps)
-                      if scheduler.config.prediction_type == "v_prediction" else noise)
-            with models.autocast(device, self.amp):
-                hidden = pipe.text_encoder(token_ids[index].to(device, non_blocking=True))[0]
-                pred = self.unet(noisy, timesteps, hidden).sample
-            loss = F.mse_loss(pred.float(), target.float())
+
+            def draw(latents):  # the noise, then the timesteps, from the device's generator
+                noise = torch.randn(latents.shape, generator=device_gen, device=device).to(latents.dtype)
+                return noise, torch.randint(0, scheduler.config.num_train_timesteps, (len(index),),
+                                            generator=device_gen, device=device)
+
+            loss = denoising_loss(pipe, self.unet, scheduler, pixels, token_ids[index].to(device, non_blocking=True),
+                                  device_gen, draw, device, self.amp)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.trainable, p.adapt_max_grad_norm)
             optimizer.step()

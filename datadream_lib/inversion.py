@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from datadream_lib.progress import bar as progress_bar
 from datadream_lib import models
+from datadream_lib.diffusion import denoising_loss
 from datadream_lib.errors import DataDreamError
 from datadream_lib.files import read_json, write_json
 from datadream_lib.runs import Run
@@ -171,18 +171,12 @@ class InversionTrainer:
             prompts = [TEMPLATES[t].format(words) for t in templates]
             token_ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
                                        truncation=True, return_tensors="pt").input_ids.to(device)
-            with torch.no_grad():
-                latents = pipe.vae.encode(pixels).latent_dist.sample(generator=device_gen)
-                latents = latents * pipe.vae.config.scaling_factor
-            noise = torch.randn(latents.shape, generator=gen).to(device, latents.dtype)
-            timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=gen).to(device)
-            noisy = scheduler.add_noise(latents, noise, timesteps)
-            target = (scheduler.get_velocity(latents, noise, timesteps)
-                      if scheduler.config.prediction_type == "v_prediction" else noise)
-            with models.autocast(device, self.amp):
-                hidden = pipe.text_encoder(token_ids)[0]
-                pred = pipe.unet(noisy, timesteps, hidden).sample
-            loss = F.mse_loss(pred.float(), target.float())
+
+            def draw(latents):  # the noise, then the timesteps, from the host's generator (the authors' order)
+                noise = torch.randn(latents.shape, generator=gen).to(device, latents.dtype)
+                return noise, torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=gen).to(device)
+
+            loss = denoising_loss(pipe, pipe.unet, scheduler, pixels, token_ids, device_gen, draw, device, self.amp)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
