@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from datadream_lib import weights
+from datadream_lib import methods, weights
 from datadream_lib.datasets import BENCHMARKS, DATASETS
 from datadream_lib.errors import DataDreamError
+from datadream_lib.fid import REFERENCE_LABEL
 from datadream_lib.runs import PARAMS_FILE, project_path, stage_done
 from datadream_lib.stages import SYNTHETIC_SETTINGS
 
@@ -51,8 +52,6 @@ _PAPER_REAL_ROWS = {
 
 def _paper_rows_by_identity() -> dict[tuple, tuple]:
     """Every row of the paper's Table 1, in the paper's order: {(synth_method, variant, setting): values}."""
-    from datadream_lib import methods
-
     rows = dict(_PAPER_REAL_ROWS)
     rows.update({(name, variant, setting): row for name, method in methods.METHODS.items()
                  for (variant, setting), row in method.paper_table1.items()})
@@ -62,8 +61,6 @@ def _paper_rows_by_identity() -> dict[tuple, tuple]:
 def row_label(synth_method: Optional[str], variant, setting: str) -> str:
     """The Table 1 row of a classifier, by identity: its setting, and for synthetic data the method's
     display name (`Method.display`) of the images ("DataDream-dset, synthetic + real")."""
-    from datadream_lib import methods
-
     if setting not in SYNTHETIC_SETTINGS:
         return SETTING_LABELS[setting]
     return f"{methods.display(synth_method, variant)}, {SETTING_LABELS[setting]}"
@@ -174,8 +171,6 @@ def collect(run_dirs: Iterable[Path]) -> dict[str, pd.DataFrame]:
 
 
 def _identity(values: dict) -> Optional[tuple]:
-    from datadream_lib import methods
-
     try:
         return methods.identity(values)
     except KeyError:
@@ -185,17 +180,13 @@ def _identity(values: dict) -> Optional[tuple]:
 def _named(table: pd.DataFrame, identity: Optional[tuple]) -> pd.DataFrame:
     """A run's FID or ablation table with its rows named from the run's identity (the names stored in
     the file are display copies, written when the run was made; a run without a known identity keeps them)."""
-    from datadream_lib.fid import REFERENCE_LABEL
-
     if identity is None or "method" not in table:
         return table
     table = table.copy()
     if "setting" in table:  # ablation cells: one row per classifier setting
         table["method"] = [row_label(*identity, setting) for setting in table["setting"]]
     else:  # per-class FID: the run's images and the real reference set
-        from datadream_lib import methods
-
-        table.loc[table["method"] != REFERENCE_LABEL, "method"] = methods.display(*identity)
+            table.loc[table["method"] != REFERENCE_LABEL, "method"] = methods.display(*identity)
     return table
 
 
@@ -209,10 +200,10 @@ def weights_behind(ids: list, recorded: dict[str, dict]) -> str:
 
 # --- Table 1 ------------------------------------------------------------------------------------
 
-def _row_order(methods: Iterable[str]) -> list[str]:
-    methods = set(methods)
+def _row_order(names: Iterable[str]) -> list[str]:
+    names = set(names)
     paper = paper_rows()[0]
-    return [m for m in paper if m in methods] + sorted(methods - set(paper))
+    return [m for m in paper if m in names] + sorted(names - set(paper))
 
 
 def _columns(datasets: Iterable[str]) -> list[str]:
@@ -313,7 +304,7 @@ def _synthesized_runs_of_lowest_seed(run_dirs: Iterable[Path]) -> dict[str, list
 def _sources(run_dir: Path) -> dict[str, Path]:
     """{display name: folder} of the image sets of a run (or of a shots-ablation sub-run), named from
     its identity; a run without a known identity keeps the names its manifest rows stored."""
-    from datadream_lib import catalog, methods
+    from datadream_lib import catalog
     from datadream_lib.runs import Run
 
     values = _run_params(run_dir)
