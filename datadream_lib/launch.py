@@ -132,8 +132,9 @@ def plan_units(files: list[str], overrides: Optional[dict] = None, shards: int =
         planned: list[tuple[stages.Stage, stages.Part, Unit]] = []  # this run's, in the graph's order
         for stage in (s for s in stages.STAGES if s.name in p.stages):
             for part in stage.parts(p, method, shards, work):
+                reads = stages.part_reads(stage, part, p, method)  # once per part, not per pair of units
                 after = [unit.id for earlier, earlier_part, unit in planned
-                         if stages.waits_for(stage, part, earlier, earlier_part, p, method)]
+                         if stages.waits_for(reads, part, earlier, earlier_part)]
                 selectors = [arg for key, value in part.selectors.items() for arg in _set(key, value)]
                 unit = Unit(p.run_name, root, stage.name, part.name, (*base, *_set("stages", [stage.name]), *selectors),
                             tuple(after), part.weight)

@@ -166,10 +166,14 @@ def part_of(p) -> Optional[str]:
     return ".".join(dict.fromkeys(names)) or None
 
 
-def waits_for(stage: Stage, part: Part, earlier: Stage, earlier_part: Part, p, method) -> bool:
-    """Whether a unit (a part of `stage`) must wait for an earlier one of the same run: it reads
-    that stage's outputs, or the two cannot run side by side (one of them holds the whole run)."""
-    reads = stage.reads(p.replace(**part.selectors) if part.selectors else p, method)
+def part_reads(stage: Stage, part: Part, p, method) -> tuple[str, ...]:
+    """The stages a part of `stage` reads: the stage's `reads` under the part's selectors."""
+    return stage.reads(p.replace(**part.selectors) if part.selectors else p, method)
+
+
+def waits_for(reads: tuple[str, ...], part: Part, earlier: Stage, earlier_part: Part) -> bool:
+    """Whether a unit (a `part` that reads `reads`) must wait for an earlier one of the same run: it
+    reads that stage's outputs, or the two cannot run side by side (one of them holds the whole run)."""
     return earlier.name in reads or not part.selectors or not earlier_part.selectors
 
 
