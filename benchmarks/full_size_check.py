@@ -44,17 +44,17 @@ def main(argv=None) -> dict:
     })
     device = models.resolve_device(p)
     report = {"models": args.models, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-              "torch": torch.__version__, "autocast": str(models.autocast_dtype(p, device)), "resolution": p.resolution}
+              "torch": torch.__version__, "autocast": str(models.autocast_dtype(p, device)), "resolution": p.method.resolution}
     run, split = splits.start_run(p)
 
     # Adaptation: a few steps of eq. 3 on the full model (batch 8).
     models.peak_memory_gib(device, reset=True)
     pipe = models.load_sd_pipeline(p)
-    job = adaptation.AdapterJob("dset", split.shots(p.shots), args.adapt_steps, p.adapt_batch_size, p.seed)
+    job = adaptation.AdapterJob("dset", split.shots(p.shots), args.adapt_steps, p.method.adapt_batch_size, p.seed)
     started = time.time()
     losses, _ = adaptation.train_adapter(pipe, p, job, split.prompts(), device, progress=False)
     models.synchronize(device)
-    report["adaptation"] = {"steps": args.adapt_steps, "batch": p.adapt_batch_size, "seconds": round(time.time() - started, 2),
+    report["adaptation"] = {"steps": args.adapt_steps, "batch": p.method.adapt_batch_size, "seconds": round(time.time() - started, 2),
                             "seconds_per_step": round((time.time() - started) / args.adapt_steps, 3),
                             "loss_first": losses[0], "loss_last": losses[-1], "peak_gib": models.peak_memory_gib(device)}
     adaptation.save_adapter(pipe, p, run.path("adaptation", "dset"))
@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
     images = [image for image, _ in method.generate(batch)]
     models.synchronize(device)
     seconds = time.time() - started
-    report["synthesis"] = {"images": len(images), "steps": args.steps, "guidance": p.guidance_scale, "seconds": round(seconds, 2),
+    report["synthesis"] = {"images": len(images), "steps": args.steps, "guidance": p.method.guidance_scale, "seconds": round(seconds, 2),
                            "images_per_second": round(len(images) / seconds, 3), "size": list(images[0].size),
                            "peak_gib": models.peak_memory_gib(device)}
     del method

@@ -106,12 +106,12 @@ def adaptation_rate(p, split, steps: tuple[int, int]) -> dict:
     seconds = []
     for n in (1, *steps):  # a first, untimed run: one-off costs out of the difference
         pipe = models.load_sd_pipeline(p)
-        job = adaptation.AdapterJob("dset", split.shots(p.shots), n, p.adapt_batch_size, p.seed)
+        job = adaptation.AdapterJob("dset", split.shots(p.shots), n, p.method.adapt_batch_size, p.seed)
         seconds.append(_timed(device, lambda pipe=pipe, job=job: adaptation.train_adapter(pipe, p, job, split.prompts(), device,
                                                                                           progress=False)))
     seconds = seconds[1:]
     per_second = _rate(steps[1] - steps[0], seconds)
-    return {"seconds_per_step": per_second and round(1 / per_second, 4), "batch": p.adapt_batch_size,
+    return {"seconds_per_step": per_second and round(1 / per_second, 4), "batch": p.method.adapt_batch_size,
             "seconds": [round(t, 2) for t in seconds], "precision": p.mixed_precision,
             "channels_last": models.use_channels_last(p, device), "compiled": bool(p.compile),
             "peak_gib": models.peak_memory_gib(device, reset=True)}
@@ -268,8 +268,8 @@ def main(argv=None) -> dict:
     library = {"compile": gpu}  # as a full-length run on a GPU compiles (the short benchmark would not by itself)
     report = {"models": args.models, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "versions": {name: importlib.metadata.version(name) for name in ("torch", "diffusers", "transformers", "peft")},
-              "resolution": p.resolution, "steps": p.num_inference_steps, "scheduler": p.scheduler,
-              "guidance": p.guidance_scale}
+              "resolution": p.method.resolution, "steps": p.method.num_inference_steps, "scheduler": p.method.scheduler,
+              "guidance": p.method.guidance_scale}
     run, split = splits.start_run(p)
     report["environment"] = environment.describe()
     methods.prepare(p.replace(adapt_epochs=1), run, split, progress=False)  # an adapter to load (its values do not matter)
@@ -311,7 +311,7 @@ def main(argv=None) -> dict:
             pair = {"authors": synthesis_rate(q.replace(**mine(authors)), q_run, split, tuple(args.images), WriteEachImageFirst),
                     "library": synthesis_rate(q.replace(**mine(library)), q_run, split, tuple(args.images))}
             pair["ratio"] = _ratio(pair["library"]["images_per_second"], pair["authors"]["images_per_second"])
-            pair["resolution"], pair["steps"] = q.resolution, q.num_inference_steps
+            pair["resolution"], pair["steps"] = q.method.resolution, q.method.num_inference_steps
             report["synthesis_by_method"][name] = pair
             _save(report, args.out)
     report["date"] = time.strftime("%Y-%m-%d")

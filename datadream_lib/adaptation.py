@@ -70,18 +70,18 @@ class AdapterJob:
 
 def adapter_jobs(p, split: FewShotSplit) -> list[AdapterJob]:
     shots, n = split.shots(p.shots), len(split.classnames)
-    if p.variant == "dset":
-        return [AdapterJob("dset", shots, dset_steps(n, p.shots, p.adapt_epochs, p.adapt_batch_size),
-                           p.adapt_batch_size, p.seed)]
-    steps = cls_steps(p.shots, p.adapt_epochs, p.adapt_batch_size)
-    return [AdapterJob(dirname, [it for it in shots if it[1] == label], steps, min(p.adapt_batch_size, p.shots),
+    if p.method.variant == "dset":
+        return [AdapterJob("dset", shots, dset_steps(n, p.shots, p.method.adapt_epochs, p.method.adapt_batch_size),
+                           p.method.adapt_batch_size, p.seed)]
+    steps = cls_steps(p.shots, p.method.adapt_epochs, p.method.adapt_batch_size)
+    return [AdapterJob(dirname, [it for it in shots if it[1] == label], steps, min(p.method.adapt_batch_size, p.shots),
                        p.seed * 100_003 + label, label)
             for label, dirname in enumerate(split.class_dirs())]
 
 
 def adapter_folder(p, run: Run, class_index: int, split: FewShotSplit) -> Path:
     """Where synthesis finds the adapter for a class."""
-    if p.variant == "dset":
+    if p.method.variant == "dset":
         return run.path("adaptation", "dset")
     return run.path("adaptation", "cls", split.class_dirs()[class_index])
 
@@ -95,13 +95,13 @@ def lora_config(rank: int, alpha: int, targets: list[str]):
 def add_lora(pipe, p) -> list[torch.nn.Parameter]:
     """Attach the LoRA adapters (once per pipeline; a later call finds them) and freeze everything
     else. Returns the trainable parameters. Their values are set by `init_lora`."""
-    modules = [pipe.unet] + ([pipe.text_encoder] if p.adapt_train_text_encoder else [])
+    modules = [pipe.unet] + ([pipe.text_encoder] if p.method.adapt_train_text_encoder else [])
     if not getattr(pipe.unet, "peft_config", None):
         for module in (pipe.unet, pipe.vae, pipe.text_encoder):
             module.requires_grad_(False)
-        pipe.unet.add_adapter(lora_config(p.adapt_lora_rank, p.adapt_lora_alpha, UNET_TARGETS))
-        if p.adapt_train_text_encoder:
-            pipe.text_encoder.add_adapter(lora_config(p.adapt_lora_rank, p.adapt_lora_alpha, TEXT_TARGETS))
+        pipe.unet.add_adapter(lora_config(p.method.adapt_lora_rank, p.method.adapt_lora_alpha, UNET_TARGETS))
+        if p.method.adapt_train_text_encoder:
+            pipe.text_encoder.add_adapter(lora_config(p.method.adapt_lora_rank, p.method.adapt_lora_alpha, TEXT_TARGETS))
     return [q for m in modules for q in m.parameters() if q.requires_grad]
 
 
@@ -132,9 +132,9 @@ def save_adapter(pipe, p, folder: Path, info: Optional[dict] = None) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     unet_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
     text_layers = (convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.text_encoder))
-                   if p.adapt_train_text_encoder else None)
-    config = lora_config(p.adapt_lora_rank, p.adapt_lora_alpha, UNET_TARGETS).to_dict()
-    text_config = lora_config(p.adapt_lora_rank, p.adapt_lora_alpha, TEXT_TARGETS).to_dict() if text_layers else None
+                   if p.method.adapt_train_text_encoder else None)
+    config = lora_config(p.method.adapt_lora_rank, p.method.adapt_lora_alpha, UNET_TARGETS).to_dict()
+    text_config = lora_config(p.method.adapt_lora_rank, p.method.adapt_lora_alpha, TEXT_TARGETS).to_dict() if text_layers else None
     for cfg in (config, text_config):  # metadata must be JSON: sets become lists
         if cfg:
             cfg["target_modules"] = sorted(cfg["target_modules"])
@@ -183,8 +183,8 @@ def damaged_adapters(p, run: Run, split: FewShotSplit) -> list[str]:
     """The saved adapters of the run that cannot be used, for the pipeline's resume check: the check
     synthesis makes before loading one (the SHA-256 recorded in adapter.json), so an adapter that
     synthesis would refuse is trained again by the rerun, never skipped."""
-    return [f"{job.folder(run, p.variant)}: {why}" for job in adapter_jobs(p, split)
-            if (why := adapter_damage(job.folder(run, p.variant), full=True))]
+    return [f"{job.folder(run, p.method.variant)}: {why}" for job in adapter_jobs(p, split)
+            if (why := adapter_damage(job.folder(run, p.method.variant), full=True))]
 
 
 COMPILE_PAYS_BACK = 2000  # adaptation steps in one process from which `compile` (unset) compiles the UNet
@@ -217,7 +217,7 @@ def _check_finite(job, p, step_losses: list) -> None:
     bad = models.first_non_finite(step_losses)
     if bad:
         raise DataDreamError(f"adapter {job.name}: the loss became {bad[1]} at step {bad[0] + 1}; nothing was "
-                             f"saved. Lower adapt_lr (now {p.adapt_lr}) or check the images of this class.")
+                             f"saved. Lower adapt_lr (now {p.method.adapt_lr}) or check the images of this class.")
 
 
 def batches(n_items: int, batch_size: int, steps: int, generator: torch.Generator):
@@ -267,20 +267,20 @@ class Trainer:
 
         pipe, p, device = self.pipe, self.p, self.device
         init_lora(pipe, job.seed)
-        optimizer = torch.optim.AdamW(self.trainable, lr=p.adapt_lr, betas=(0.9, 0.999), weight_decay=p.adapt_weight_decay,
+        optimizer = torch.optim.AdamW(self.trainable, lr=p.method.adapt_lr, betas=(0.9, 0.999), weight_decay=p.method.adapt_weight_decay,
                                       eps=1e-8, fused=device.type == "cuda")
-        lr_schedule = get_scheduler("cosine", optimizer, num_warmup_steps=min(p.adapt_warmup_steps, job.steps),
+        lr_schedule = get_scheduler("cosine", optimizer, num_warmup_steps=min(p.method.adapt_warmup_steps, job.steps),
                                     num_training_steps=job.steps)
         torch.manual_seed(job.seed)  # the crop offsets (RandomCrop's draws)
-        shots = prepared_images([path for path, _ in job.items], p.resolution)
+        shots = prepared_images([path for path, _ in job.items], p.method.resolution)
         token_ids = pipe.tokenizer([prompts[label] for _, label in job.items], padding="max_length",
                                    max_length=pipe.tokenizer.model_max_length, truncation=True,
                                    return_tensors="pt").input_ids  # a batch's rows go to the device without a sync
         gen = torch.Generator().manual_seed(job.seed)
         device_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(job.seed)
-        scheduler, size = self.noise_scheduler, p.resolution
+        scheduler, size = self.noise_scheduler, p.method.resolution
         pipe.unet.train()
-        pipe.text_encoder.train(p.adapt_train_text_encoder)
+        pipe.text_encoder.train(p.method.adapt_train_text_encoder)
         step_losses = []  # on the device: read back every LOSS_CHECK_EVERY steps (a NaN stops the run there)
         self.last_lrs = []
         bar = progress_bar(total=job.steps, desc=f"adapt {job.name}", unit="step", disable=not progress)
@@ -304,7 +304,7 @@ class Trainer:
             loss = denoising_loss(pipe, self.unet, scheduler, pixels, token_ids[index].to(device, non_blocking=True),
                                   device_gen, draw, device, self.amp)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.trainable, p.adapt_max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.trainable, p.method.adapt_max_grad_norm)
             optimizer.step()
             self.last_lrs.append(lr_schedule.get_last_lr()[0])  # the lr this step used (a host float: no sync)
             lr_schedule.step()
@@ -339,7 +339,7 @@ def train_adapters(p, run: Run, split: FewShotSplit, progress: bool = True, clas
     trainer = None  # built at the first adapter to train; its LoRA modules are reset for each one
     summary = {}
     for job in jobs:  # each adapter has its own bar (nested text bars do not draw in a saved notebook)
-        folder = job.folder(run, p.variant)
+        folder = job.folder(run, p.method.variant)
         if folder.exists():
             damage = adapter_damage(folder)
             if damage is None:
@@ -347,11 +347,11 @@ def train_adapters(p, run: Run, split: FewShotSplit, progress: bool = True, clas
                 continue
             print(f"[adaptation] adapter {folder} is damaged ({damage}); training it again")
         if trainer is None:
-            steps = sum(j.steps for j in jobs if adapter_damage(j.folder(run, p.variant), full=False))
+            steps = sum(j.steps for j in jobs if adapter_damage(j.folder(run, p.method.variant), full=False))
             trainer = Trainer(models.load_sd_pipeline(p), p, device, steps)
         started = time.time()
         losses = trainer.train(job, prompts, progress)
-        info = {"adapter": job.name, "variant": p.variant, "steps": job.steps, "batch_size": job.batch_size,
+        info = {"adapter": job.name, "variant": p.method.variant, "steps": job.steps, "batch_size": job.batch_size,
                 "images": len(job.items), "seed": job.seed, "compiled": trainer.compiled, "channels_last": trainer.channels_last,
                 "environment": run.environment, "weights": run.weights, "torch_threads": torch.get_num_threads(),
                 "seconds": round(time.time() - started, 2), "loss_first": losses[0], "loss_last": losses[-1],

@@ -60,10 +60,10 @@ TEMPLATES = (
 
 def recipe(p) -> dict:
     """The run's inversion settings: its recipe's, each overridable by its own parameter."""
-    base = RECIPES[p.inversion_recipe]
-    return {"vectors": p.inversion_vectors or base["vectors"], "init": base["init"],
-            "steps": p.inversion_steps or base["steps"], "batch_size": p.inversion_batch_size or base["batch_size"],
-            "lr": p.inversion_lr or base["lr"]}
+    base = RECIPES[p.method.inversion_recipe]
+    return {"vectors": p.method.inversion_vectors or base["vectors"], "init": base["init"],
+            "steps": p.method.inversion_steps or base["steps"], "batch_size": p.method.inversion_batch_size or base["batch_size"],
+            "lr": p.method.inversion_lr or base["lr"]}
 
 
 def token_of(class_dir: str) -> str:
@@ -157,7 +157,7 @@ class InversionTrainer:
         vectors = torch.nn.Parameter(self.initial_vectors(classname if settings["init"] == "class name" else "the", n).to(device))
         self._vectors = (ids, vectors)
         optimizer = torch.optim.AdamW([vectors], lr=settings["lr"], betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
-        shots = stretched(shot_paths, p.resolution)
+        shots = stretched(shot_paths, p.method.resolution)
         gen = torch.Generator().manual_seed(seed)
         device_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(seed)
         words = token_words(token, n)

@@ -163,7 +163,7 @@ def synth_batch_size(p, device: torch.device, reserve_gib: float = 8.0) -> int:
     if device.type != "cuda":
         return SYNTH_BATCH_CPU
     free, _ = torch.cuda.mem_get_info(device)
-    fits = int((free / 2**30 - reserve_gib) / (GIB_PER_IMAGE_512 * (p.resolution / 512) ** 2))
+    fits = int((free / 2**30 - reserve_gib) / (GIB_PER_IMAGE_512 * (p.method.resolution / 512) ** 2))
     return max(1, min(SYNTH_BATCH_MAX, fits // 8 * 8 or fits))  # a chunk of a shard holds whole batches
 
 
@@ -247,6 +247,11 @@ def _build_sd(unet_cfg: dict, vae_cfg: dict, text_cfg: dict):
         requires_safety_checker=False)
 
 
+def _revision(p, weights: str) -> Optional[str]:
+    """The hub revision parameter beside a weights parameter (`sd_model_revision`), if the run has one."""
+    return p.value(f"{weights}_revision") if p.has(f"{weights}_revision") else None
+
+
 def model_unreachable(what: str, name: str, exc: Exception, local_hint: str) -> DataDreamError:
     return DataDreamError(
         f"{what} weights {name!r} are not reachable ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
@@ -277,7 +282,7 @@ class Family:
             return self.presets[p.models]()
         import diffusers
 
-        name, revision = getattr(p, self.weights), getattr(p, f"{self.weights}_revision", None)
+        name, revision = p.value(self.weights), _revision(p, self.weights)
         if p.models == "toy":  # a diffusers folder as the hub holds one
             name = str(self.toy_folder())
         local_files_only = p.local_files_only or p.models == "toy"
@@ -316,9 +321,9 @@ class Family:
             return self.describe(str(self.toy_folder()), self.toy_folder())
         if p.models in self.presets:
             return weights.preset(self.weights, p.models, TINY_SEED)
-        name = getattr(p, self.weights)
+        name = p.value(self.weights)
         folder = check_hub_folder(self.name, name, self.weights, "model_index.json", p.local_files_only,
-                                  self.download_hint.format(weights=name), getattr(p, f"{self.weights}_revision", None))
+                                  self.download_hint.format(weights=name), _revision(p, self.weights))
         return self.describe(name, folder)
 
 

@@ -6,9 +6,10 @@ A method's group is a frozen dataclass of `field`s in its own module (`Method.pa
 sampler, steps, guidance, strength, resolution and whatever else it alone reads, with defaults that
 may depend on the run's K (`by_shots`). This module imports no method: `build` is handed the groups
 (`params.py` passes the registry's). A run's `Params` holds its core values, its method's group
-(`p.method_params`, every value filled in: the defaults are data, not a hidden attribute) and the
+(`p.method`, every value filled in: the defaults are data, not a hidden attribute) and the
 values that were given (`p.given()`), so a changed copy (`replace`: another method, another K)
-derives its method's defaults again. `p.<name>` reads either kind.
+derives its method's defaults again. A run's own value is `p.<name>`, its method's `p.method.<name>`
+(explicit: a group's field never passes for the run's).
 
 The defaults are the paper's settings as the reference notes (docs/hyperparameters.md, "here")
 state them. Unknown keys and bad values stop the run before any model is built, naming the key and,
@@ -138,29 +139,31 @@ class Params:
     ablation_settings: list = field(["synthetic", "synthetic_real", "real_finetune"], "classifier settings of the ablations (settings without synthetic images, e.g. Real-finetune, vary only with the real shots)", choices=CLASSIFIER_SETTINGS)
 
     # --- not parameters: the run's method group and what was given ------------------------------
-    method_params: Any = dataclasses.field(default=None, repr=False, metadata={"internal": True})
+    method: Any = dataclasses.field(default=None, repr=False, metadata={"internal": True})  # its group: p.method.<field>
     given_values: dict = dataclasses.field(default_factory=dict, repr=False, compare=False, metadata={"internal": True})
     # what was given and inherited, for every method (a copy for another method reads its values here)
     source_values: dict = dataclasses.field(default_factory=dict, repr=False, compare=False, metadata={"internal": True})
     base: str = dataclasses.field(default="paper", repr=False, compare=False, metadata={"internal": True})  # its root base (a method's preset)
     groups: Mapping = dataclasses.field(default_factory=dict, repr=False, compare=False, metadata={"internal": True})
 
-    def __getattr__(self, name: str):
-        """A parameter of the run's method group (`p.resolution`, `p.filter_budget`, ...)."""
-        group = self.__dict__.get("method_params")
-        if group is not None and name in {f.name for f in dataclasses.fields(group)}:
-            return getattr(group, name)
-        raise AttributeError(f"{name!r} is neither a parameter of the run nor of synth_method "
-                             f"{self.__dict__.get('synth_method')!r}'s group ({type(group).__name__})")
+    def value(self, name: str):
+        """The value of parameter `name`, of the run or of its method's group, looked up by name
+        (weights records, reports); code that knows which it reads writes `p.<field>` or `p.method.<field>`."""
+        if name in FIELDS:
+            return getattr(self, name)
+        if name in {f.name for f in dataclasses.fields(self.method)}:
+            return getattr(self.method, name)
+        raise DataDreamError(f"{name!r} is neither a parameter of the run nor of synth_method "
+                             f"{self.synth_method!r}'s group ({type(self.method).__name__})")
 
     def has(self, name: str) -> bool:
         """Whether `name` is a parameter of this run (of the run, or of its method's group)."""
-        return name in FIELDS or name in {f.name for f in dataclasses.fields(self.method_params)}
+        return name in FIELDS or name in {f.name for f in dataclasses.fields(self.method)}
 
     def to_dict(self) -> dict:
         """Every value the run uses (its method's defaults filled in): what params.yaml records."""
         core = {f.name: getattr(self, f.name) for f in core_fields()}
-        return {**core, **dataclasses.asdict(self.method_params)}
+        return {**core, **dataclasses.asdict(self.method)}
 
     def to_yaml(self) -> str:
         """params.yaml: to_dict() as YAML, opened by a comment where the model preset is not
@@ -179,8 +182,8 @@ class Params:
 
     def identity(self) -> dict:
         """The values that define what a run computes (not how it is executed)."""
-        fields = [*core_fields(), *dataclasses.fields(self.method_params)]
-        return {f.name: getattr(self, f.name) for f in fields if f.metadata["identity"]}
+        core = {f.name: getattr(self, f.name) for f in core_fields() if f.metadata["identity"]}
+        return {**core, **{f.name: getattr(self.method, f.name) for f in dataclasses.fields(self.method) if f.metadata["identity"]}}
 
     def replace(self, groups: Optional[Mapping[str, type]] = None, **changes) -> "Params":
         """A copy with `changes`; a method default follows the copy's method and K. Values given for
@@ -294,7 +297,7 @@ def build(given: dict, inherited: dict, groups: Mapping[str, type], base: str = 
     shots = p.shots
     values = group_defaults(group, shots)
     values.update({name: _check_value(name, value, mine[name], group) for name, value in merged.items() if name in mine})
-    p = dataclasses.replace(p, method_params=group(**values))
+    p = dataclasses.replace(p, method=group(**values))
     sources = {**inherited, **given}
     if "{" in p.run_name or "}" in p.run_name:
         p = dataclasses.replace(p, run_name=_format_run_name(p.run_name, p.to_dict()))

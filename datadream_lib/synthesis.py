@@ -203,7 +203,7 @@ def generate(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
                 class_index = block[0].class_index
                 method.begin_class(class_index)
                 shared = {"method": p.synth_method, "source": source, **method.describe(class_index),
-                          "resolution": p.resolution, "batch_size": len(block),
+                          "resolution": p.method.resolution, "batch_size": len(block),
                           "environment": run.environment, "weights": run.weights, "torch_threads": torch.get_num_threads()}
                 planned = [dataclasses.replace(job, plan=method.plan(job), needed=job.key not in done) for job in block]
                 for job, (image, made) in zip(planned, method.generate(planned), strict=True):

@@ -53,8 +53,8 @@ def test_cls_variant_trains_one_adapter_per_class_for_epochs_over_its_shots(demo
     p, run, split = demo_run(variant="cls", adapt_epochs=2, shots=1)
     summary = adaptation.train_adapters(p, run, split, progress=False)
     assert len(summary) == len(split.classnames)
-    assert {info["steps"] for info in summary.values()} == {p.adapt_epochs}  # K = 1: one step per epoch
-    assert all(len(info["losses"]) == p.adapt_epochs for info in summary.values())
+    assert {info["steps"] for info in summary.values()} == {p.method.adapt_epochs}  # K = 1: one step per epoch
+    assert all(len(info["losses"]) == p.method.adapt_epochs for info in summary.values())
     assert all(info["images"] == 1 and info["batch_size"] == 1 for info in summary.values())
     for c in range(4):
         assert (adaptation.adapter_folder(p, run, c, split) / adaptation.LORA_FILE).exists()

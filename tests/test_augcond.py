@@ -32,8 +32,8 @@ def test_the_ten_variants_and_their_names():
     assert augcond.label_of("embed_cutmix_dropout") == "Embed-CutMix-Dropout"  # as the paper's tables name them
     assert augcond.label_of("mixup_dropout") == "Mixup-Dropout" and augcond.label_of("dropout") == "Dropout"
     p = params.from_dict({"base": "paper", "synth_method": "augcond"})
-    assert (p.num_inference_steps, p.guidance_scale, p.resolution, p.noise_level) == (20, 10.0, 768, 0)
-    assert p.augcond_variant == "embed_cutmix_dropout" and p.scheduler == "pndm"
+    assert (p.method.num_inference_steps, p.method.guidance_scale, p.method.resolution, p.method.noise_level) == (20, 10.0, 768, 0)
+    assert p.method.augcond_variant == "embed_cutmix_dropout" and p.method.scheduler == "pndm"
 
 
 @pytest.mark.parametrize("shots", [1, 4])

@@ -94,7 +94,7 @@ def test_strengths_follow_the_image_seed(dafusion_run):
     plans = [method.plan(job) for job in jobs]
     assert {plan["strength"] for plan in plans} == {0.25, 0.5, 0.75, 1.0}
     assert [plan["strength"] for plan in plans] == [
-        p.dafusion_strengths[int(np.random.default_rng(job.seed).integers(4))] for job in jobs]
+        p.method.dafusion_strengths[int(np.random.default_rng(job.seed).integers(4))] for job in jobs]
     assert [plan["source_shot"] for plan in plans[:8]] == [i % p.shots for i in range(8)]
     assert all(plan["prompt"] == f"a photo of a {plan['token']}" for plan in plans)
     fixed = methods.get(p.replace(dafusion_strengths=[0.5]), run, split)
@@ -106,4 +106,4 @@ def test_recipes_and_their_overrides():
     assert inversion.recipe(p) == {"vectors": 4, "init": "class name", "steps": 2000, "batch_size": 8, "lr": 4e-3}
     scripts = p.replace(inversion_recipe="scripts", inversion_steps=10)
     assert inversion.recipe(scripts) == {"vectors": 1, "init": "the", "steps": 10, "batch_size": 4, "lr": 2e-3}
-    assert (p.guidance_scale, p.scheduler, p.num_inference_steps) == (7.5, "pndm", 50)
+    assert (p.method.guidance_scale, p.method.scheduler, p.method.num_inference_steps) == (7.5, "pndm", 50)

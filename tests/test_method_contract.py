@@ -39,8 +39,8 @@ def test_the_group_gives_valid_defaults_at_every_k(name, shots):
     group = methods.METHODS[name].parameters
     defaults = schema.group_defaults(group, shots)
     p = params.from_dict({"base": "paper", "synth_method": name, "shots": shots})
-    assert dataclasses.asdict(p.method_params) == defaults and None not in defaults.values()
-    assert set(defaults) <= set(p.to_dict()) and all(getattr(p, k) == v for k, v in defaults.items())
+    assert dataclasses.asdict(p.method) == defaults and None not in defaults.values()
+    assert set(defaults) <= set(p.to_dict()) and all(getattr(p.method, k) == v for k, v in defaults.items())
     assert not set(defaults) & set(schema.FIELDS)  # a group holds no parameter of the run's own
     assert methods.METHODS[name].label(p)
 
@@ -51,7 +51,7 @@ def test_another_methods_parameter_is_refused_with_its_owner(name):
     foreign = {key: other for other, method in methods.METHODS.items()
                for key in schema.group_fields(method.parameters) if key not in mine}
     for key, owner in list(foreign.items())[:3]:
-        value = getattr(params.from_dict({"base": "paper", "synth_method": owner}), key)
+        value = params.from_dict({"base": "paper", "synth_method": owner}).value(key)
         with pytest.raises(DataDreamError, match=f"'{key}' belongs to synth_method .*'{owner}'"):
             params.from_dict({"base": "paper", "synth_method": name, key: value})
 

@@ -30,34 +30,34 @@ def test_every_method_brings_its_own_generation_settings(make_params, name):
     defaults = schema.group_defaults(method.parameters, 16)
     assert {"scheduler", "num_inference_steps", "guidance_scale", "resolution"} <= set(defaults)
     p = params.from_dict({"base": "paper", "synth_method": name})  # nothing set by hand
-    assert p.method_params == method.parameters(**defaults)
+    assert p.method == method.parameters(**defaults)
     for key, value in defaults.items():
-        assert getattr(p, key) == value
+        assert getattr(p.method, key) == value
     assert "prompt" in method.columns and method.label(p)
 
 
 def test_switching_methods_never_inherits_datadreams_settings():
     p = params.from_dict({"base": "paper"})
-    assert (p.scheduler, p.num_inference_steps, p.guidance_scale, p.has("strength")) == ("pndm", 50, 2.0, False)
+    assert (p.method.scheduler, p.method.num_inference_steps, p.method.guidance_scale, p.has("strength")) == ("pndm", 50, 2.0, False)
     d = p.replace(synth_method="disef")
-    assert (d.scheduler, d.num_inference_steps, d.guidance_scale, d.strength) == ("dpmsolver++", 20, 8.0, 0.75)
+    assert (d.method.scheduler, d.method.num_inference_steps, d.method.guidance_scale, d.method.strength) == ("dpmsolver++", 20, 8.0, 0.75)
     i = p.replace(synth_method="issynth")
-    assert (i.scheduler, i.num_inference_steps, i.guidance_scale, i.strength) == ("pndm", 50, 3.0, 0.15)
+    assert (i.method.scheduler, i.method.num_inference_steps, i.method.guidance_scale, i.method.strength) == ("pndm", 50, 3.0, 0.15)
     set_by_hand = params.from_dict({"base": "paper", "synth_method": "issynth", "guidance_scale": 5.0})
-    assert set_by_hand.replace(synth_method="disef").guidance_scale == 5.0  # a value set by hand stays
+    assert set_by_hand.replace(synth_method="disef").method.guidance_scale == 5.0  # a value set by hand stays
     budget = params.from_dict({"base": "paper", "synth_method": "disef", "filter_budget": 7})
     back = budget.replace(synth_method="datadream")  # a value of DISEF's own group does not follow to DataDream
     assert not back.has("filter_budget") and "filter_budget" not in back.to_dict()
-    assert back.replace(synth_method="disef").filter_budget == 7  # ... and comes back with DISEF
+    assert back.replace(synth_method="disef").method.filter_budget == 7  # ... and comes back with DISEF
 
 
 def test_issynth_strength_follows_the_shots_of_each_run():
     assert [issynth.strength_for(k) for k in (16, 8, 4, 2, 1)] == [0.15, 0.20, 0.35, 0.40, 0.50]
     assert (issynth.strength_for(32), issynth.strength_for(3)) == (0.15, 0.40)
     p = params.from_dict({"base": "paper", "synth_method": "issynth"})
-    assert [p.replace(shots=k).strength for k in (1, 2, 4, 8, 16)] == [0.50, 0.40, 0.35, 0.20, 0.15]  # Fig. 5 right
+    assert [p.replace(shots=k).method.strength for k in (1, 2, 4, 8, 16)] == [0.50, 0.40, 0.35, 0.20, 0.15]  # Fig. 5 right
     fixed = params.from_dict({"base": "paper", "synth_method": "issynth", "strength": 0.3})
-    assert fixed.replace(shots=1).strength == 0.3
+    assert fixed.replace(shots=1).method.strength == 0.3
 
 
 def test_strength_is_refused_for_a_text_to_image_method():
@@ -192,7 +192,7 @@ def test_disef_manifest_rows_record_plan_and_filter(disef_run):
         assert row["first_timestep"] < 1000 and row["filter_rule"] == "class"
         plan = method.candidate(row["class_index"], row["candidate"])
         assert {k: row[k] for k in plan} == plan  # the row names the candidate and how it was made
-        assert row["unfiltered"] == (row["candidate"] >= p.filter_budget * disef.DRAW_BATCH)
+        assert row["unfiltered"] == (row["candidate"] >= p.method.filter_budget * disef.DRAW_BATCH)
         assert row["unfiltered"] or row["filter_passed"]
     for c in range(4):  # candidates in stream order, `attempts` of them made for each image
         mine = [r for r in rows if r["class_index"] == c]
@@ -203,7 +203,7 @@ def test_disef_manifest_rows_record_plan_and_filter(disef_run):
         mine = [row for row in rows if row["class_index"] == r.class_index]
         kept_filtered = sum(not row["unfiltered"] for row in mine)
         assert r.unfiltered_share == pytest.approx(1 - kept_filtered / 3)
-        assert r.filter_judged == (p.filter_budget * disef.DRAW_BATCH if r.unfiltered_share else mine[-1]["candidate"] + 1)
+        assert r.filter_judged == (p.method.filter_budget * disef.DRAW_BATCH if r.unfiltered_share else mine[-1]["candidate"] + 1)
         assert r.filter_pass_rate == pytest.approx(kept_filtered / r.filter_judged)
 
 

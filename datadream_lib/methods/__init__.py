@@ -40,7 +40,7 @@ def identity(values: dict) -> tuple[str, object]:
     if name not in METHODS:
         raise KeyError(f"synth_method {name!r} is not a method of this project")
     try:
-        return name, METHODS[name].variant(types.SimpleNamespace(**values))
+        return name, METHODS[name].variant(types.SimpleNamespace(**values, method=types.SimpleNamespace(**values)))
     except (AttributeError, TypeError):
         return name, None
 

@@ -108,7 +108,7 @@ def geometry(p) -> tuple[int, int]:
     elif p.models == "full_random":
         cfg = models.UNCLIP_IMAGE_ENCODER
     else:
-        cfg = models.read_config(p.unclip_model, "image_encoder/config.json", p.local_files_only, "unclip_model")
+        cfg = models.read_config(p.method.unclip_model, "image_encoder/config.json", p.local_files_only, "unclip_model")
     return int(cfg["projection_dim"]), int(cfg["image_size"])
 
 
@@ -208,7 +208,7 @@ class AugCond(Method):
 
     @classmethod
     def variant(cls, p) -> str:
-        return p.augcond_variant
+        return p.method.augcond_variant
 
     @classmethod
     def display(cls, variant) -> str:
@@ -220,14 +220,14 @@ class AugCond(Method):
 
     @classmethod
     def classifier_options(cls, p) -> ClassifierOptions:
-        return ClassifierOptions(replace_real=p.clf_replace_real, replace_from="class")
+        return ClassifierOptions(replace_real=p.method.clf_replace_real, replace_from="class")
 
     @classmethod
     def cost(cls, p, n_classes: int, images: int, **assumptions) -> Cost:
         made = n_classes * images
-        calls = unet_calls(p.scheduler, p.num_inference_steps, None) * (2 if p.guidance_scale > 1 else 1)
+        calls = unet_calls(p.method.scheduler, p.method.num_inference_steps, None) * (2 if p.method.guidance_scale > 1 else 1)
         return Cost(images_made=made, unet_passes=made * calls, vae_decodes=made, unet="unclip_768",
-                    image_encodes=made if parts(p.augcond_variant)[1] == "pixel" else n_classes * p.shots)
+                    image_encodes=made if parts(p.method.augcond_variant)[1] == "pixel" else n_classes * p.shots)
 
     @functools.cached_property
     def _geometry(self) -> tuple[int, int]:
@@ -247,12 +247,12 @@ class AugCond(Method):
     def plan(self, job, variant: str | None = None) -> dict:
         """The image's row: its variant (the run's, unless given) and every random choice it uses."""
         p, (d, side) = self.p, self._geometry
-        variant = variant or p.augcond_variant
+        variant = variant or p.method.augcond_variant
         mix, space, dropout = parts(variant)
         shots = self.split.shot_order[job.class_index][:p.shots]
         pixel = space == "pixel"
         drawn = draw(job.seed, p.shots, d, side, (lambda k: self._size(shots[k])) if pixel else None,
-                     p.augcond_dropout)
+                     p.method.augcond_dropout)
         used = drawn["pair"] if mix else drawn["pair"][:1]
         row = {"prompt": PROMPT.format(self.split.classnames[job.class_index]), "variant": variant,
                "shots": used, "source_images": [shots[k] for k in used], "same_shot": len(set(used)) < len(used),
@@ -264,12 +264,12 @@ class AugCond(Method):
             row["crops"] = drawn["crops"]
             if mix == "cutmix":
                 row["cutmix_box"] = drawn["box"]
-        if mix == "cutmix" and space == "embedding" and not p.augcond_authors_embed_cutmix:
+        if mix == "cutmix" and space == "embedding" and not p.method.augcond_authors_embed_cutmix:
             row["feature_block"] = drawn["block"]
         if dropout:
             row["dropout_mask"] = mask_hex(drawn["keep"])
             row["dropped"] = int(d - drawn["keep"].sum())
-            if p.augcond_authors_dropout:
+            if p.method.augcond_authors_dropout:
                 row["noise_dropout_mask"] = mask_hex(drawn["keep_noise"])
                 row["dropped"] += int(d - drawn["keep_noise"].sum())
         return row
@@ -277,22 +277,22 @@ class AugCond(Method):
     # --- generation ----------------------------------------------------------------------------
     def load(self, images: int = 0, batch_size: int | None = None) -> None:
         p = self.p
-        if p.resolution % 8:
-            raise DataDreamError(f"resolution {p.resolution} must be a multiple of 8 for Stable unCLIP's VAE.")
+        if p.method.resolution % 8:
+            raise DataDreamError(f"resolution {p.method.resolution} must be a multiple of 8 for Stable unCLIP's VAE.")
         self.device = models.resolve_device(p)
         self.dtype = models.autocast_dtype(p, self.device) or torch.float32
         pipe = masked_pipeline_class()(**models.UNCLIP.load(p).components)
-        pipe.scheduler = make_scheduler(p.scheduler, pipe.scheduler.config, TIMESTEP_SPACING)
+        pipe.scheduler = make_scheduler(p.method.scheduler, pipe.scheduler.config, TIMESTEP_SPACING)
         for module in (pipe.vae, pipe.unet, pipe.text_encoder, pipe.image_encoder):
             models.place(module, self.device, self.dtype)
         pipe.image_normalizer.to(self.device, self.dtype)  # its own `to(torch_device, torch_dtype)`
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
-        self.speed = speed_up(pipe, p, images, p.synth_fuse_qkv)
+        self.speed = speed_up(pipe, p, images, p.method.synth_fuse_qkv)
         d, side = self._geometry
         encoder = pipe.image_encoder.config
         if (encoder.projection_dim, encoder.image_size) != (d, side):
-            raise DataDreamError(f"unclip_model {p.unclip_model!r}: its image encoder has {encoder.projection_dim} "
+            raise DataDreamError(f"unclip_model {p.method.unclip_model!r}: its image encoder has {encoder.projection_dim} "
                                  f"dimensions at {encoder.image_size} px, its config said {d} at {side}.")
         self._embeds: dict[int, torch.Tensor] = {}
 
@@ -319,9 +319,9 @@ class AugCond(Method):
 
     def describe(self, class_index: int) -> dict:
         p = self.p
-        model = p.unclip_model if p.models == "pretrained" else f"{p.models} unCLIP (random weights, seed {models.TINY_SEED})"
-        return {"model": model, "sampler": p.scheduler, "timestep_spacing": TIMESTEP_SPACING,
-                "steps": p.num_inference_steps, "guidance": p.guidance_scale, "noise_level": p.noise_level, **self.speed}
+        model = p.method.unclip_model if p.models == "pretrained" else f"{p.models} unCLIP (random weights, seed {models.TINY_SEED})"
+        return {"model": model, "sampler": p.method.scheduler, "timestep_spacing": TIMESTEP_SPACING,
+                "steps": p.method.num_inference_steps, "guidance": p.method.guidance_scale, "noise_level": p.method.noise_level, **self.speed}
 
     def _crop(self, path: str, box: list[int]) -> torch.Tensor:
         from torchvision.transforms.v2 import functional as TF
@@ -364,9 +364,9 @@ class AugCond(Method):
         embeds = torch.stack([e for e, _ in pairs]).to(self.device, self.pipe.unet.dtype)
         self.pipe.condition_mask = torch.stack([m for _, m in pairs]).to(self.device)
         try:
-            images = self.pipe(prompt=[job.plan["prompt"] for job in jobs], image_embeds=embeds, height=p.resolution,
-                               width=p.resolution, num_inference_steps=p.num_inference_steps,
-                               guidance_scale=p.guidance_scale, noise_level=p.noise_level,
+            images = self.pipe(prompt=[job.plan["prompt"] for job in jobs], image_embeds=embeds, height=p.method.resolution,
+                               width=p.method.resolution, num_inference_steps=p.method.num_inference_steps,
+                               guidance_scale=p.method.guidance_scale, noise_level=p.method.noise_level,
                                generator=[torch.Generator().manual_seed(job.seed) for job in jobs],
                                output_type="pil").images
         finally:

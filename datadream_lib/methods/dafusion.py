@@ -71,15 +71,15 @@ class DAFusion(Method):
 
     @classmethod
     def classifier_options(cls, p) -> ClassifierOptions:
-        return ClassifierOptions(replace_real=p.clf_replace_real, replace_from="shot")
+        return ClassifierOptions(replace_real=p.method.clf_replace_real, replace_from="shot")
 
     @classmethod
     def cost(cls, p, n_classes: int, images: int, **assumptions) -> Cost:
         settings = inversion.recipe(p)
-        calls = statistics.fmean(unet_calls(p.scheduler, p.num_inference_steps, s) for s in p.dafusion_strengths)
+        calls = statistics.fmean(unet_calls(p.method.scheduler, p.method.num_inference_steps, s) for s in p.method.dafusion_strengths)
         made = n_classes * images
         return Cost(adapt_samples=n_classes * settings["steps"] * settings["batch_size"], adapt_text_encoder=True,
-                    images_made=made, unet_passes=made * calls * (2 if p.guidance_scale > 1 else 1),
+                    images_made=made, unet_passes=made * calls * (2 if p.method.guidance_scale > 1 else 1),
                     vae_encodes=made, vae_decodes=made)
 
     # --- preparation: a token per class ---------------------------------------------------------
@@ -97,21 +97,21 @@ class DAFusion(Method):
     # --- generation ----------------------------------------------------------------------------
     def plan(self, job) -> dict:
         k = source_shot(job, self.p.shots)
-        strengths = self.p.dafusion_strengths
+        strengths = self.p.method.dafusion_strengths
         strength = float(strengths[int(np.random.default_rng(job.seed).integers(len(strengths)))])
         token = inversion.token_of(self.split.class_dirs()[job.class_index])
         return {"prompt": PROMPT.format(token), "token": token, "source_shot": k,
                 "source_image": self.split.shot_order[job.class_index][k], "strength": strength}
 
     def load(self, images: int = 0, batch_size: int | None = None) -> None:
-        self.sd = Generator(self.p, img2img=True, fuse_qkv=self.p.synth_fuse_qkv, source_fit=self.source_fit)
+        self.sd = Generator(self.p, img2img=True, fuse_qkv=self.p.method.synth_fuse_qkv, source_fit=self.source_fit)
         self.sd.load(images)
         dirs = self.split.class_dirs()  # every class's token, as a user loads them into any diffusers pipeline
         self.sd.pipe.load_textual_inversion([str(inversion.folder(self.run, d) / inversion.TOKEN_FILE) for d in dirs],
                                             token=[inversion.token_of(d) for d in dirs])
 
     def describe(self, class_index: int) -> dict:
-        return {**self.sd.describe(), "inversion_recipe": self.p.inversion_recipe}
+        return {**self.sd.describe(), "inversion_recipe": self.p.method.inversion_recipe}
 
     def generate(self, jobs: list) -> list[tuple]:
         strengths = [job.plan["strength"] for job in jobs]

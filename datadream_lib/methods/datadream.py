@@ -53,7 +53,7 @@ class DataDream(Method):
 
     @classmethod
     def prepares_by_class(cls, p) -> bool:
-        return p.variant == "cls"
+        return p.method.variant == "cls"
 
     # Two Avg cells are not the mean of their rows (DataDream-cls synthetic: 82.6 stated, 80.6 mean);
     # one cell is unreadable in our copy (cls, synthetic + real, AirC: the text repeats EuroSAT's).
@@ -66,7 +66,7 @@ class DataDream(Method):
 
     @classmethod
     def variant(cls, p) -> str:
-        return p.variant
+        return p.method.variant
 
     @classmethod
     def display(cls, variant) -> str:
@@ -78,9 +78,9 @@ class DataDream(Method):
 
     @classmethod
     def cost(cls, p, n_classes: int, images: int, **assumptions) -> Cost:
-        samples = p.adapt_epochs * n_classes * p.shots  # dset and cls alike: every shot once per epoch
+        samples = p.method.adapt_epochs * n_classes * p.shots  # dset and cls alike: every shot once per epoch
         made = Generator(p).cost(n_classes, images)
-        return dataclasses.replace(made, adapt_samples=samples, adapt_text_encoder=p.adapt_train_text_encoder)
+        return dataclasses.replace(made, adapt_samples=samples, adapt_text_encoder=p.method.adapt_train_text_encoder)
 
     def prepare(self, progress: bool = True, classes: list[int] | None = None) -> pd.DataFrame:
         summary = adaptation.train_adapters(self.p, self.run, self.split, progress, classes)
@@ -102,11 +102,11 @@ class DataDream(Method):
 
     def describe(self, class_index: int) -> dict:
         return {**self.sd.describe(), "adapter": str(self._folder(class_index).relative_to(self.run.dir)),
-                "fused": self.p.synth_fuse_lora}
+                "fused": self.p.method.synth_fuse_lora}
 
     def load(self, images: int = 0, batch_size: int | None = None) -> None:
-        fuse = self.p.synth_fuse_lora
-        self.sd = Generator(self.p, fuse_qkv=self.p.synth_fuse_qkv and fuse)  # an unfused LoRA runs on q, k, v apart
+        fuse = self.p.method.synth_fuse_lora
+        self.sd = Generator(self.p, fuse_qkv=self.p.method.synth_fuse_qkv and fuse)  # an unfused LoRA runs on q, k, v apart
         self.sd.load(images if fuse else 0)  # unfused, each class's LoRA layers would recompile
         self.pipe = self.sd.pipe
         self._loaded = None
@@ -126,7 +126,7 @@ class DataDream(Method):
         damage = adaptation.adapter_damage(folder)  # the full checksum, once per adapter loaded
         if damage:
             raise DataDreamError(f"adapter {folder} is damaged ({damage}); run the adaptation stage again: it retrains it.")
-        fuse = self.p.synth_fuse_lora
+        fuse = self.p.method.synth_fuse_lora
         if self._loaded is not None and not fuse:
             self.pipe.unload_lora_weights()
         if fuse:

@@ -125,21 +125,21 @@ def load_captioner(p, dtype=torch.float32):
     from transformers import AutoProcessor
 
     folder = caption_folder(p)
-    hub = {} if Path(p.caption_model).expanduser().is_dir() else {"revision": folder.name}  # the commit resolved
+    hub = {} if Path(p.method.caption_model).expanduser().is_dir() else {"revision": folder.name}  # the commit resolved
     try:
-        processor = AutoProcessor.from_pretrained(p.caption_model, **hub, local_files_only=p.local_files_only)
-        model = LlavaForConditionalGeneration.from_pretrained(p.caption_model, **hub, use_safetensors=True,
+        processor = AutoProcessor.from_pretrained(p.method.caption_model, **hub, local_files_only=p.local_files_only)
+        model = LlavaForConditionalGeneration.from_pretrained(p.method.caption_model, **hub, use_safetensors=True,
                                                               local_files_only=p.local_files_only, dtype=dtype)
     except (OSError, ValueError) as exc:
-        raise models.model_unreachable("LLaVA", p.caption_model, exc, _LLAVA_HINT.format(p.caption_model)) from None
-    weights.note(models.describe_folder("caption_model", p.caption_model, folder))
+        raise models.model_unreachable("LLaVA", p.method.caption_model, exc, _LLAVA_HINT.format(p.method.caption_model)) from None
+    weights.note(models.describe_folder("caption_model", p.method.caption_model, folder))
     return model.eval(), processor
 
 
 def caption_folder(p) -> Path:
     """The captioner's folder: `caption_model` itself, or its hub cache snapshot at `caption_model_revision`."""
-    return models.check_hub_folder("LLaVA", p.caption_model, "caption_model", "config.json", p.local_files_only,
-                                   _LLAVA_HINT.format(p.caption_model), p.caption_model_revision)
+    return models.check_hub_folder("LLaVA", p.method.caption_model, "caption_model", "config.json", p.local_files_only,
+                                   _LLAVA_HINT.format(p.method.caption_model), p.method.caption_model_revision)
 
 
 _LLAVA_HINT = "`hf download {} --local-dir /models/llava-1.5-7b`, then caption_model: /models/llava-1.5-7b"
@@ -152,20 +152,20 @@ def load_filter(p):
 
     if p.models in ("tiny", "toy"):  # the classifier's CLIP (random, or the toy world's)
         return models.load_clip(p)
-    tokenizer = open_clip.get_tokenizer(p.filter_model)
+    tokenizer = open_clip.get_tokenizer(p.method.filter_model)
     if p.models == "full_random":
         with models.seeded(models.TINY_SEED):
-            model = open_clip.create_model(p.filter_model, pretrained=None)
+            model = open_clip.create_model(p.method.filter_model, pretrained=None)
         weights.note(weights.preset("filter_pretrained", p.models, models.TINY_SEED))
     else:
         try:
-            model = open_clip.create_model(p.filter_model, pretrained=p.filter_pretrained, require_pretrained=True,
+            model = open_clip.create_model(p.method.filter_model, pretrained=p.method.filter_pretrained, require_pretrained=True,
                                            weights_only=True)
         except Exception as exc:  # open_clip raises RuntimeError / OSError / HF errors when offline
-            raise models.model_unreachable("CLIP filter", f"{p.filter_model} / {p.filter_pretrained}", exc,
+            raise models.model_unreachable("CLIP filter", f"{p.method.filter_model} / {p.method.filter_pretrained}", exc,
                                            "open_clip's hf-hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K file "
                                            "open_clip_model.safetensors, then filter_pretrained: its path") from None
-        weights.note(models.open_clip_weights(p.filter_model, p.filter_pretrained, "filter_pretrained"))
+        weights.note(models.open_clip_weights(p.method.filter_model, p.method.filter_pretrained, "filter_pretrained"))
     size = model.visual.image_size
     return model.eval(), tokenizer, int(size[0] if isinstance(size, (tuple, list)) else size)
 
@@ -213,10 +213,10 @@ class DISEF(Method):
     @classmethod
     def cost(cls, p, n_classes: int, images: int, filter_pass_rate: float = 0.5, **assumptions) -> Cost:
         """At an assumed filter pass rate (`expected_candidates`), with the captions of the shots."""
-        candidates = expected_candidates(images, filter_pass_rate, p.filter_rule, p.filter_budget, p.filter_attempts) / images
+        candidates = expected_candidates(images, filter_pass_rate, p.method.filter_rule, p.method.filter_budget, p.method.filter_attempts) / images
         made = Generator(p, img2img=True, timestep_spacing=cls.timestep_spacing).cost(n_classes, images, candidates)
         return dataclasses.replace(made, filter_images=made.images_made, captioner_params=LLAVA_PARAMS,
-                                   captioner_tokens=n_classes * p.shots * (LLAVA_PROMPT_TOKENS + p.caption_max_tokens))
+                                   captioner_tokens=n_classes * p.shots * (LLAVA_PROMPT_TOKENS + p.method.caption_max_tokens))
 
     @classmethod
     def prepares_by_class(cls, p) -> bool:
@@ -235,8 +235,8 @@ class DISEF(Method):
     def weights(cls, p):
         checks = [lambda: check_sd_weights(p)]
         if p.models == "pretrained":
-            checks += [lambda: models.describe_folder("caption_model", p.caption_model, caption_folder(p)),
-                       lambda: models.check_open_clip_reachable(p.filter_model, p.filter_pretrained, "filter_pretrained")]
+            checks += [lambda: models.describe_folder("caption_model", p.method.caption_model, caption_folder(p)),
+                       lambda: models.check_open_clip_reachable(p.method.filter_model, p.method.filter_pretrained, "filter_pretrained")]
         return checks
 
     # --- preparation: captions -----------------------------------------------------------------
@@ -264,7 +264,7 @@ class DISEF(Method):
         current = self.captions()
         changed = [r for r in rows if r.get("caption_shot") is not None
                    and current.get((r["class_index"], r["caption_shot"]), {}).get("prompt", r.get("prompt")) != r.get("prompt")]
-        if self.p.filter_rule == "class":
+        if self.p.method.filter_rule == "class":
             classes = {r["class_index"] for r in changed}
             return [r for r in rows if r["class_index"] in classes]
         return changed
@@ -302,36 +302,36 @@ class DISEF(Method):
                 seed = seed_of(p.seed, c, k, 0xCA9)
                 with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                     torch.manual_seed(seed)
-                    out = model.generate(**inputs, do_sample=True, temperature=0.2, max_new_tokens=p.caption_max_tokens)
+                    out = model.generate(**inputs, do_sample=True, temperature=0.2, max_new_tokens=p.method.caption_max_tokens)
                 caption = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0].strip()
                 prompt, cut = cut_to_text_encoder(caption, sd_tokenizer)
                 writer.append({"class_index": c, "class_name": self.split.classnames[c], "shot": k, "image": path,
                                "caption": caption, "prompt": prompt, "cut_to_77_tokens": cut, "seed": seed,
-                               "model": p.caption_model if p.models == "pretrained" else f"{p.models} LLaVA (random weights)"})
+                               "model": p.method.caption_model if p.models == "pretrained" else f"{p.models} LLaVA (random weights)"})
         finally:
             writer.close()
 
     # --- generation ----------------------------------------------------------------------------
     @classmethod
     def whole_classes(cls, p) -> bool:
-        return p.filter_rule == "class"  # a class's images come from one stream of candidates
+        return p.method.filter_rule == "class"  # a class's images come from one stream of candidates
 
     def describe(self, class_index: int) -> dict:
-        return {**self.sd.describe(), "filter_rule": self.p.filter_rule}
+        return {**self.sd.describe(), "filter_rule": self.p.method.filter_rule}
 
     def plan(self, job) -> dict:
-        if self.p.filter_rule == "class":
+        if self.p.method.filter_rule == "class":
             return {}  # which candidate fills the slot is known only once the earlier ones are filtered
         k = source_shot(job, self.p.shots)
         others = [j for j in range(self.p.shots) if j != k] or [k]  # at K = 1 the only shot captions itself
         caption_shot = others[int(np.random.default_rng(job.seed).integers(len(others)))]
         return {"prompt": self._captions[(job.class_index, caption_shot)]["prompt"], "source_shot": k,
                 "source_image": self.split.shot_order[job.class_index][k], "caption_shot": caption_shot,
-                "strength": self.p.strength}
+                "strength": self.p.method.strength}
 
     def load(self, images: int = 0, batch_size: int | None = None) -> None:
         self.sd = Generator(self.p, img2img=True, timestep_spacing=self.timestep_spacing,
-                            fuse_qkv=self.p.synth_fuse_qkv, source_fit=self.source_fit)
+                            fuse_qkv=self.p.method.synth_fuse_qkv, source_fit=self.source_fit)
         self.sd.load(images * 2)  # with its refills, DISEF makes about twice the images it keeps
         device = models.resolve_device(self.p)
         clip, tokenizer, self.filter_size = load_filter(self.p)
@@ -360,7 +360,7 @@ class DISEF(Method):
         return logits.softmax(-1).cpu().numpy()
 
     def generate(self, jobs: list) -> list[tuple]:
-        return self._generate_by_class(jobs) if self.p.filter_rule == "class" else self._generate_by_image(jobs)
+        return self._generate_by_class(jobs) if self.p.method.filter_rule == "class" else self._generate_by_image(jobs)
 
     # --- the authors' rule: a per-class budget of candidates ------------------------------------
     def candidate(self, class_index: int, j: int) -> dict:
@@ -376,7 +376,7 @@ class DISEF(Method):
         k, caption_shot = int(shots[member]), int(captions[member])
         return {"prompt": self._captions[(class_index, caption_shot)]["prompt"], "source_shot": k,
                 "source_image": self.split.shot_order[class_index][k], "caption_shot": caption_shot,
-                "strength": p.strength, "candidate": j, "attempt_seed": seed_of(p.seed, class_index, j, NOISE_TAG)}
+                "strength": p.method.strength, "candidate": j, "attempt_seed": seed_of(p.seed, class_index, j, NOISE_TAG)}
 
     def _made(self, class_index: int, j: int) -> tuple:
         """(plan, image, filter probabilities) of candidate j, its whole block made when it is not at hand."""
@@ -401,7 +401,7 @@ class DISEF(Method):
         return row["candidate"]
 
     def _generate_by_class(self, jobs: list) -> list[tuple]:
-        budget = self.p.filter_budget * DRAW_BATCH  # candidates a class may spend on the filter
+        budget = self.p.method.filter_budget * DRAW_BATCH  # candidates a class may spend on the filter
         out = []
         for job in jobs:
             c = job.class_index
@@ -435,7 +435,7 @@ class DISEF(Method):
         best: list = [None] * len(jobs)  # (probability, image, attempt, seed, passed)
         made = [0] * len(jobs)
         pending = list(range(len(jobs)))
-        for attempt in range(1, self.p.filter_attempts + 1):
+        for attempt in range(1, self.p.method.filter_attempts + 1):
             if not pending:
                 break
             batch = [jobs[i] for i in pending]

@@ -57,7 +57,7 @@ class IsSynth(Method):
     def variant(cls, p):
         """None, or the strength where it is not the authors' value for the run's K (the strength
         sweep's runs then stand beside each other in Table 1)."""
-        return None if p.strength == strength_for(p.shots) else f"strength {p.strength:g}"
+        return None if p.method.strength == strength_for(p.shots) else f"strength {p.method.strength:g}"
 
     @classmethod
     def display(cls, variant) -> str:
@@ -69,7 +69,7 @@ class IsSynth(Method):
 
     @classmethod
     def classifier_options(cls, p) -> ClassifierOptions:
-        return ClassifierOptions(teacher_weight=p.clf_teacher_weight, teacher_temperature=p.clf_teacher_temperature)
+        return ClassifierOptions(teacher_weight=p.method.clf_teacher_weight, teacher_temperature=p.method.clf_teacher_temperature)
 
     @classmethod
     def cost(cls, p, n_classes: int, images: int, **assumptions) -> Cost:
@@ -78,10 +78,10 @@ class IsSynth(Method):
     def plan(self, job) -> dict:
         k = source_shot(job, self.p.shots)
         return {"prompt": self.split.prompts()[job.class_index], "source_shot": k,
-                "source_image": self.split.shot_order[job.class_index][k], "strength": self.p.strength}
+                "source_image": self.split.shot_order[job.class_index][k], "strength": self.p.method.strength}
 
     def load(self, images: int = 0, batch_size: int | None = None) -> None:
-        self.sd = Generator(self.p, img2img=True, fuse_qkv=self.p.synth_fuse_qkv, source_fit=self.source_fit)
+        self.sd = Generator(self.p, img2img=True, fuse_qkv=self.p.method.synth_fuse_qkv, source_fit=self.source_fit)
         self.sd.load(images)
 
     def describe(self, class_index: int) -> dict:

@@ -116,7 +116,7 @@ def load_pipeline(p, img2img: bool = False, timestep_spacing: str = TIMESTEP_SPA
         from diffusers import StableDiffusionImg2ImgPipeline
 
         pipe = StableDiffusionImg2ImgPipeline(**pipe.components)
-    pipe.scheduler = make_scheduler(p.scheduler, pipe.scheduler.config, timestep_spacing)
+    pipe.scheduler = make_scheduler(p.method.scheduler, pipe.scheduler.config, timestep_spacing)
     for module in (pipe.vae, pipe.unet, pipe.text_encoder):
         models.place(module, device, dtype)
     pipe.set_progress_bar_config(disable=True)
@@ -224,25 +224,25 @@ class Generator:
     def first_timestep(self, strength: float) -> int:
         """The timestep img2img starts from at `strength` with the run's sampler (recorded per image)."""
         if strength not in self._starts:
-            self._starts[strength] = first_timestep(self.pipe, self.p.num_inference_steps, strength)
+            self._starts[strength] = first_timestep(self.pipe, self.p.method.num_inference_steps, strength)
         return self._starts[strength]
 
     @property
     def start(self) -> int:
         """The first timestep at the run's strength."""
-        return self.first_timestep(self.p.strength)
+        return self.first_timestep(self.p.method.strength)
 
     def describe(self) -> dict:
         p = self.p
-        return {"model": model_name(p), "sampler": p.scheduler, "timestep_spacing": self.timestep_spacing,
-                "steps": p.num_inference_steps, "guidance": p.guidance_scale, **self.speed}
+        return {"model": model_name(p), "sampler": p.method.scheduler, "timestep_spacing": self.timestep_spacing,
+                "steps": p.method.num_inference_steps, "guidance": p.method.guidance_scale, **self.speed}
 
     @torch.no_grad()
     def text_to_image(self, prompts: list[str], seeds: list[int]) -> list:
         p = self.p
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-        return self.pipe(prompts, height=p.resolution, width=p.resolution, num_inference_steps=p.num_inference_steps,
-                         guidance_scale=p.guidance_scale, generator=generators, output_type="pil").images
+        return self.pipe(prompts, height=p.method.resolution, width=p.method.resolution, num_inference_steps=p.method.num_inference_steps,
+                         guidance_scale=p.method.guidance_scale, generator=generators, output_type="pil").images
 
     @torch.no_grad()
     def img2img(self, source_paths: list[str], prompts: list[str], seeds: list[int],
@@ -250,13 +250,13 @@ class Generator:
         """One batch: each real shot (a path) noised to its strength (default: the run's; a method may
         plan one per image) and denoised with its prompt; images of one strength share a pipeline call."""
         p = self.p
-        strengths = strengths or [p.strength] * len(prompts)
-        sources = [source_image(path, p.resolution, self.source_fit) for path in source_paths]
+        strengths = strengths or [p.method.strength] * len(prompts)
+        sources = [source_image(path, p.method.resolution, self.source_fit) for path in source_paths]
         out: list = [None] * len(prompts)
         for strength in sorted(set(strengths)):
             chosen = [i for i, s in enumerate(strengths) if s == strength]
             images = self.pipe([prompts[i] for i in chosen], image=[sources[i] for i in chosen], strength=strength,
-                               num_inference_steps=p.num_inference_steps, guidance_scale=p.guidance_scale,
+                               num_inference_steps=p.method.num_inference_steps, guidance_scale=p.method.guidance_scale,
                                generator=[torch.Generator().manual_seed(seeds[i]) for i in chosen],
                                output_type="pil").images
             for i, image in zip(chosen, images):
@@ -265,13 +265,13 @@ class Generator:
 
     def unet_calls(self) -> int:
         """UNet calls of one image (before the doubling of guidance), counted on the sampler."""
-        return unet_calls(self.p.scheduler, self.p.num_inference_steps, self.p.strength if self.is_img2img else None,
+        return unet_calls(self.p.method.scheduler, self.p.method.num_inference_steps, self.p.method.strength if self.is_img2img else None,
                           self.timestep_spacing)
 
     def cost(self, n_classes: int, images: int, candidates_per_image: float = 1.0) -> Cost:
         """What making `images` images per class costs, in counts (see `base.Cost`)."""
         made = n_classes * images * candidates_per_image
-        calls = self.unet_calls() * (2 if self.p.guidance_scale > 1 else 1)
+        calls = self.unet_calls() * (2 if self.p.method.guidance_scale > 1 else 1)
         return Cost(unet_passes=made * calls, vae_decodes=made, vae_encodes=made if self.is_img2img else 0.0,
                     images_made=made)
 
@@ -298,7 +298,7 @@ class StableDiffusion(Method):
         return {"prompt": self.split.prompts()[job.class_index]}
 
     def load(self, images: int = 0, batch_size: int | None = None) -> None:
-        self.sd = Generator(self.p, fuse_qkv=self.p.synth_fuse_qkv)
+        self.sd = Generator(self.p, fuse_qkv=self.p.method.synth_fuse_qkv)
         self.sd.load(images)
 
     def describe(self, class_index: int) -> dict:
