@@ -6,8 +6,7 @@ benchmark run measured, or, without one, from FLOPs at an assumed rate.
     python benchmarks/cost_estimate.py                      # no measurement: FLOPs at --tflops (an estimate)
     python benchmarks/cost_estimate.py --json
 
-Counts come from the shipped presets (params/paper/<dataset>_{dset,cls,issynth,disef,dafusion,augcond}.yaml,
-fig5_*.yaml) and the samplers themselves (`stable_diffusion.unet_calls`: PNDM with N steps makes
+Counts come from the shipped grids (params/paper/table1.yaml: datasets x methods x seeds; fig5.yaml) and the samplers themselves (`stable_diffusion.unet_calls`: PNDM with N steps makes
 N + 1 UNet calls, img2img at strength s int(N * s) + 1).
 
 With `--rates` (throughput.py's JSON, library column): adaptation costs its LoRA training samples at
@@ -57,8 +56,6 @@ SPLIT_SIZES = {"imagenet": (1_153_051, 128_116, 50_000), "caltech101": (4128, 16
                "stanford_cars": (6509, 1635, 8041), "sun397": (15880, 3970, 19850), "food101": (50500, 20200, 30300),
                "flowers102": (4093, 1633, 2463)}
 LORA_TRAIN = 2.0  # forward + backward through frozen weights, in forward passes
-METHOD_FILES = {"DataDream-dset": "dset", "DataDream-cls": "cls", "IsSynth": "issynth", "DISEF": "disef", "DA-Fusion": "dafusion",
-                "AugCond unCLIP": "augcond"}
 UNETS = {"sd21_base_512": "unet", "unclip_768": "unet_unclip_768"}  # a method's `Cost.unet` -> its forward_flops key
 
 
@@ -165,24 +162,29 @@ def estimate(tflops: float, disef_pass_rate: float = 0.5, rates: Optional[dict] 
     hours = lambda flops: flops / (tflops * 1e12) / 3600  # noqa: E731
     cost_hours = (lambda cost: measured_hours(cost, rates, tflops)) if rates else (lambda cost: hours(cost["flops"]))  # noqa: E731
     root = runs.project_root() / "params" / "paper"
+    cells: dict[tuple, list] = {}  # (dataset, method cell) -> its runs, one per seed
+    for cell, p in params.runs_of(root / "table1.yaml"):
+        cells.setdefault((cell["dataset"], cell["method"]), []).append(p)
     rows = []
     for name in datasets.BENCHMARKS:
         spec, sizes = datasets.DATASETS[name], SPLIT_SIZES[name]
-        row = {"dataset": name, "classes": spec.num_classes, "gpu_hours": {}, "unet_passes": {}}
-        for label, suffix in METHOD_FILES.items():
-            todo = params.load_runs(root / f"{name}_{suffix}.yaml")
+        row = {"dataset": name, "classes": spec.num_classes, "gpu_hours": {}, "unet_passes": {}, "seeds": {}}
+        for (dataset, _), todo in cells.items():
+            if dataset != name:
+                continue
+            label = methods.METHODS[todo[0].synth_method].label(todo[0])  # "DataDream-dset", "IsSynth", ...
             cost = run_cost(todo[0], spec.num_classes, sizes, f, disef_pass_rate=disef_pass_rate)
             row["unet_passes"][label] = cost["unet_passes"]
             row["gpu_hours"][label] = cost_hours(cost)
-            row["seeds"] = len(todo)
-        row["total_gpu_hours"] = row["seeds"] * sum(row["gpu_hours"].values())
+            row["seeds"][label] = len(todo)
+        row["total_gpu_hours"] = sum(row["seeds"][label] * hours for label, hours in row["gpu_hours"].items())
         rows.append(row)
     # Fig. 5 on FGVC Aircraft: what the ablation stage adds to each Table 1 run (its own points reused)
     fig5 = {}
-    for variant in ("dset", "cls"):
-        todo = params.load_runs(root / f"fig5_fgvc_aircraft_{variant}.yaml")
-        p, n, sizes = todo[0], datasets.DATASETS["fgvc_aircraft"].num_classes, SPLIT_SIZES["fgvc_aircraft"]
-        fig5[variant] = len(todo) * (
+    for cell, p in params.runs_of(root / "fig5.yaml", {"seed": 0}):
+        todo = params.load_runs(root / "fig5.yaml", cell)
+        n, sizes = datasets.DATASETS[p.dataset].num_classes, SPLIT_SIZES[p.dataset]
+        fig5[cell["method"]] = len(todo) * (
             sum(cost_hours(run_cost(p, n, sizes, f, p.ablation_settings, images_per_class=m, adapt=False,
                                     synthesize=False, fid=False))
                 for m in p.ablation_images_per_class if m != p.images_per_class)
@@ -202,13 +204,13 @@ def estimate(tflops: float, disef_pass_rate: float = 0.5, rates: Optional[dict] 
 
 
 def markdown(result: dict) -> str:
-    labels = list(METHOD_FILES)
+    labels = list(result["datasets"][0]["gpu_hours"])
     lines = ["| dataset | classes | " + " | ".join(f"GPU-h, {m} run" for m in labels) + " | GPU-h, all × seeds |",
              "|---|---|" + "---|" * len(labels) + "---|"]
     for r in result["datasets"]:
         cells = " | ".join(f"{r['gpu_hours'][m]:.1f}" for m in labels)
         lines.append(f"| {r['dataset']} | {r['classes']} | {cells} | {r['total_gpu_hours']:.0f} |")
-    totals = " | ".join(f"{sum(r['gpu_hours'][m] * r['seeds'] for r in result['datasets']):.0f}" for m in labels)
+    totals = " | ".join(f"{sum(r['gpu_hours'][m] * r['seeds'][m] for r in result['datasets']):.0f}" for m in labels)
     lines.append(f"| **all presets, all seeds** | | {totals} | **{result['table1_gpu_hours']:.0f}** |")
     fig5 = result["fig5_fgvc_aircraft_gpu_hours"]
     measured = result["rates"] is not None

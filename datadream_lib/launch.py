@@ -5,8 +5,9 @@
     python -m datadream_lib.launch slurm  PARAMS... [--dry-run] [--partition P] [--time 1-00:00:00] ...
     python -m datadream_lib.launch status PARAMS...|RUNS_ROOT
 
-PARAMS are parameter files (each may hold `seeds`: one run per seed), so a grid is a list of files
-(`params/paper/*_dset.yaml`). Each run is cut into units, the parts of its stages as the stage
+PARAMS are parameter files, each one run, one per seed (`seeds`), or a grid of them
+(`params/paper/table1.yaml`: datasets x methods x seeds; a unit names its cell, `--set dataset=eurosat
+--set method=dset --set seed=0`). Each run is cut into units, the parts of its stages as the stage
 table (`stages.py`) declares them, each the pipeline command with a selector, which can be copied
 and run by hand:
 
@@ -100,14 +101,13 @@ def plan_units(files: list[str], overrides: Optional[dict] = None, shards: int =
     adds the ablations to its Table 1 run); two different runs that would share a folder are refused
     before anything is started."""
     overrides = dict(overrides or {})
-    given = [arg for key, value in overrides.items() for arg in _set(key, value)]
     todo, folders = [], {}
     for file in files:
-        for p in params.load_runs(file, overrides):
+        for cell, p in params.runs_of(file, overrides):
             folder = runs.run_dir(p)
             if folder in folders:
                 index = folders[folder]
-                earlier_file, earlier = todo[index]
+                earlier_file, earlier_cell, earlier = todo[index]
                 differ = [k for k, v in p.identity().items() if earlier.identity().get(k) != v]
                 if differ:
                     raise DataDreamError(
@@ -115,16 +115,19 @@ def plan_units(files: list[str], overrides: Optional[dict] = None, shards: int =
                         f"{folder} with other parameters ({', '.join(differ[:4])}): give them different run_name values "
                         f"(e.g. with '{{seed}}', '{{synth_method}}' or '{{dataset}}' in it). Nothing was started.")
                 together = [s for s in stages.NAMES if s in earlier.stages or s in p.stages]  # the same run: its stages together
-                todo[index] = (file if set(p.stages) >= set(earlier.stages) else earlier_file, earlier.replace(stages=together))
+                todo[index] = (*((file, cell) if set(p.stages) >= set(earlier.stages) else (earlier_file, earlier_cell)),
+                               earlier.replace(stages=together))
                 continue
             folders[folder] = len(todo)
-            todo.append((file, p))
+            todo.append((file, cell, p))
     units: list[Unit] = []
     roots = []
-    for file, p in todo:
+    for file, cell, p in todo:
         root = runs.project_path(p.runs_root)
         roots.append(root)
-        base = ("datadream_lib.pipeline", str(file), *given, *_set("seed", p.seed))
+        picks = [arg for axis, name in cell.items() for arg in _set(axis, name)]  # its cell of a grid file
+        rest = [arg for key, value in overrides.items() if key not in cell for arg in _set(key, value)]
+        base = ("datadream_lib.pipeline", str(file), *rest, *picks, *_set("seed", p.seed))
         method = methods.METHODS[p.synth_method]
         n_classes = datasets.DATASETS[p.dataset].num_classes or 10
         cost = method.cost(p, n_classes, p.images_per_class)

@@ -8,10 +8,12 @@ it hands `schema.build` the registry's groups. Unset names take the values of th
     base: paper   the defaults (Stable Diffusion 2.1-base, CLIP ViT-B/16, 500 images)
     base: demo    the tiny offline default: random tiny models of the same classes, the toy dataset
     base: toyworld  the miniature world: tiny models pretrained on it, its few-shot target (make demo)
+    base: smoke   the demo, smaller: every stage of any method in seconds (the tests' size)
 
-A parameter file may also name another file as its base (`base: fgvc_aircraft_dset.yaml`, relative
+A parameter file may also name another file as its base (`base: ../datasets/eurosat.yaml`, relative
 to itself) and list several seeds (`seeds: [0, 1, 2]`); `load_runs` expands it into one run per
-seed. `run_name` may hold any parameter in braces (`eurosat_dset_seed{seed}`). A base's values serve
+seed. A grid file (`grid:`, `cells:`; `grid_cells`) is datasets x methods x ... of such runs
+(params/paper/table1.yaml); an override naming one of its axes picks cells. `run_name` may hold any parameter in braces (`eurosat_dset_seed{seed}`). A base's values serve
 every method: a value of another method's group in a base is dropped, while one given by hand (in the
 file itself, with `--set`, or `-p`) is refused with the method it belongs to.
 """
@@ -19,6 +21,8 @@ file itself, with `--set`, or `-p`) is refused with the method it belongs to.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -57,15 +61,19 @@ def find_params_file(name: str) -> Path:
         return found[0]
     where = f"several files under params/ are named {given.name}: {[str(f) for f in found]}" if found else \
         f"no file of that name is under {root / 'params'}"
-    raise DataDreamError(f"parameter 'base': {name!r} is neither 'paper', 'demo', 'toyworld' nor a parameter file: {where}. "
+    raise DataDreamError(f"parameter 'base': {name!r} is neither one of {list(BASES)} nor a parameter file: {where}. "
                          f"Give its path from the project root, e.g. 'params/paper/{given.name}'.")
 
 
 def from_dict(values: dict, base: Optional[str] = None) -> Params:
     """Validate `values` (given by hand) over the values of `base` (or of values['base'], else
-    'paper'). A base that names a parameter file (`fgvc_aircraft_dset.yaml`) takes that file's
+    'paper'). A base that names a parameter file (`../datasets/eurosat.yaml`) takes that file's
     values (and its own base's) first."""
     values = dict(values)
+    if "grid" in values or "cells" in values:
+        raise DataDreamError("these parameters are a grid of runs ('grid'/'cells'), not one run: run them with "
+                             "`python -m datadream_lib.pipeline FILE` or the launcher, or write one run's values with "
+                             "`python -m datadream_lib.params FILE --set dataset=... --set seed=N > run.yaml`.")
     base = values.pop("base", base) or "paper"
     inherited: dict = {}
     base_file = None
@@ -83,7 +91,7 @@ def from_dict(values: dict, base: Optional[str] = None) -> Params:
         raise DataDreamError(f"parameter 'base': {base!r} is not one of {list(BASES)}.{_nearest(str(base), BASES)}")
     p = schema.build(values, {**BASES[base], **inherited}, groups(), base)
     unused = sorted(key for key in inherited if not p.has(key))
-    if unused:  # e.g. eurosat_disef.yaml over eurosat_dset.yaml's `variant`: said once, on stderr (stdout may be YAML)
+    if unused:  # e.g. a DISEF file over a DataDream file's `variant`: said once, on stderr (stdout may be YAML)
         print(f"[params] {base_file} sets {', '.join(unused)}, which synth_method {p.synth_method!r} does not have; "
               f"not used by this run.", file=sys.stderr)
     return p
@@ -142,23 +150,141 @@ def _own_values(path: str | Path) -> dict:
 
 
 def load_runs(path: str | Path, overrides: Optional[dict] = None) -> list[Params]:
-    """The runs a parameter file describes: one per seed of `seeds` (in it or its bases), else one.
-    An override of `seed` replaces the file's `seeds`."""
+    """The runs a parameter file describes: one per seed of `seeds` (in it or its bases), else one;
+    a grid file's, one per cell and seed (`runs_of`). An override of `seed` replaces the file's `seeds`."""
+    return [p for _, p in runs_of(path, overrides)]
+
+
+def runs_of(path: str | Path, overrides: Optional[dict] = None) -> list[tuple[dict, Params]]:
+    """(cell, Params) of every run a parameter file describes. A grid file's cell is {axis: name}
+    (the `--set axis=name` overrides that pick it); a plain file's is {}."""
     overrides = dict(overrides or {})
-    values = {**_own_values(path), **overrides}
-    seeds = None if "seed" in overrides else {**read_file(path), **overrides}.get("seeds")
+    own = _grid_values(path)
+    if "grid" not in own:
+        if "cells" in own:
+            raise DataDreamError(f"{path} has 'cells' but no 'grid'; 'cells' sets values in some cells of a grid.")
+        return [({}, p) for p in _seed_runs(own, overrides, str(path))]
+    out, names = [], {}
+    for cell, values in grid_cells(path, own, overrides):
+        where = f"{path} [{', '.join(f'{a}={n}' for a, n in cell.items())}]"
+        for p in _seed_runs(values, {k: v for k, v in overrides.items() if k not in cell}, where):
+            if p.run_name in names:
+                raise DataDreamError(f"{where} and {names[p.run_name]} both name the run {p.run_name!r}; put every "
+                                     f"axis of the grid in run_name, e.g. '{{dataset}}_{{method}}_seed{{seed}}'.")
+            names[p.run_name] = where
+            out.append((cell, p))
+    return out
+
+
+def _grid_values(path: str | Path) -> dict:
+    """A file's own values, its `base` an absolute path; a file whose base is a grid file takes the
+    base's values (its grid and cells too) under its own: an axis it lists that the base's grid has
+    picks those cells of it (Fig. 5's `grid: {dataset: [fgvc_aircraft], method: [dset, cls]}`)."""
+    own = _own_values(path)
+    base = own.get("base")
+    if not (isinstance(base, str) and base.endswith((".yaml", ".yml")) and Path(base).is_file()
+            and "grid" in read_file(base, own=True)):
+        return own
+    parent = _grid_values(base)
+    grid = dict(parent["grid"])
+    mine = own.pop("grid", {})
+    if not isinstance(mine, dict):
+        raise DataDreamError(f"{path}: 'grid' must map each axis to its cells, e.g. grid: {{dataset: [eurosat, dtd]}}.")
+    for axis, spec in mine.items():
+        if axis in grid and isinstance(spec, list):  # pick cells of the base's axis
+            cells = grid[axis] if isinstance(grid[axis], dict) else {str(v): v for v in grid[axis]}
+            unknown = [str(s) for s in spec if str(s) not in cells]
+            if unknown:
+                raise DataDreamError(f"{path}: grid axis '{axis}' picks {unknown}, which {base}'s grid lacks; its cells are "
+                                     f"{list(cells)}.{_nearest(unknown[0], cells)}")
+            grid[axis] = {str(s): cells[str(s)] for s in spec} if isinstance(grid[axis], dict) else [cells[str(s)] for s in spec]
+        else:
+            grid[axis] = spec
+    own.pop("base")
+    return {**parent, **own, "grid": grid, "cells": [*parent.get("cells", []), *own.get("cells", [])]}
+
+
+def _seed_runs(values: dict, overrides: dict, where: str) -> list[Params]:
+    """The runs of one file's (or one grid cell's) own values, `base` an absolute path or a name:
+    one per seed of `seeds` (in them or their bases), else one."""
+    values = {**values, **overrides}
+    base = values.get("base")
+    inherited = read_file(base) if isinstance(base, str) and base.endswith((".yaml", ".yml")) else {}
+    seeds = None if "seed" in overrides else {**inherited, **values}.get("seeds")
     values.pop("seeds", None)
     if seeds is None:
         return [from_dict(values)]
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise DataDreamError(f"parameter 'seeds' must be a non-empty list of integers, got {seeds!r}.")
-    if "seed" in read_file(path):
-        raise DataDreamError(f"{path} sets both 'seed' and 'seeds'; keep one.")
+    if "seed" in {**inherited, **values}:
+        raise DataDreamError(f"{where} sets both 'seed' and 'seeds'; keep one.")
     runs = [from_dict({**values, "seed": s}) for s in seeds]
     if len({p.run_name for p in runs}) < len(runs):
-        raise DataDreamError(f"run_name {read_file(path).get('run_name')!r} is the same for every seed of {seeds}; put "
-                             f"'{{seed}}' in it (e.g. 'eurosat_dset_seed{{seed}}').")
+        raise DataDreamError(f"run_name {values.get('run_name', inherited.get('run_name'))!r} of {where} is the same for "
+                             f"every seed of {seeds}; put '{{seed}}' in it (e.g. 'eurosat_dset_seed{{seed}}').")
     return runs
+
+
+def grid_cells(path: str | Path, own: dict, overrides: dict) -> list[tuple[dict, dict]]:
+    """The cells of a grid file: ({axis: name}, the cell's own values), in the grid's order.
+
+    `grid` maps each axis to its cells: a list of values of the parameter the axis is named after
+    (`dataset: [eurosat, dtd]`), or a mapping {name: the values it sets} (`method: {dset: {variant:
+    dset}, disef: {synth_method: disef}}`). A cell's values are the file's, then each axis cell's,
+    then those of every `cells` entry whose `where` matches it ({axis: name or [names]}: `set`).
+    `{axis}` in `base` and `run_name` is the cell's name on that axis (`base: ../datasets/{dataset}.yaml`).
+    An override naming an axis picks its cells (`--set dataset=eurosat`, `--set 'method=[dset, cls]'`)."""
+    path = Path(path)
+    own = dict(own)
+    grid, rules = own.pop("grid"), own.pop("cells", [])
+    if not isinstance(grid, dict) or not grid:
+        raise DataDreamError(f"{path}: 'grid' must map each axis to its cells, e.g. grid: {{dataset: [eurosat, dtd]}}.")
+    axes: dict[str, dict[str, dict]] = {}
+    for axis, spec in grid.items():
+        if isinstance(spec, list) and spec:
+            if not _is_parameter(axis):
+                raise DataDreamError(f"{path}: grid axis '{axis}' lists values, so it must be a parameter.{_nearest(axis, FIELDS)} "
+                                     f"An axis of named cells maps each name to the values it sets: {axis}: {{name: {{parameter: value}}}}.")
+            axes[axis] = {str(v): {axis: v} for v in spec}
+        elif isinstance(spec, dict) and spec and all(isinstance(v, dict) for v in spec.values()):
+            axes[axis] = {str(name): dict(v) for name, v in spec.items()}
+        else:
+            raise DataDreamError(f"{path}: grid axis '{axis}' must be a non-empty list of values or a mapping "
+                                 f"{{name: {{parameter: value}}}}, got {spec!r}.")
+        if axis in overrides:  # picks cells of the axis
+            wanted = overrides[axis] if isinstance(overrides[axis], list) else [overrides[axis]]
+            unknown = [str(w) for w in wanted if str(w) not in axes[axis]]
+            if unknown:
+                raise DataDreamError(f"--set {axis}={overrides[axis]}: {unknown} is not a cell of the grid's axis '{axis}' "
+                                     f"in {path}; its cells are {list(axes[axis])}.{_nearest(unknown[0], axes[axis])}")
+            axes[axis] = {str(w): axes[axis][str(w)] for w in wanted}
+    if not isinstance(rules, list) or not all(isinstance(r, dict) and set(r) == {"where", "set"} and isinstance(r["where"], dict)
+                                              and isinstance(r["set"], dict) for r in rules):
+        raise DataDreamError(f"{path}: 'cells' must be a list of {{where: {{axis: name}}, set: {{parameter: value}}}}.")
+    for rule in rules:
+        for axis in rule["where"]:
+            if axis not in grid:
+                raise DataDreamError(f"{path}: a 'cells' entry names the axis '{axis}', which the grid lacks; its axes are {list(grid)}.")
+    out = []
+    for combination in itertools.product(*(axes[a].items() for a in axes)):
+        cell = {axis: name for axis, (name, _) in zip(axes, combination)}
+        values = dict(own)
+        for _, cell_values in combination:
+            values.update(cell_values)
+        for rule in rules:
+            if all(cell[a] in (w if isinstance(w, list) else [w]) for a, w in rule["where"].items()):
+                values.update(rule["set"])
+        for key in ("base", "run_name"):
+            if isinstance(values.get(key), str):
+                values[key] = re.sub(r"(?<!\{)\{(\w+)\}(?!\})", lambda m: cell.get(m.group(1), m.group(0)), values[key])
+        if isinstance(values.get("base"), str) and values["base"].endswith((".yaml", ".yml")):
+            values["base"] = str((path.parent / values["base"]).resolve())
+        out.append((cell, values))
+    return out
+
+
+def _is_parameter(name: str) -> bool:
+    return name in FIELDS or any(name in schema.group_fields(g) for g in groups().values())
 
 
 def load_file(path: str | Path, overrides: Optional[dict] = None) -> Params:
@@ -177,7 +303,10 @@ def from_namespace(namespace: dict) -> Params:
     Objects the notebook makes later (Params, Run, tables, figures) are not plain and are ignored,
     so re-running a notebook's cells in JupyterLab works.
     """
-    return from_dict(_plain_values(namespace))
+    values = _plain_values(namespace)
+    if "grid" in namespace:  # a grid file given to papermill -f: refused by from_dict, naming what to do
+        values["grid"] = namespace["grid"]
+    return from_dict(values)
 
 
 def _plain_values(namespace: dict) -> dict:
@@ -241,7 +370,7 @@ def main(argv=None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m datadream_lib.params", description=main.__doc__)
-    parser.add_argument("params", nargs="?", help="a parameter file, e.g. params/paper/eurosat_dset.yaml")
+    parser.add_argument("params", nargs="?", help="a parameter file, e.g. params/demo.yaml or params/paper/table1.yaml (a grid)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--list", action="store_true", help="list every parameter with its default and help")
     parser.add_argument("--method", help="with --list: only this method's group")
@@ -250,10 +379,11 @@ def main(argv=None) -> int:
         if args.list or not args.params:
             print(describe_parameters(args.method))
             return 0
-        todo = load_runs(args.params, parse_overrides(args.overrides))
-        for p in todo:
+        todo = runs_of(args.params, parse_overrides(args.overrides))
+        for cell, p in todo:
             if len(todo) > 1:
-                print(f"# seed {p.seed}: run folder {p.runs_root}/{p.run_name}")
+                where = "".join(f"{axis} {name}, " for axis, name in cell.items())
+                print(f"# {where}seed {p.seed}: run folder {p.runs_root}/{p.run_name}")
             print(dump(p), end="---\n" if len(todo) > 1 else "")
     except DataDreamError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -237,7 +237,7 @@ def main(argv=None, in_process: bool = False) -> int:
     """The command line; `in_process` (for tests, not a flag): `run_pipeline(..., in_process=True)`."""
     parser = argparse.ArgumentParser(prog="python -m datadream_lib.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("params", help="a parameter file, e.g. params/demo.yaml or params/paper/eurosat_dset.yaml")
+    parser.add_argument("params", help="a parameter file, e.g. params/demo.yaml, or a grid: params/paper/table1.yaml --set dataset=eurosat")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one parameter (repeatable), e.g. --set seed=1")
     parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")

@@ -229,8 +229,21 @@ TOYWORLD: dict[str, Any] = {
     "ablation_shots": [2],  # with K = 4 itself, Fig. 5's two points; each further K adapts and generates again (make demo < 5 min)
     "fid_features": "clip",  # its own CLIP's image tower, trained on the toy world (as Inception on natural images)
 }
-BASES: dict[str, dict[str, Any]] = {"paper": {}, "demo": DEMO, "toyworld": TOYWORLD}
-BASE_CHAIN = {"paper": ("paper",), "demo": ("demo",), "toyworld": ("demo", "toyworld")}  # TOYWORLD is DEMO's values and its own
+# The smallest run that still exercises every stage and every method (the test suite's size, and a
+# seconds-long check of an installation): the demo, smaller; each method group's own "smoke" sizes
+# (fewer sampler steps, adapter epochs, inversion steps, filter batches) are in its PRESETS.
+SMOKE: dict[str, Any] = {
+    **DEMO,
+    "run_name": "smoke",
+    "images_per_class": 4,
+    "synth_batch_size": 2,
+    "clf_epochs": 2,
+    "ablation_images_per_class": [2, 4],
+    "ablation_shots": [1],
+}
+BASES: dict[str, dict[str, Any]] = {"paper": {}, "demo": DEMO, "toyworld": TOYWORLD, "smoke": SMOKE}
+# A base's values are DEMO's and its own; a method group's PRESETS are read along the same chain.
+BASE_CHAIN = {"paper": ("paper",), "demo": ("demo",), "toyworld": ("demo", "toyworld"), "smoke": ("demo", "smoke")}
 
 
 def group_preset(group: type, base: str) -> dict[str, Any]:

@@ -36,6 +36,20 @@ def make_params(tmp_path, toy_root):
     return make
 
 
+def small_values(method: str, **overrides) -> dict:
+    """The smallest run of `method` (base 'smoke': the demo, smaller, with the method group's own smoke
+    sizes: schema.SMOKE and each group's PRESETS), and `overrides`: the one place the tests' size is set."""
+    return {"base": "smoke", "synth_method": method, **overrides}
+
+
+@pytest.fixture
+def small_params(make_params):
+    """`small_params(method, **overrides)`: Params of the smallest run of a method, under tmp_path."""
+    def make(method: str = params.FIELDS["synth_method"].default, **overrides):
+        return make_params(**small_values(method, **overrides))
+    return make
+
+
 @pytest.fixture
 def demo_run(make_params):
     """(params, run, split) of a fresh demo run."""

@@ -14,19 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import slow_fixture
+from tests.conftest import slow_fixture, small_values
 
 from datadream_lib import catalog, launch, params, runs
 
 ROOT = runs.project_root()
-# A small grid: the demo, DataDream-cls (class shards of its adapters), two classifier settings, FID.
-SMALL = {"images_per_class": 6, "ablation_images_per_class": [6], "clf_settings": ["synthetic_real"],
-         "stages": ["adaptation", "synthesis", "classification"], "clf_epochs": 1, "clf_warmup_epochs": 0,
-         "adapt_epochs": 2, "variant": "cls", "synth_batch_size": 2}
-
-
 def _overrides(root, toy_root):
-    return {**SMALL, "runs_root": str(root), "data_root": str(toy_root)}
+    """A small grid (the 'smoke' size): DataDream-cls (class shards of its adapters), one classifier
+    setting; 6 images per class at the demo's 20 steps, so that a kill lands midway through synthesis."""
+    return small_values("datadream", variant="cls", images_per_class=6, ablation_images_per_class=[6], num_inference_steps=20,
+                        clf_settings=["synthetic_real"], stages=["adaptation", "synthesis", "classification"],
+                        clf_epochs=1, clf_warmup_epochs=0, runs_root=str(root), data_root=str(toy_root))
 
 
 def _env():
@@ -256,19 +254,22 @@ def test_slurm_runs_the_grid_and_a_preempted_synthesis_is_requeued_and_ends_iden
 
 
 def test_files_that_name_one_run_with_the_same_parameters_are_planned_once_with_their_stages_together():
-    """README's `launch slurm params/paper/*_dset.yaml`: fgvc_aircraft's Table 1 preset and Fig. 5's share
-    their run folders on purpose; they are one run per seed, with Fig. 5's ablations added."""
-    files = ["params/paper/fgvc_aircraft_dset.yaml", "params/paper/fig5_fgvc_aircraft_dset.yaml"]
-    units = launch.plan_units(files)
+    """README's `launch slurm params/paper/table1.yaml params/paper/fig5.yaml`: FGVC Aircraft's Table 1
+    runs and Fig. 5's share their run folders on purpose; they are one run per seed, with Fig. 5's
+    ablations added."""
+    files = ["params/paper/table1.yaml", "params/paper/fig5.yaml"]
+    units = launch.plan_units(files, {"dataset": "fgvc_aircraft", "method": "dset"})
     runs_planned = sorted({u.run for u in units if u.run})
     assert runs_planned == [f"fgvc_aircraft_dset_16shot_seed{s}" for s in (0, 1, 2)]
     ids = [u.id for u in units]
     assert len(ids) == len(set(ids))  # every unit once
     seed0 = [u for u in units if u.run == runs_planned[0]]
     assert [u.stage for u in seed0].count("adaptation") == 1 and any(u.stage == "ablations" for u in seed0)
-    assert launch.plan_units(files[::-1]) == units  # whatever the order the files come in
-    every_dset = sorted(str(p) for p in (runs.project_root() / "params" / "paper").glob("*_dset.yaml"))
-    assert len({u.run for u in launch.plan_units(every_dset) if u.run}) == 30  # ten datasets, three seeds
+    assert all("--set dataset=fgvc_aircraft" in u.shell("python") and "--set method=dset" in u.shell("python")
+               for u in seed0)  # a unit names its cell of the grid
+    assert launch.plan_units(files[::-1], {"dataset": "fgvc_aircraft", "method": "dset"}) == units  # whatever the order
+    every = {u.run for u in launch.plan_units(files) if u.run}
+    assert len(every) == 10 * 6 * 3  # ten datasets, six methods, three seeds; Fig. 5's runs among them
 
 
 def test_status_says_planned_and_includes_runs_made_without_the_launcher(tmp_path, toy_root, capsys):

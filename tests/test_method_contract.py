@@ -5,7 +5,7 @@ Its parameter group gives valid defaults at every K; its plan comes from the ima
 model loaded; its images are bit-identical made in one process, by two shards, and after a kill
 (rows and images lost, a block resumed in its middle); its manifest rows carry the columns it
 documents; its weights are checked before any work; it reports its cost. Nothing here names a method:
-the small settings below apply to whichever method has the parameter."""
+the runs are each method's smallest (`small_params`: the 'smoke' base and its group's own sizes)."""
 
 import dataclasses
 import json
@@ -16,16 +16,8 @@ from datadream_lib import catalog, methods, models, params, pipeline, runs, sche
 from datadream_lib.errors import DataDreamError
 
 NAMES = sorted(methods.METHODS)
-# Small settings, each applied to the methods that have the parameter.
-SMALL = dict(images_per_class=5, num_inference_steps=4, synth_batch_size=2, ablation_images_per_class=[5],
-             adapt_epochs=2, filter_budget=2, filter_attempts=2, inversion_steps=2)
 ENGINE_COLUMNS = {"class_index", "class_name", "index", "seed", "path", "method", "source", "resolution", "batch_size",
                   "environment", "torch_threads", "bytes", "sha256"}
-
-
-def _small(make_params, name, **more):
-    base = make_params(synth_method=name)
-    return base.replace(**{k: v for k, v in {**SMALL, **more}.items() if base.has(k)})
 
 
 def _images(run, name):
@@ -57,8 +49,8 @@ def test_another_methods_parameter_is_refused_with_its_owner(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_images_are_the_same_in_one_process_two_shards_and_after_a_kill(make_params, name):
-    p = _small(make_params, name)
+def test_images_are_the_same_in_one_process_two_shards_and_after_a_kill(small_params, name):
+    p = small_params(name, images_per_class=5)
     run, split = splits.start_run(p)
     methods.prepare(p, run, split, progress=False)
     method = methods.get(p, run, split)  # plans come from the seed, with no model loaded

@@ -11,10 +11,9 @@ import torch
 from datadream_lib import catalog, datasets, methods, models, params, pipeline, runs, schema, splits, synthesis
 from datadream_lib.errors import DataDreamError
 from datadream_lib.methods import disef, issynth
+from tests.conftest import small_values
 
 ROOT = runs.project_root()
-SMALL = dict(images_per_class=3, num_inference_steps=4, synth_batch_size=2, ablation_images_per_class=[3])
-DISEF_SMALL = dict(SMALL, filter_attempts=2, filter_budget=2)
 
 
 def _images(run, method):
@@ -78,8 +77,8 @@ def test_the_values_used_are_written_to_params_yaml(demo_run):
 @pytest.fixture(scope="module")
 def disef_run(tmp_path_factory, toy_root):
     """A tiny DISEF run with its captions prepared (shared by the DISEF tests)."""
-    p = params.from_dict({"base": "demo", "runs_root": str(tmp_path_factory.mktemp("disef") / "runs"),
-                          "data_root": str(toy_root), "synth_method": "disef", **DISEF_SMALL})
+    p = params.from_dict(small_values("disef", runs_root=str(tmp_path_factory.mktemp("disef") / "runs"),
+                                      data_root=str(toy_root)))
     run, split = splits.start_run(p)
     table = methods.prepare(p, run, split, progress=False)
     return p, run, split, table
@@ -87,13 +86,13 @@ def disef_run(tmp_path_factory, toy_root):
 
 @pytest.mark.parametrize("name", ["issynth", "disef"])
 def test_img2img_images_are_the_same_whatever_the_sharding(demo_run, disef_run, name):
-    p, run, split = demo_run(synth_method=name, **(DISEF_SMALL if name == "disef" else SMALL))
+    p, run, split = demo_run(**small_values(name))
     if name == "disef":  # the shared captions
         run.path("adaptation").mkdir(parents=True, exist_ok=True)
         run.path("adaptation", disef.CAPTIONS_FILE).write_bytes(disef_run[1].path("adaptation", disef.CAPTIONS_FILE).read_bytes())
     synthesis.generate(p, run, split, progress=False)
     reference = _images(run, name)
-    assert len(reference) == 12
+    assert len(reference) == 4 * p.images_per_class
     other = runs.open_run(p, run.dir.parent / "sharded")
     if name == "disef":
         other.path("adaptation").mkdir()
@@ -183,7 +182,7 @@ def test_disef_manifest_rows_record_plan_and_filter(disef_run):
     synthesis.generate(p, run, split, progress=False)
     folder = catalog.folder(run, "disef")
     rows = sorted(catalog.read_manifest(folder), key=lambda r: (r["class_index"], r["index"]))
-    assert len(rows) == 12
+    assert len(rows) == 4 * p.images_per_class
     method = methods.get(p, run, split)
     method._captions = method.captions()
     for row in rows:
@@ -202,7 +201,7 @@ def test_disef_manifest_rows_record_plan_and_filter(disef_run):
     for r in summary.itertuples():
         mine = [row for row in rows if row["class_index"] == r.class_index]
         kept_filtered = sum(not row["unfiltered"] for row in mine)
-        assert r.unfiltered_share == pytest.approx(1 - kept_filtered / 3)
+        assert r.unfiltered_share == pytest.approx(1 - kept_filtered / p.images_per_class)
         assert r.filter_judged == (p.method.filter_budget * disef.DRAW_BATCH if r.unfiltered_share else mine[-1]["candidate"] + 1)
         assert r.filter_pass_rate == pytest.approx(kept_filtered / r.filter_judged)
 
@@ -277,7 +276,7 @@ def test_disef_refills_draw_a_new_shot_and_caption_from_their_seeds(disef_run):
 def test_disef_class_rule_shards_by_class_and_resumes_bit_for_bit(demo_run, disef_run):
     from datadream_lib.synthesis import shard_of
 
-    p, run, split = demo_run(synth_method="disef", run_name="disef_resume", **{**DISEF_SMALL, "images_per_class": 5})
+    p, run, split = demo_run(**small_values("disef", run_name="disef_resume", images_per_class=5))
     run.path("adaptation").mkdir(parents=True, exist_ok=True)
     run.path("adaptation", disef.CAPTIONS_FILE).write_bytes(disef_run[1].path("adaptation", disef.CAPTIONS_FILE).read_bytes())
     assert methods.METHODS["disef"].whole_classes(p) and not methods.METHODS["disef"].whole_classes(p.replace(filter_rule="image"))
@@ -338,8 +337,8 @@ SPLIT_PARAMETERS = ("dataset", "data_root", "seed", "split_seed", "val_fraction"
 
 @pytest.mark.parametrize("name", datasets.BENCHMARKS)
 def test_baseline_presets_read_the_same_shots_as_datadream(name):
-    paper = ROOT / "params" / "paper"
-    runs_of = {m: params.load_runs(paper / f"{name}_{m}.yaml") for m in ("dset", "issynth", "disef", "dafusion", "augcond")}
+    table1 = ROOT / "params" / "paper" / "table1.yaml"
+    runs_of = {m: params.load_runs(table1, {"dataset": name, "method": m}) for m in ("dset", "issynth", "disef", "dafusion", "augcond")}
     for dset, *others in zip(*runs_of.values(), strict=True):
         for p, method in zip(others, ("issynth", "disef", "dafusion", "augcond")):
             assert p.synth_method == method and p.clf_settings == ["synthetic", "synthetic_real"]
@@ -463,7 +462,7 @@ def test_img2img_takes_a_strength_per_image_and_records_its_first_timestep(demo_
 
 
 def test_damaged_or_changed_captions_are_redone_and_their_images_made_again(demo_run, disef_run):
-    p, run, split = demo_run(synth_method="disef", run_name="captions", **DISEF_SMALL)
+    p, run, split = demo_run(**small_values("disef", run_name="captions"))
     run.path("adaptation").mkdir(parents=True, exist_ok=True)
     path = run.path("adaptation", disef.CAPTIONS_FILE)
     path.write_bytes(disef_run[1].path("adaptation", disef.CAPTIONS_FILE).read_bytes())

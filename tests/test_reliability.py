@@ -348,13 +348,25 @@ def test_an_os_error_while_writing_a_run_is_one_line(tmp_path, toy_root, capsys,
 
 
 def test_a_file_base_resolves_however_the_preset_is_passed(monkeypatch, tmp_path):
-    """papermill -f params/paper/fig5_fgvc_aircraft_dset.yaml -p seed 0 injects the file's values, whose
-    base names a file relative to the preset; the notebook still finds it, from any working folder."""
-    fig5 = ROOT / "params" / "paper" / "fig5_fgvc_aircraft_dset.yaml"
-    injected = {**yaml.safe_load(fig5.read_text()), "seed": 0}
+    """papermill -f FILE -p seed 0 injects a file's values, whose base names a file relative to it
+    (`base: ../datasets/eurosat.yaml`, as under params/); the notebook still finds it, from any folder."""
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "eurosat.yaml").write_bytes((ROOT / "params" / "datasets" / "eurosat.yaml").read_bytes())
+    (tmp_path / "paper").mkdir()
+    preset = tmp_path / "paper" / "eurosat_run.yaml"
+    preset.write_text("base: ../datasets/eurosat.yaml\nrun_name: eurosat_seed{seed}\nseeds: [0, 1]\n")
+    injected = {**yaml.safe_load(preset.read_text()), "seed": 0}
+    injected.pop("seeds")
     monkeypatch.chdir(ROOT / "notebooks")
     from_notebook = params.from_namespace(injected)
-    assert from_notebook == params.load_runs(fig5)[0]
+    assert from_notebook == params.load_runs(preset)[0] and from_notebook.dataset == "eurosat"
+
+
+def test_a_grid_file_given_to_papermill_is_refused_naming_how_to_pick_one_run(monkeypatch):
+    table1 = ROOT / "params" / "paper" / "table1.yaml"
+    injected = {**yaml.safe_load(table1.read_text()), "seed": 0}
+    with pytest.raises(DataDreamError, match="a grid of runs .*datadream_lib.params FILE --set dataset="):
+        params.from_namespace(injected)
 
 
 def test_duplicate_keys_are_refused(tmp_path):
@@ -579,8 +591,8 @@ def finished_run(tmp_path_factory, toy_root):
     """A whole small demo run (every stage, called in this process), made once; tests copy it before
     damaging it."""
     tmp = tmp_path_factory.mktemp("records")
-    args = ["params/demo.yaml", "--set", f"runs_root={tmp / 'runs'}", "--set", f"data_root={toy_root}",
-            "--set", "images_per_class=4", "--set", "ablation_images_per_class=[4]", "--set", "ablation_shots=[4]",
+    args = ["params/demo.yaml", "--set", "base=smoke", "--set", f"runs_root={tmp / 'runs'}",
+            "--set", f"data_root={toy_root}", "--set", "ablation_images_per_class=[4]", "--set", "ablation_shots=[4]",
             "--set", "clf_settings=[real_finetune, synthetic_real]", "--set", "clf_epochs=1", "--set", "clf_warmup_epochs=0"]
     result = run_pipeline_in_process(*args)  # the stages' functions: these tests read their outputs, not notebooks
     assert result.returncode == 0, result.stderr[-2000:]

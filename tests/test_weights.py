@@ -32,12 +32,13 @@ def _tree(folder: Path) -> dict:
 
 
 @pytest.mark.parametrize("preset, parameter, withdrawn", [
-    ("params/paper/eurosat_dset.yaml", "sd_model", "stabilityai/stable-diffusion-2-1-base"),
-    ("params/paper/eurosat_augcond.yaml", "unclip_model", "stabilityai/stable-diffusion-2-1-unclip"),
+    ("dset", "sd_model", "stabilityai/stable-diffusion-2-1-base"),
+    ("augcond", "unclip_model", "stabilityai/stable-diffusion-2-1-unclip"),
 ])
 def test_a_withdrawn_id_stops_the_run_in_one_line_naming_the_mirror_before_anything_is_written(tmp_path, preset, parameter, withdrawn):
     started = time.time()
-    result = _pipeline(preset, "--set", f"{parameter}={withdrawn}", "--set", f"runs_root={tmp_path / 'runs'}",
+    result = _pipeline("params/paper/table1.yaml", "--set", "dataset=eurosat", "--set", f"method={preset}",
+                       "--set", f"{parameter}={withdrawn}", "--set", f"runs_root={tmp_path / 'runs'}",
                        "--set", f"data_root={tmp_path / 'data'}")
     assert time.time() - started < 30
     assert result.returncode == 2 and result.stdout == ""

@@ -39,7 +39,8 @@ PROMPT = "a photo of a {}"
 @dataclasses.dataclass(frozen=True)
 class DAFusionParameters(Sampling):
     """DA-Fusion's group: PNDM 50, guidance 7.5, the strengths drawn per image, the inversion recipe."""
-    PRESETS: ClassVar[dict] = {"demo": {"inversion_steps": 4}}  # the demo and the toy world: 4 steps, not 2,000
+    PRESETS: ClassVar[dict] = {"demo": {"inversion_steps": 4},  # the demo and the toy world: 4 steps, not 2,000
+                               "smoke": {"inversion_steps": 2}}
     guidance_scale: float = field(7.5, "classifier-free guidance scale (the authors: 7.5)", min=0.0)
     dafusion_strengths: list = field([0.25, 0.5, 0.75, 1.0], "the strengths an image's seed draws from, uniformly (the authors: 0.25, 0.5, 0.75, 1.0; the paper's ablation: [0.5]), each in (0, 1]", check=check_strength)
     inversion_recipe: str = field("paper", "textual inversion: 'paper' (4 vectors from the class name, 2000 steps, batch 8, lr 4e-3: what produced the published numbers) or 'scripts' (1 vector from 'the', 1000 steps, batch 4, lr 2e-3: the repository's scripts)", choices=tuple(inversion.RECIPES))

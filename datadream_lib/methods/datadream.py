@@ -31,7 +31,8 @@ class DataDreamParameters(Sampling):
     """DataDream's group: the sampler (PNDM, 50, 2.0), the adaptation (docs/hyperparameters.md §1)."""
     PRESETS: ClassVar[dict] = {  # the adaptation's size on the demo's random tiny models and in the toy world
         "demo": {"adapt_epochs": 6, "adapt_batch_size": 4, "adapt_warmup_steps": 2, "adapt_lr": 1e-3},
-        "toyworld": {"adapt_epochs": 50, "adapt_warmup_steps": 20, "adapt_lr": 1e-3}}
+        "toyworld": {"adapt_epochs": 50, "adapt_warmup_steps": 20, "adapt_lr": 1e-3},
+        "smoke": {"adapt_epochs": 2}}
     variant: str = field("dset", "'dset': one adapter for the dataset; 'cls': one per class, adapt_epochs over its K shots", choices=VARIANTS)
     adapt_epochs: int = field(200, "epochs over the few-shot set (dset) or over each class's shots (cls): equal compute at 8 and 16 shots", min=1)
     adapt_batch_size: int = field(8, "adaptation batch size", min=1)

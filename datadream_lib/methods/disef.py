@@ -185,7 +185,8 @@ class DISEFParameters(Sampling):
     # Its sizes on the demo's random tiny models (whose filter almost never agrees: the authors' budget
     # of 100 batches per class would run for hours) and in the toy world (40 images per class).
     PRESETS: ClassVar[dict] = {"demo": {"filter_budget": 2, "caption_max_tokens": 12},
-                               "toyworld": {"filter_budget": 10}}  # at most 80 candidates per class for 40 images
+                               "toyworld": {"filter_budget": 10},  # at most 80 candidates per class for 40 images
+                               "smoke": {"filter_attempts": 2}}
     scheduler: str = field("dpmsolver++", Sampling.__dataclass_fields__["scheduler"].metadata["help"],
                            check=Sampling.__dataclass_fields__["scheduler"].metadata["check"])
     num_inference_steps: int = field(20, "sampler steps (the authors: 20, noised at step 5)", min=1)

@@ -49,7 +49,8 @@ def check_scheduler(name: str, where: str) -> None:
 class Sampling:
     """Stable Diffusion's generation settings: the group of `stable_diffusion`, and the start of
     every other Stable Diffusion method's (each sets its own defaults)."""
-    PRESETS: ClassVar[dict] = {"demo": {"resolution": 32, "num_inference_steps": 20}}  # the demo's and the toy world's size
+    PRESETS: ClassVar[dict] = {"demo": {"resolution": 32, "num_inference_steps": 20},  # the demo's and the toy world's size
+                               "smoke": {"num_inference_steps": 4}}
     scheduler: str = field("pndm", f"sampler: one of {list(SCHEDULERS)} or any diffusers scheduler class name, e.g. 'KDPM2DiscreteScheduler'", check=check_scheduler)
     num_inference_steps: int = field(50, "sampler steps", min=1)
     guidance_scale: float = field(2.0, "classifier-free guidance scale", min=0.0)
