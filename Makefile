@@ -42,11 +42,14 @@ demo-tiny: setup
 	$(PY) -m datadream_lib.pipeline params/demo.yaml
 	$(VENV)/bin/papermill notebooks/06_paper_results.ipynb runs/06_paper_results.ipynb --log-level WARNING
 
-# nbval runs a fresh copy of the notebooks in build/nbval (its own project root), so the test run
-# neither reads nor writes the runs/ of this checkout.
+# The tests run on two pytest-xdist workers (a core each; a file's tests on one worker, `loadfile`:
+# `loadgroup` does not group on pytest 9.2, pytest-dev/pytest-xdist#1386); then nbval, in one process,
+# on a fresh copy of the notebooks in build/nbval (its own project root; each notebook reads what the
+# one before made), so the test run neither reads nor writes the runs/ of this checkout.
 test: setup
 	rm -rf build/nbval && mkdir -p build/nbval && cp -r notebooks params pyproject.toml build/nbval/
-	$(PY) -m pytest tests build/nbval/notebooks --nbval-lax -q --durations=25
+	$(PY) -m pytest tests -q --durations=25 -n 2 --dist loadfile
+	HF_HUB_OFFLINE=1 $(PY) -m pytest build/nbval/notebooks --nbval-lax -q
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)

@@ -204,6 +204,7 @@ def run_pipeline(p, log_output: bool = False, in_process: bool = False) -> dict[
         started = time.time()
         if in_process:
             print(f"[pipeline] {stage.name}: calling {stage.function} in this process", flush=True)
+            weights.forget()  # as a kernel of its own would: no other run's or stage's loaded weights
             stage.load()(p, run, split, progress=False)
             run.finish_stage(stage.name)
             out = f"{stage.function} (in process)"

@@ -208,6 +208,12 @@ def loaded() -> dict[str, dict]:
     return dict(_LOADED)
 
 
+def forget() -> None:
+    """Start this process's set afresh: a stage called in a process that ran others before it (the
+    pipeline's in-process mode) records only what it loads itself, as in a kernel of its own."""
+    _LOADED.clear()
+
+
 def record_id(models: dict) -> str:
     return hashlib.sha256(json.dumps(models, sort_keys=True).encode()).hexdigest()[:16]
 

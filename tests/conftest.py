@@ -8,8 +8,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One torch thread count for this process and every process it starts (pipelines, notebook kernels):
 # on a CPU, images made with different thread counts differ by a level in a few pixels, and the tests
-# compare bytes across processes (environment.py says what is bit-identical).
-TEST_THREADS = "2"
+# compare bytes across processes (environment.py says what is bit-identical). One: `make test` runs
+# two pytest-xdist workers, one per core (a file's tests on one worker: `--dist loadfile`).
+TEST_THREADS = "1"
 os.environ["OMP_NUM_THREADS"] = TEST_THREADS
 os.environ["MKL_NUM_THREADS"] = TEST_THREADS
 
@@ -111,12 +112,29 @@ def tiny_runs(tmp_path_factory):
     with the CLI as a user would (every stage; one command, `seeds`; the one test of the notebooks
     run by the pipeline), and DataDream-cls with one seed, its stages called in this process (Table 1
     stages only). Returns (runs root, the CLI arguments of the dset runs, their stdout)."""
-    root = tmp_path_factory.mktemp("tiny_runs")
-    common = ["--set", f"runs_root={root}", "--set", f"data_root={root / 'data'}"]
-    dset = ["params/demo.yaml", *common, "--set", "run_name=demo_seed{seed}", "--set", "seeds=[0, 1]"]
-    result = run_pipeline_cli(*dset)
-    assert result.returncode == 0, result.stdout + result.stderr
-    cls = run_pipeline_in_process("params/demo.yaml", *common, "--set", "run_name=demo_cls_seed{seed}", "--set", "variant=cls",
-                           "--set", "clf_settings=[synthetic, synthetic_real]", "--set", "stages=[adaptation, synthesis, classification, fid]")
-    assert cls.returncode == 0, cls.stdout + cls.stderr
+    import fcntl
+    import json
+
+    # Several files use these runs; under pytest-xdist (`make test`: a worker per core, a file per
+    # worker) one worker makes them, in the folder every worker's temporary folders are under, and
+    # the other waits for them (pytest-xdist's documented pattern for a fixture made once).
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    root, made = shared / "tiny_runs", shared / "tiny_runs.json"
+    with open(shared / "tiny_runs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if made.exists():
+            recorded = json.loads(made.read_text())
+            return root, recorded["dset"], recorded["stdout"]
+        root.mkdir()
+        common = ["--set", f"runs_root={root}", "--set", f"data_root={root / 'data'}"]
+        dset = ["params/demo.yaml", *common, "--set", "run_name=demo_seed{seed}", "--set", "seeds=[0, 1]"]
+        result = run_pipeline_cli(*dset)
+        assert result.returncode == 0, result.stdout + result.stderr
+        cls = run_pipeline_in_process("params/demo.yaml", *common, "--set", "run_name=demo_cls_seed{seed}", "--set", "variant=cls",
+                                      "--set", "clf_settings=[synthetic, synthetic_real]",
+                                      "--set", "stages=[adaptation, synthesis, classification, fid]")
+        assert cls.returncode == 0, cls.stdout + cls.stderr
+        made.write_text(json.dumps({"dset": dset, "stdout": result.stdout}))
     return root, dset, result.stdout

@@ -63,7 +63,6 @@ def test_the_shots_ablation_redoes_the_methods_own_preparation_and_strength(meth
 def test_table1_and_figures_carry_every_methods_rows(method_runs, tmp_path):
     written = results.rebuild([method_runs], tmp_path)
     table = pd.read_csv(tmp_path / "table1.csv")
-    methods_in_table = set(table["method"])
     shown = results.table1_display(results.table1(results.collect(results.find_runs([method_runs]))["metrics"]))
     in_paper = {name for name in OTHER_METHODS if methods.METHODS[name].paper_table1}
     assert in_paper and in_paper != set(OTHER_METHODS)  # both kinds of rows are checked

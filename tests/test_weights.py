@@ -140,3 +140,16 @@ def test_hub_files_are_named_by_their_blob_without_reading_them_and_a_local_copy
     assert weights.same(from_hub, local)  # the same files, from the hub or from a folder: the same weights
     assert weights.fingerprint([from_hub]) == weights.fingerprint([local])
     assert not weights.same(from_hub, weights.preset("sd_model", "tiny", models.TINY_SEED))
+
+
+def test_a_stage_called_in_process_records_only_the_weights_it_loads(tmp_path, toy_root):
+    """The pipeline's in-process mode (the tests' tier) calls stages in a process that loaded other
+    models before: each stage's weights record names what it loaded, as in a kernel of its own."""
+    from tests.conftest import run_pipeline_in_process
+
+    weights.note({"parameter": "clip_pretrained", "preset": "stale", "seed": 0})  # a model an earlier run loaded
+    result = run_pipeline_in_process("params/demo.yaml", "--set", "base=smoke", "--set", f"runs_root={tmp_path}",
+                                     "--set", f"data_root={toy_root}", "--set", "stages=[adaptation]")
+    assert result.returncode == 0, result.stderr[-2000:]
+    recorded = weights.records(tmp_path / "demo")
+    assert recorded and all(m["sd_model"]["preset"] == "tiny" and "clip_pretrained" not in m for m in recorded.values())
