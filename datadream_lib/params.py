@@ -8,7 +8,7 @@ it hands `schema.build` the registry's groups. Unset names take the values of th
     base: paper   the defaults (Stable Diffusion 2.1-base, CLIP ViT-B/16, 500 images)
     base: demo    the tiny offline default: random tiny models of the same classes, the toy dataset
     base: toyworld  the miniature world: tiny models pretrained on it, its few-shot target (make demo)
-    base: smoke   the demo, smaller: every stage of any method in seconds (the tests' size)
+    base: smoke   the demo, smaller: the smallest run through every stage of any method (the tests' size)
 
 A parameter file may also name another file as its base (`base: ../datasets/eurosat.yaml`, relative
 to itself) and list several seeds (`seeds: [0, 1, 2]`); `load_runs` expands it into one run per

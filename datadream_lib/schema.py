@@ -229,8 +229,8 @@ TOYWORLD: dict[str, Any] = {
     "ablation_shots": [2],  # with K = 4 itself, Fig. 5's two points; each further K adapts and generates again (make demo < 5 min)
     "fid_features": "clip",  # its own CLIP's image tower, trained on the toy world (as Inception on natural images)
 }
-# The smallest run that still exercises every stage and every method (the test suite's size, and a
-# seconds-long check of an installation): the demo, smaller; each method group's own "smoke" sizes
+# The smallest run that still goes through every stage of every method (the test suite's size, and a
+# quick check of an installation): the demo, smaller; each method group's own "smoke" sizes
 # (fewer sampler steps, adapter epochs, inversion steps, filter batches) are in its PRESETS.
 SMOKE: dict[str, Any] = {
     **DEMO,
