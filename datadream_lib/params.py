@@ -192,12 +192,9 @@ def _grid_values(path: str | Path) -> dict:
         raise DataDreamError(f"{path}: 'grid' must map each axis to its cells, e.g. grid: {{dataset: [eurosat, dtd]}}.")
     for axis, spec in mine.items():
         if axis in grid and isinstance(spec, list):  # pick cells of the base's axis
-            cells = grid[axis] if isinstance(grid[axis], dict) else {str(v): v for v in grid[axis]}
-            unknown = [str(s) for s in spec if str(s) not in cells]
-            if unknown:
-                raise DataDreamError(f"{path}: grid axis '{axis}' picks {unknown}, which {base}'s grid lacks; its cells are "
-                                     f"{list(cells)}.{_nearest(unknown[0], cells)}")
-            grid[axis] = {str(s): cells[str(s)] for s in spec} if isinstance(grid[axis], dict) else [cells[str(s)] for s in spec]
+            named = isinstance(grid[axis], dict)
+            picked = _pick(grid[axis] if named else {str(v): v for v in grid[axis]}, spec, axis, f"{path} (over {base})")
+            grid[axis] = picked if named else list(picked.values())
         else:
             grid[axis] = spec
     own.pop("base")
@@ -252,12 +249,7 @@ def grid_cells(path: str | Path, own: dict, overrides: dict) -> list[tuple[dict,
             raise DataDreamError(f"{path}: grid axis '{axis}' must be a non-empty list of values or a mapping "
                                  f"{{name: {{parameter: value}}}}, got {spec!r}.")
         if axis in overrides:  # picks cells of the axis
-            wanted = overrides[axis] if isinstance(overrides[axis], list) else [overrides[axis]]
-            unknown = [str(w) for w in wanted if str(w) not in axes[axis]]
-            if unknown:
-                raise DataDreamError(f"--set {axis}={overrides[axis]}: {unknown} is not a cell of the grid's axis '{axis}' "
-                                     f"in {path}; its cells are {list(axes[axis])}.{_nearest(unknown[0], axes[axis])}")
-            axes[axis] = {str(w): axes[axis][str(w)] for w in wanted}
+            axes[axis] = _pick(axes[axis], overrides[axis], axis, f"--set {axis}={overrides[axis]} ({path})")
     if not isinstance(rules, list) or not all(isinstance(r, dict) and set(r) == {"where", "set"} and isinstance(r["where"], dict)
                                               and isinstance(r["set"], dict) for r in rules):
         raise DataDreamError(f"{path}: 'cells' must be a list of {{where: {{axis: name}}, set: {{parameter: value}}}}.")
@@ -281,6 +273,17 @@ def grid_cells(path: str | Path, own: dict, overrides: dict) -> list[tuple[dict,
             values["base"] = str((path.parent / values["base"]).resolve())
         out.append((cell, values))
     return out
+
+
+def _pick(cells: dict, wanted, axis: str, where: str) -> dict:
+    """The cells of an axis named in `wanted` (a name or a list of names), in its order; a name that
+    is not a cell is refused, naming the cells."""
+    wanted = [str(w) for w in (wanted if isinstance(wanted, list) else [wanted])]
+    unknown = [w for w in wanted if w not in cells]
+    if unknown:
+        raise DataDreamError(f"{where}: {unknown} is not a cell of the grid's axis '{axis}'; its cells are "
+                             f"{list(cells)}.{_nearest(unknown[0], cells)}")
+    return {w: cells[w] for w in wanted}
 
 
 def _is_parameter(name: str) -> bool:

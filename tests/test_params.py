@@ -261,3 +261,8 @@ def test_a_malformed_grid_is_refused_naming_the_fix(tmp_path):
             params.load_runs(tmp_path / "g.yaml")
     (tmp_path / "g.yaml").write_text("base: demo\nrun_name: 'k{shots}'\ngrid: {shots: [1, 2]}\n")
     assert [p.run_name for p in params.load_runs(tmp_path / "g.yaml")] == ["k1", "k2"]
+    (tmp_path / "over.yaml").write_text("base: g.yaml\ngrid: {shots: [2, 3]}\n")  # a grid over a grid picks its cells
+    with pytest.raises(DataDreamError, match=r"\['3'\] is not a cell of the grid's axis 'shots'"):
+        params.load_runs(tmp_path / "over.yaml")
+    (tmp_path / "over.yaml").write_text("base: g.yaml\ngrid: {shots: [2]}\n")
+    assert [p.run_name for p in params.load_runs(tmp_path / "over.yaml")] == ["k2"]
