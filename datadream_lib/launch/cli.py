@@ -17,6 +17,7 @@ from datadream_lib.launch.records import save_plan
 from datadream_lib.launch.slurm import RESOURCES, submit_slurm
 from datadream_lib.launch.status import print_status
 
+
 def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m datadream_lib.launch", description=sys.modules["datadream_lib.launch"].__doc__,

@@ -13,6 +13,7 @@ from datadream_lib.errors import DataDreamError
 from datadream_lib.launch.records import last_line, unit_done, write_record
 from datadream_lib.launch.unit import STAGE_ORDER, Unit
 
+
 def visible_gpus(spec: str) -> list[str]:
     """`all` (every GPU torch sees, or CUDA_VISIBLE_DEVICES's) or a list such as `0,1,3`."""
     if spec != "all":

@@ -14,6 +14,7 @@ from datadream_lib.errors import DataDreamError
 from datadream_lib.launch.records import PLAN_FILE, read_plan_file
 from datadream_lib.launch.unit import LAUNCH_DIR, Unit
 
+
 def _set(key: str, value) -> list[str]:
     return ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
 

@@ -11,6 +11,7 @@ from typing import Optional
 from datadream_lib import files, runs
 from datadream_lib.launch.unit import LAUNCH_DIR, Unit
 
+
 def write_record(unit: Unit, **info) -> None:
     """The unit's record, updated: what it ran, where, and how it ended."""
     files.write_json(unit.record, {**read_record(unit), "unit": unit.id, "command": unit.shell(), "log": str(unit.log), **info})

@@ -15,6 +15,7 @@ from datadream_lib.errors import DataDreamError
 from datadream_lib.launch.records import unit_done, write_record
 from datadream_lib.launch.unit import LAUNCH_DIR, STAGE_ORDER, Unit
 
+
 RESOURCES = ("partition", "time", "gpus", "cpus_per_task", "mem", "account", "sbatch")
 REQUEUE_SIGNAL_SECONDS = 180  # the signal before the time limit (SLURM may send it up to 60 s early)
 

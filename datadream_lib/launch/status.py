@@ -8,6 +8,7 @@ from datadream_lib import catalog, runs, stages, weights
 from datadream_lib.launch.records import last_line, read_record, unit_done
 from datadream_lib.launch.unit import Unit
 
+
 def status_rows(units: list[Unit]) -> list[dict]:
     """Per run and stage: planned / submitted / running / done / failed, images made of planned, GPU-hours so far;
     on each run's first row, the pretrained weights its records name (`weights.summary`)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from datadream_lib import stages
 
+
 LAUNCH_DIR = ".launch"  # under runs_root; a run_name cannot start with '.'
 STAGE_ORDER = (*stages.NAMES, "collect")  # collect: notebook 06 over the grid's runs, after every unit
 
