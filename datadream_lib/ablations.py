@@ -18,8 +18,7 @@ from __future__ import annotations
 import pandas as pd
 
 from datadream_lib.progress import bar as progress_bar
-from datadream_lib import classification, stages
-from datadream_lib.results import method_label
+from datadream_lib import classification, methods, naming, stages
 from datadream_lib.files import record_damage
 from datadream_lib.schema import literal_braces
 from datadream_lib.stages import cell
@@ -28,10 +27,15 @@ from datadream_lib.splits import FewShotSplit
 
 
 def _rows(p, ablation: str, results: dict, images_per_class: int, shots: int) -> list[dict]:
-    return [{"ablation": ablation, "dataset": p.dataset, "method": method_label(setting, r.get("source")),
-             "setting": setting, "source": r.get("source"), "images_per_class": images_per_class, "shots": shots,
-             "top1": r["top1"], "seed": p.seed}
-            for setting, r in results.items()]
+    """A cell's rows, by identity (`naming.named` names them)."""
+    variant = methods.METHODS[p.synth_method].variant(p)
+    rows = []
+    for setting, r in results.items():
+        synthetic = setting in classification.SYNTHETIC_SETTINGS
+        rows.append({"ablation": ablation, "dataset": p.dataset, "synth_method": p.synth_method if synthetic else None,
+                     "variant": variant if synthetic else None, "setting": setting, "images_per_class": images_per_class,
+                     "shots": shots, "top1": r["top1"], "seed": p.seed})
+    return rows
 
 
 def images_per_class(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame:
@@ -77,12 +81,12 @@ def damaged(p, run: Run, split: FewShotSplit) -> list[str]:
 def ablate(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame:
     """The ablations stage: both grids of Fig. 5 (ablations/results.csv). With `ablation_select`,
     only those cells (a launcher unit each; finished cells are kept), and no table: the stage run
-    without a selection gathers them."""
+    without a selection gathers them. Returns the table with its rows named (`naming.named`)."""
     table = pd.concat([images_per_class(p, run, split, progress), shots(p, run, split, progress)], ignore_index=True)
     if p.ablation_select:
-        return table
+        return naming.named(table)
     out = run.path("ablations", "results.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     run.outputs_complete("ablations", rows=len(table))
-    return table
+    return naming.named(table)

@@ -114,17 +114,11 @@ def synthetic_items(run, method: str, limit_per_class: Optional[int] = None) -> 
     return [(r["file"], r["class_index"]) for r in synthetic_rows(run, method, limit_per_class)]
 
 
-def source_label(folder: Path) -> Optional[str]:
-    """How tables and figures name these images ("DataDream-dset", "IsSynth", ...): the label their
-    manifest rows carry (None where nothing is listed)."""
-    rows = read_manifest(folder)
-    return rows[0].get("source", Path(folder).name) if rows else None
-
-
-def sources(run) -> dict[str, Path]:
-    """{label: folder} of every method with images in the run."""
-    return {label: method_folder for method_folder in sorted(run.path("synthetic").glob("*"))
-            if (label := source_label(method_folder))}
+def first_rows(run) -> dict[Path, dict]:
+    """{folder: its first manifest row} of every method with images listed in the run: the row says
+    what made them (`method`, `variant`: their identity; `naming.image_sets` names them)."""
+    return {method_folder: rows[0] for method_folder in sorted(run.path("synthetic").glob("*"))
+            if (rows := read_manifest(method_folder))}
 
 
 def read_jsonl(path: Path) -> list[dict]:

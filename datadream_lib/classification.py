@@ -399,10 +399,10 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
 
 
 def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, progress: bool = True,
-                       source: Optional[str] = None, options: ClassifierOptions = ClassifierOptions(),
+                       variant=None, options: ClassifierOptions = ClassifierOptions(),
                        synth_shots: Optional[list] = None, curves: Optional[tracking.Curves] = None) -> dict:
     """One classifier setting, start to finish; the test split is read once, by the selected model.
-    `source` names the synthetic images in tables (e.g. "DataDream-dset"); `options`: what the
+    `variant`: with `synth_method`, the synthetic images' identity (naming.py names them); `options`: what the
     images' method asks of the classifier (off by default: Table 1's shared classifier);
     `synth_shots`: each synthetic image's source shot (for a replacement by the shot's own images);
     `curves`: where the training curves and the test top-1 go as they are made (tracking.py)."""
@@ -438,7 +438,7 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
         curves.scalar("classifier/test_top1", accuracy(preds, labels), best_epoch)
     return {
         "setting": setting, "dataset": split.dataset, "seed": p.seed, "shots": p.shots,
-        "synth_method": p.synth_method if synth else None, "source": source if synth else None,
+        "synth_method": p.synth_method if synth else None, "variant": variant if synth else None,
         "images_per_class": (len(synth) // len(split.classnames)) if synth else 0,
         "top1": accuracy(preds, labels), "per_class": per_class_accuracy(preds, labels, split.classnames),
         "val_top1": val_top1, "best_epoch": best_epoch, "selected_on": "val", "test_evaluations": 1,
@@ -478,7 +478,7 @@ def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: 
     out_root = out_root or run.path("classification")
     settings = settings or p.clf_select or p.clf_settings  # clf_select: this process's part of the stage
     results = {}
-    synth, source = None, None
+    synth = None
     for setting in settings:
         path = out_root / setting / "metrics.json"
         kept = _read_metrics(path)
@@ -489,9 +489,8 @@ def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: 
             rows = catalog.synthetic_rows(run, p.synth_method, images_per_class)
             synth = [(row["file"], row["class_index"]) for row in rows]
             shots = [row.get("source_shot") for row in rows]
-            source = catalog.source_label(catalog.folder(run, p.synth_method))
         with tracking.curves(p.tracking, run.dir if the_stage else None, f"classification/{setting}") as curves:
-            results[setting] = train_and_evaluate(p, setting, split, synth or [], progress, source,
+            results[setting] = train_and_evaluate(p, setting, split, synth or [], progress, methods.METHODS[p.synth_method].variant(p),
                                                   methods.METHODS[p.synth_method].classifier_options(p),
                                                   shots if synth else None, curves)
         results[setting]["weights"] = run.weights  # the classifier's CLIP (weights/<id>.json)

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from datadream_lib.progress import bar as progress_bar
-from datadream_lib import catalog, methods, models, tracking
+from datadream_lib import catalog, methods, models, naming, tracking
 from datadream_lib import weights as used_weights  # (the name `weights` is Inception's file parameter here)
 from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.datasets import by_class
@@ -196,38 +196,48 @@ def extract(extractor: nn.Module, paths: list[str], device, batch_size: int = 50
 
 # --- the stage ---------------------------------------------------------------------------------
 
-REFERENCE_LABEL = "real val (reference)"  # the FID table's row of real validation images, beside each image set
-
-
 def real_set(p, split: FewShotSplit) -> dict[int, list[str]]:
     groups = by_class(split.train if p.fid_real_set == "train" else split.shots(p.shots))
     return {c: groups.get(c, []) for c in range(len(split.classnames))}
 
 
+def _image_sets(p, run: Run) -> dict[tuple, Path]:
+    """{(synth_method, variant): folder} of every method's images in the run, by the identity their
+    manifest rows carry (rows of a run made before they carried it: the run's own variant)."""
+    out = {}
+    for folder, row in catalog.first_rows(run).items():
+        method = row.get("method", folder.name)
+        own = methods.METHODS[p.synth_method].variant(p) if method == p.synth_method else None
+        out[(method, row.get("variant", own))] = folder
+    return out
+
+
 def per_class(p, run: Run, split: FewShotSplit, progress: bool = True, extractor: Optional[nn.Module] = None) -> pd.DataFrame:
-    """One row per (image set, class): FID and KID against the class's real set."""
+    """One row per (image set, class): FID and KID against the class's real set. A row says its
+    image set by identity: `images` ("synthetic", or naming.REFERENCE for the real validation
+    images), `synth_method`, `variant` (`naming.named` names it)."""
     device = models.resolve_device(p)
     extractor = extractor or EXTRACTORS[p.fid_features](p)
     reals = real_set(p, split)
-    sets = {}
-    for label, method_folder in catalog.sources(run).items():
-        sets[label] = by_class(catalog.synthetic_items(run, method_folder.name))
-    if not sets:
+    folders = _image_sets(p, run)
+    if not folders:
         raise DataDreamError("no synthetic images in this run; run the synthesis stage first.")
-    sets[REFERENCE_LABEL] = by_class(split.val)
-    reported = {label: methods.class_summary(method_folder).set_index("class_index").to_dict("index")
-                for label, method_folder in catalog.sources(run).items()}  # the method's own per-class figures
+    sets = {("synthetic", *identity): by_class(catalog.synthetic_items(run, folder.name)) for identity, folder in folders.items()}
+    sets[(naming.REFERENCE, None, None)] = by_class(split.val)
+    reported = {("synthetic", *identity): methods.class_summary(folder).set_index("class_index").to_dict("index")
+                for identity, folder in folders.items()}  # the method's own per-class figures
     rows = []
     for c, name in enumerate(progress_bar(split.classnames, desc="per-class FID", unit="class", disable=not progress)):
         real_features = extract(extractor, reals[c], device)
-        for label, groups in sets.items():
+        for (images, synth_method, variant), groups in sets.items():
             features = extract(extractor, groups.get(c, []), device)
             if len(features) < 2 or len(real_features) < 2:
                 continue
-            rows.append({"method": label, "class_index": c, "class_name": name, "fid": fid(features, real_features),
+            rows.append({"images": images, "synth_method": synth_method, "variant": variant, "class_index": c,
+                         "class_name": name, "fid": fid(features, real_features),
                          "kid": kid(features, real_features), "n_images": len(features),
                          "n_real": len(real_features), "real_set": p.fid_real_set, "features": p.fid_features,
-                         **reported.get(label, {}).get(c, {})})
+                         **reported.get((images, synth_method, variant), {}).get(c, {})})
     return pd.DataFrame(rows)
 
 
@@ -238,20 +248,22 @@ def damaged(p, run: Run, split: FewShotSplit) -> list[str]:
 
 
 def analyse(p, run: Run, split: FewShotSplit, progress: bool = True) -> pd.DataFrame:
-    """The FID stage: per-class FID and KID of every image set of the run (fid/per_class.csv)."""
+    """The FID stage: per-class FID and KID of every image set of the run (fid/per_class.csv; the
+    summary and the curves by each set's `naming.key`). Returns the table with its rows named."""
     started = time.time()
     table = per_class(p, run, split, progress)
     out = run.path("fid")
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "per_class.csv", index=False)
-    summary = table.groupby("method")[["fid", "kid"]].agg(["mean", "median"]).round(4)
+    keys = [naming.key(*identity) for identity in zip(table["images"], table["synth_method"], table["variant"])]
+    summary = table.assign(set=keys).groupby("set", sort=False)[["fid", "kid"]].agg(["mean", "median"]).round(4)
     summary.columns = [f"{a}_{b}" for a, b in summary.columns]
     write_json(out / "summary.json", {"real_set": p.fid_real_set, "features": p.fid_features, "weights": run.weights,
-                                      "methods": summary.to_dict(orient="index"), "seconds": round(time.time() - started, 2)})
+                                      "image_sets": summary.to_dict(orient="index"), "seconds": round(time.time() - started, 2)})
     with tracking.curves(p.tracking, run.dir, "fid") as curves:  # one point per class, in class order
-        for method, rows in table.groupby("method", sort=False):
-            curves.scalars(f"fid/{method}", rows["fid"], first_step=0)
-            curves.scalars(f"kid/{method}", rows["kid"], first_step=0)
+        for key, rows in table.assign(set=keys).groupby("set", sort=False):
+            curves.scalars(f"fid/{key}", rows["fid"], first_step=0)
+            curves.scalars(f"kid/{key}", rows["kid"], first_step=0)
         curves.text("fid/classes", ", ".join(f"{i}: {name}" for i, name in enumerate(split.classnames)))
     run.outputs_complete("fid", rows=len(table))
-    return table
+    return naming.named(table)

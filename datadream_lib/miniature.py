@@ -14,7 +14,7 @@ from PIL import Image
 from datadream_lib import catalog, models, params, results, runs, splits
 from datadream_lib.augmentation import test_transform
 from datadream_lib.classification import CLIPClassifier
-from datadream_lib.fid import REFERENCE_LABEL
+from datadream_lib.naming import REFERENCE_LABEL
 
 # The measurement's grid and comparisons, as data (benchmarks/toyworld_effects.yaml): which methods'
 # runs, with which classifier settings and stages, and which figures are compared.

@@ -22,19 +22,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from datadream_lib import methods, weights
+from datadream_lib import methods, naming, weights
 from datadream_lib.datasets import BENCHMARKS, DATASETS
 from datadream_lib.errors import DataDreamError
-from datadream_lib.fid import REFERENCE_LABEL
+from datadream_lib.naming import row_label
 from datadream_lib.runs import PARAMS_FILE, project_path, stage_done
 from datadream_lib.stages import SYNTHETIC_SETTINGS
-
-SETTING_LABELS = {
-    "zero_shot": "CLIP zero-shot",
-    "real_finetune": "Real-finetune",
-    "synthetic": "synthetic only",
-    "synthetic_real": "synthetic + real",
-}
 
 # Table 1 of the paper (ViT-B/16, 16 shots, 500 synthetic images per class, mean of 3 seeds), as
 # printed (docs/hyperparameters.md §7), by identity: (synth_method, variant, setting); a row's name is
@@ -56,14 +49,6 @@ def _paper_rows_by_identity() -> dict[tuple, tuple]:
     rows.update({(name, variant, setting): row for name, method in methods.METHODS.items()
                  for (variant, setting), row in method.paper_table1.items()})
     return {key: values for key, (_, values) in sorted(rows.items(), key=lambda item: item[1][0])}
-
-
-def row_label(synth_method: Optional[str], variant, setting: str) -> str:
-    """The Table 1 row of a classifier, by identity: its setting, and for synthetic data the method's
-    display name (`Method.display`) of the images ("DataDream-dset, synthetic + real")."""
-    if setting not in SYNTHETIC_SETTINGS:
-        return SETTING_LABELS[setting]
-    return f"{methods.display(synth_method, variant)}, {SETTING_LABELS[setting]}"
 
 
 def _paper_table(rows: dict) -> tuple[dict[tuple, dict[str, float]], set[tuple[tuple, str]]]:
@@ -90,14 +75,6 @@ def paper_rows() -> tuple[dict[str, dict[str, float]], set[tuple[str, str]]]:
 
 
 PAPER_TABLE1, PAPER_DERIVED = paper_rows()  # by today's names
-
-
-def method_label(setting: str, source: Optional[str] = None) -> str:
-    """The Table 1 row of a classifier from a display name of its images (`source`), as an ablation
-    cell's row and a result of a run made before runs were read by identity name it."""
-    if setting not in SYNTHETIC_SETTINGS:
-        return SETTING_LABELS[setting]
-    return f"{source or '?'}, {SETTING_LABELS[setting]}"
 
 
 # --- finding and reading runs -------------------------------------------------------------------
@@ -154,7 +131,7 @@ def collect(run_dirs: Iterable[Path]) -> dict[str, pd.DataFrame]:
                                                     "weights": [m.get("weights"), *m.get("synthetic_weights", [])]})(
                 json.loads(path.read_text())), run_dir)
             if m is not None:
-                label = row_label(*identity, m["setting"]) if identity else method_label(m["setting"], m["source"])
+                label = row_label(*identity, m["setting"]) if identity else naming.stored_row_label(m["setting"], m["source"])
                 metrics.append({**common, "variant": identity[1] if identity else None, "setting": m["setting"],
                                 "method": label, "top1": m["top1"], "weights": weights_behind(m["weights"], recorded),
                                 "file": str(path)})
@@ -162,7 +139,7 @@ def collect(run_dirs: Iterable[Path]) -> dict[str, pd.DataFrame]:
             if (run_dir / folder / name).exists():
                 table = read(run_dir / folder / name, pd.read_csv, run_dir)
                 if table is not None:
-                    out.append(_named(table.assign(**common), identity))
+                    out.append(_named(table, identity).assign(**common))
     return {"metrics": pd.DataFrame(metrics, columns=["run", "dataset", "seed", "synth_method", "variant", "setting", "method",
                                                       "top1", "weights", "file"]),
             "fid": pd.concat(fid, ignore_index=True) if fid else pd.DataFrame(),
@@ -178,15 +155,18 @@ def _identity(values: dict) -> Optional[tuple]:
 
 
 def _named(table: pd.DataFrame, identity: Optional[tuple]) -> pd.DataFrame:
-    """A run's FID or ablation table with its rows named from the run's identity (the names stored in
-    the file are display copies, written when the run was made; a run without a known identity keeps them)."""
+    """A run's FID or ablation table with its rows named (`naming.named`): from the identity its rows
+    carry, or for a table written before they carried it, from the run's identity (the names it stored
+    were display copies; a run of a method this checkout lacks keeps them)."""
+    if "synth_method" in table:
+        return naming.named(table)
     if identity is None or "method" not in table:
         return table
     table = table.copy()
     if "setting" in table:  # ablation cells: one row per classifier setting
         table["method"] = [row_label(*identity, setting) for setting in table["setting"]]
     else:  # per-class FID: the run's images and the real reference set
-            table.loc[table["method"] != REFERENCE_LABEL, "method"] = methods.display(*identity)
+        table.loc[table["method"] != naming.REFERENCE_LABEL, "method"] = methods.display(*identity)
     return table
 
 
@@ -303,13 +283,12 @@ def _synthesized_runs_of_lowest_seed(run_dirs: Iterable[Path]) -> dict[str, list
 
 def _sources(run_dir: Path) -> dict[str, Path]:
     """{display name: folder} of the image sets of a run (or of a shots-ablation sub-run), named from
-    its identity; a run without a known identity keeps the names its manifest rows stored."""
-    from datadream_lib import catalog
+    its identity (`naming.image_sets`; a run without a known identity keeps the names its manifest rows stored)."""
     from datadream_lib.runs import Run
 
     values = _run_params(run_dir)
     identity = _identity(values) if values else None
-    stored = catalog.sources(Run(run_dir))
+    stored = naming.image_sets(Run(run_dir))
     if identity is None:
         return stored
     return {methods.display(*identity) if folder.name == identity[0] else label: folder for label, folder in stored.items()}

@@ -193,7 +193,7 @@ def generate(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
     if todo:
         method.check_prepared()
         method.load(images=sum(len(block) for block in todo), batch_size=batch_size)
-        source = type(method).label(p)
+        variant = type(method).variant(p)  # with the method, the images' identity (naming.py names them)
         writer = ImageWriter(folder, catalog.JsonlWriter(folder / catalog.manifest_name(p.shard_index, p.num_shards),
                                                          sync=False))
         missing = sum(job.key not in done for block in todo for job in block)
@@ -202,7 +202,7 @@ def generate(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
             for block in todo:
                 class_index = block[0].class_index
                 method.begin_class(class_index)
-                shared = {"method": p.synth_method, "source": source, **method.describe(class_index),
+                shared = {"method": p.synth_method, "variant": variant, **method.describe(class_index),
                           "resolution": p.method.resolution, "batch_size": len(block),
                           "environment": run.environment, "weights": run.weights, "torch_threads": torch.get_num_threads()}
                 planned = [dataclasses.replace(job, plan=method.plan(job), needed=job.key not in done) for job in block]

@@ -16,7 +16,7 @@ from datadream_lib import catalog, methods, models, params, pipeline, runs, sche
 from datadream_lib.errors import DataDreamError
 
 NAMES = sorted(methods.METHODS)
-ENGINE_COLUMNS = {"class_index", "class_name", "index", "seed", "path", "method", "source", "resolution", "batch_size",
+ENGINE_COLUMNS = {"class_index", "class_name", "index", "seed", "path", "method", "variant", "resolution", "batch_size",
                   "environment", "torch_threads", "bytes", "sha256"}
 
 

@@ -187,7 +187,7 @@ def test_disef_manifest_rows_record_plan_and_filter(disef_run):
     method._captions = method.captions()
     for row in rows:
         assert set(methods.METHODS["disef"].columns) <= set(row)
-        assert (row["sampler"], row["guidance"], row["strength"], row["source"]) == ("dpmsolver++", 8.0, 0.75, "DISEF")
+        assert (row["sampler"], row["guidance"], row["strength"], row["method"], row["variant"]) == ("dpmsolver++", 8.0, 0.75, "disef", None)
         assert row["first_timestep"] < 1000 and row["filter_rule"] == "class"
         plan = method.candidate(row["class_index"], row["candidate"])
         assert {k: row[k] for k in plan} == plan  # the row names the candidate and how it was made

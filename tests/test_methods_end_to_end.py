@@ -7,8 +7,9 @@ import json
 
 import pandas as pd
 import pytest
+import yaml
 
-from datadream_lib import catalog, files, methods, params, results, runs, stages
+from datadream_lib import catalog, files, methods, naming, params, results, runs, stages
 from tests.conftest import run_pipeline_in_process, slow_fixture, small_values
 
 DEFAULT = params.FIELDS["synth_method"].default
@@ -35,19 +36,20 @@ def test_every_method_runs_every_stage(method_runs, method):
     run = runs.Run(method_runs / f"demo_{method}")
     assert all(run.stage_done(stage) for stage in stages.NAMES)
     rows = catalog.read_manifest(catalog.folder(run, method))
-    assert len(rows) == 4 * 4 and {r["source"] for r in rows} == {OTHER_METHODS[method]}
+    identity = methods.identity(yaml.safe_load(run.path("params.yaml").read_text()))  # stored: identity, never a label
+    assert len(rows) == 4 * 4 and {(r["method"], r["variant"]) for r in rows} == {identity}
     metrics = json.loads(run.path("classification", "synthetic_real", "metrics.json").read_text())
-    assert (metrics["synth_method"], metrics["source"]) == (method, OTHER_METHODS[method])
+    assert (metrics["synth_method"], metrics["variant"]) == identity and "source" not in metrics
     fid = pd.read_csv(run.path("fid", "per_class.csv"))
-    assert set(fid["method"]) == {OTHER_METHODS[method], "real val (reference)"}
+    assert set(naming.named(fid)["method"]) == {OTHER_METHODS[method], naming.REFERENCE_LABEL}
     if "filter_pass_rate" in fid:  # DISEF's own per-class figures, beside its FID, as its manifest gives them
-        ours = fid[fid["method"] == OTHER_METHODS[method]].set_index("class_index")
+        ours = fid[fid["images"] == "synthetic"].set_index("class_index")
         reported = methods.class_summary(catalog.folder(run, method)).set_index("class_index")
         assert ours["unfiltered_share"].to_dict() == reported["unfiltered_share"].to_dict()
-        assert fid[fid["method"] == "real val (reference)"]["filter_pass_rate"].isna().all()
+        assert fid[fid["images"] == naming.REFERENCE]["filter_pass_rate"].isna().all()
     assert ("filter_pass_rate" in fid) == (method == "disef")
     shots = pd.read_csv(run.path("ablations", "results.csv"))
-    assert f"{OTHER_METHODS[method]}, synthetic + real" in set(shots["method"])
+    assert f"{OTHER_METHODS[method]}, synthetic + real" in set(naming.named(shots)["method"])
     recorded = files.read_json(run.path("stages", "adaptation.json"))
     assert recorded["method"] == method
 

@@ -35,7 +35,7 @@ def test_pipeline_writes_every_stage_output(demo_run_dir):
         assert {"top1", "per_class", "val_top1", "best_epoch", "selected_on", "test_evaluations"} <= set(metrics)
         assert 0 <= metrics["top1"] <= 100 and len(metrics["per_class"]) == 4
     fid_table = pd.read_csv(run_dir / "fid" / "per_class.csv")
-    assert {"fid", "kid", "real_set", "class_name", "method"} <= set(fid_table.columns)
+    assert {"fid", "kid", "real_set", "class_name", "images", "synth_method", "variant"} <= set(fid_table.columns)
     ablation = pd.read_csv(run_dir / "ablations" / "results.csv")
     assert set(ablation["ablation"]) == {"images_per_class", "shots"}
     shots = ablation[ablation["ablation"] == "shots"]
@@ -171,6 +171,25 @@ def test_every_executed_notebook_holds_its_figures_as_images(tiny_runs):
         assert not figures_as_text, (notebook, figures_as_text)
 
 
+def test_a_run_stores_its_results_by_identity_and_names_them_only_in_drawings(tiny_runs):
+    """Renaming a method's display name changes no stored file: no record of a finished run (manifest
+    rows, metrics, the FID and ablation tables and summary, the curves) holds a display name of its
+    images or of its classifiers' rows; only what is drawn does (its figures/ and executed notebooks)."""
+    from datadream_lib import methods, naming
+
+    root, _, _ = tiny_runs
+    run = root / "demo_seed0"
+    names = {methods.display("datadream", "dset"), *naming.SETTING_LABELS.values(), naming.REFERENCE_LABEL}
+    records = [path for path in run.rglob("*") if path.is_file() and path.suffix not in (".png", ".ipynb")
+               and "figures" not in path.relative_to(run).parts]
+    assert {"manifest-000-of-001.jsonl", "metrics.json", "per_class.csv", "summary.json", "results.csv"} <= {p.name for p in records}
+    assert any("tfevents" in p.name for p in records)
+    holding = {str(path.relative_to(run)): name for path in records for name in names if name.encode() in path.read_bytes()}
+    assert not holding
+    drawn = (run / "figures" / "table1.md").read_text()
+    assert "DataDream-dset, synthetic + real" in drawn
+
+
 def test_progress_shows_in_the_terminal_and_in_the_record(tiny_runs):
     """The pipeline's terminal shows each stage's work as it goes (steps or images done, rate) and
     the saved notebooks hold each bar's final state (n/n), not its first frame; no kernel warning
@@ -215,6 +234,7 @@ def test_tensorboard_shows_the_runs_curves(tiny_runs):
         [e["val_top1"] for e in metrics["history"]], rel=1e-6)
     assert scalars("classification/synthetic", "classifier/test_top1")[0][1] == pytest.approx(metrics["top1"], rel=1e-6)
     fid = pd.read_csv(run / "fid" / "per_class.csv")
-    method = fid["method"].iloc[0]
-    assert [v for _, v in scalars("fid", f"fid/{method}")] == pytest.approx(list(fid[fid["method"] == method]["fid"]),
-                                                                            rel=1e-5)
+    ours = fid[(fid["synth_method"] == "datadream") & (fid["variant"] == "dset")]
+    assert len(ours) == len(set(fid["class_index"])) and set(fid["images"]) == {"synthetic", "reference"}
+    assert [v for _, v in scalars("fid", "fid/datadream/dset")] == pytest.approx(list(ours["fid"]), rel=1e-5)
+    assert [v for _, v in scalars("fid", "fid/reference")] == pytest.approx(list(fid[fid["images"] == "reference"]["fid"]), rel=1e-5)

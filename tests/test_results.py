@@ -180,24 +180,30 @@ def test_fig3_by_shots_and_what_an_unfinished_run_lacks(tiny_runs, tmp_path, cap
     assert "DataDream-cls" not in results.fig3_sources(results.find_runs([tmp_path / "runs"]))["toy"][1]
 
 
+OLD_RUN = ROOT / "tests" / "data" / "old_runs" / "demo_seed1"  # the records of a run made by 885130f (2026-12-07)
+
+
 def test_results_are_joined_by_identity_so_a_renamed_label_splits_no_row(tiny_runs, tmp_path, monkeypatch):
     """Rows of Table 1, Fig. 3, 4 and 5 are named from each run's identity (synth_method and its
-    variant, from params.yaml), not from the names its files stored when it was made: a run made while
-    DataDream-dset had another name joins today's runs in the same rows, and renaming the method's
-    display name renames its rows and their paper numbers, reading and changing no stored file."""
+    variant), not from names stored in its files: a run made before results stored their identity
+    (885130f, whose files stored display names; here as if DataDream-dset had had another name then)
+    joins today's runs in the same rows, and renaming the method's display name renames its rows and
+    their paper numbers, reading and changing no stored file."""
     import shutil
 
     from datadream_lib.methods.datadream import DataDream
 
     root, _, _ = tiny_runs
     old = tmp_path / "old" / "demo_seed1"
-    shutil.copytree(root / "demo_seed1", old)
+    shutil.copytree(OLD_RUN, old)
     stored = [*old.rglob("metrics.json"), *old.rglob("*.csv"), *old.rglob("manifest*.jsonl")]
-    for path in stored:  # every name it stored is the old one
+    assert all("variant" not in path.read_text() for path in stored)  # the old layout: names, not identity
+    for path in stored:
         path.write_text(path.read_text().replace("DataDream-dset", "DataDream (old name)"))
     assert any("DataDream (old name)" in path.read_text() for path in stored)
     today = results.collect([root / "demo_seed0", root / "demo_seed1"])
     mixed = results.collect([root / "demo_seed0", old])
+    assert mixed["skipped"].empty
     for kind in ("metrics", "fid", "ablations"):
         assert sorted(set(mixed[kind]["method"])) == sorted(set(today[kind]["method"])), kind
     table = results.table1(mixed["metrics"])

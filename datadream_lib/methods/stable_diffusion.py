@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from typing import ClassVar
 
 import torch
@@ -86,6 +87,7 @@ def make_scheduler(name: str, config, timestep_spacing: str | None = None):
 TIMESTEP_SPACING = "leading"
 
 
+@functools.cache
 def unet_calls(scheduler: str, steps: int, strength: float | None, timestep_spacing: str = TIMESTEP_SPACING) -> int:
     """UNet calls of one generation (each a doubled batch under guidance), counted on the scheduler
     itself: PNDM with N steps makes N + 1 (its PLMS warm-up), img2img at strength s int(N·s) + 1."""
