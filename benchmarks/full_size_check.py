@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from datadream_lib import adaptation, classification, files, methods, models, params, splits, synthesis
+from datadream_lib import adaptation, classification, files, methods, models, params, runtime, splits, synthesis
 
 
 def main(argv=None) -> dict:
@@ -42,24 +42,24 @@ def main(argv=None) -> dict:
         "images_per_class": args.synth_batch, "synth_batch_size": args.synth_batch, "fid_features": "tiny",
         "ablation_images_per_class": [1], "num_workers": 0,
     })
-    device = models.resolve_device(p)
+    device = runtime.resolve_device(p)
     report = {"models": args.models, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-              "torch": torch.__version__, "autocast": str(models.autocast_dtype(p, device)), "resolution": p.method.resolution}
+              "torch": torch.__version__, "autocast": str(runtime.autocast_dtype(p, device)), "resolution": p.method.resolution}
     run, split = splits.start_run(p)
 
     # Adaptation: a few steps of eq. 3 on the full model (batch 8).
-    models.peak_memory_gib(device, reset=True)
+    runtime.peak_memory_gib(device, reset=True)
     pipe = models.load_sd_pipeline(p)
     job = adaptation.AdapterJob("dset", split.shots(p.shots), args.adapt_steps, p.method.adapt_batch_size, p.seed)
     started = time.time()
     losses, _ = adaptation.train_adapter(pipe, p, job, split.prompts(), device, progress=False)
-    models.synchronize(device)
+    runtime.synchronize(device)
     report["adaptation"] = {"steps": args.adapt_steps, "batch": p.method.adapt_batch_size, "seconds": round(time.time() - started, 2),
                             "seconds_per_step": round((time.time() - started) / args.adapt_steps, 3),
-                            "loss_first": losses[0], "loss_last": losses[-1], "peak_gib": models.peak_memory_gib(device)}
+                            "loss_first": losses[0], "loss_last": losses[-1], "peak_gib": runtime.peak_memory_gib(device)}
     adaptation.save_adapter(pipe, p, run.path("adaptation", "dset"))
     del pipe
-    models.peak_memory_gib(device, reset=True)
+    runtime.peak_memory_gib(device, reset=True)
 
     # Synthesis: one batch with the adapter loaded, through the registered DataDream method.
     method = methods.get(p, run, split)
@@ -69,39 +69,39 @@ def main(argv=None) -> dict:
     batch = [dataclasses.replace(job, plan=method.plan(job))
              for job in synthesis.all_jobs(p, split) if job.class_index == 0][: args.synth_batch]
     method.generate(batch[:1])  # warm-up (kernels, allocator)
-    models.synchronize(device)
+    runtime.synchronize(device)
     started = time.time()
     images = [image for image, _ in method.generate(batch)]
-    models.synchronize(device)
+    runtime.synchronize(device)
     seconds = time.time() - started
     report["synthesis"] = {"images": len(images), "steps": args.steps, "guidance": p.method.guidance_scale, "seconds": round(seconds, 2),
                            "images_per_second": round(len(images) / seconds, 3), "size": list(images[0].size),
-                           "peak_gib": models.peak_memory_gib(device)}
+                           "peak_gib": runtime.peak_memory_gib(device)}
     del method
-    models.peak_memory_gib(device, reset=True)
+    runtime.peak_memory_gib(device, reset=True)
 
     # Classifier: one step on a batch of the synthetic + real pool (eq. 4), CLIP + LoRA on Q and V.
     model, trainable, size = classification.build_classifier(p, split)
     model.to(device)
     optimizer = torch.optim.AdamW(trainable, lr=p.clf_lr, weight_decay=p.clf_weight_decay)
-    amp = models.autocast_dtype(p, device)
+    amp = runtime.autocast_dtype(p, device)
     x = torch.randn(args.clf_batch, 3, size, size, device=device)
     y = torch.randint(0, len(split.classnames), (args.clf_batch,), device=device)
     is_real = torch.arange(args.clf_batch, device=device) % 2 == 0
     timings = []
     for _ in range(3):  # the first step warms up
-        models.synchronize(device)
+        runtime.synchronize(device)
         started = time.time()
-        with models.autocast(device, amp):
+        with runtime.autocast(device, amp):
             logits = model(x)
         loss = classification.pooled_loss(logits, y, is_real, p.real_loss_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        models.synchronize(device)
+        runtime.synchronize(device)
         timings.append(time.time() - started)
     report["classifier"] = {"batch": args.clf_batch, "image_size": size, "seconds_per_step": round(min(timings[1:]), 4),
-                            "peak_gib": models.peak_memory_gib(device)}
+                            "peak_gib": runtime.peak_memory_gib(device)}
     if args.keep:
         report["work_dir"] = str(work)
     else:

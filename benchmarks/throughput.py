@@ -38,7 +38,8 @@ from pathlib import Path
 
 import torch
 
-from datadream_lib import adaptation, augmentation, catalog, classification, environment, files, methods, models, params, runs, splits, synthesis
+from datadream_lib import (adaptation, augmentation, catalog, classification, environment, files, methods, models, params, runs,
+                           runtime, splits, synthesis)
 
 
 class WriteEachImageFirst(synthesis.ImageWriter):
@@ -50,10 +51,10 @@ class WriteEachImageFirst(synthesis.ImageWriter):
 
 
 def _timed(device, fn):
-    models.synchronize(device)
+    runtime.synchronize(device)
     started = time.perf_counter()
     fn()
-    models.synchronize(device)
+    runtime.synchronize(device)
     return time.perf_counter() - started
 
 
@@ -88,7 +89,7 @@ def synthesis_rate(p, run, split, sizes: tuple[int, int], writer=synthesis.Image
             other = runs.open_run(q, run.dir.parent / q.run_name)
             if not other.path("adaptation").exists():
                 other.path("adaptation").symlink_to(run.path("adaptation"), target_is_directory=True)
-            device = models.resolve_device(q)
+            device = runtime.resolve_device(q)
             seconds.append(_timed(device, lambda: synthesis.generate(q, other, split, progress=False)))
     finally:
         synthesis.ImageWriter = original
@@ -96,13 +97,13 @@ def synthesis_rate(p, run, split, sizes: tuple[int, int], writer=synthesis.Image
     images = (sizes[1] - sizes[0]) * len(split.classnames)
     row = catalog.read_manifest(catalog.folder(other, p.synth_method))[-1]  # how the images were made
     return {"images_per_second": _rate(images, seconds),
-            "seconds": [round(t, 2) for t in seconds], "batch": models.synth_batch_size(p, models.resolve_device(p)),
+            "seconds": [round(t, 2) for t in seconds], "batch": runtime.synth_batch_size(p, runtime.resolve_device(p)),
             **{key: row.get(key) for key in ("fused", "fused_qkv", "channels_last", "compiled")},
-            "precision": p.mixed_precision, "peak_gib": models.peak_memory_gib(models.resolve_device(p), reset=True)}
+            "precision": p.mixed_precision, "peak_gib": runtime.peak_memory_gib(runtime.resolve_device(p), reset=True)}
 
 
 def adaptation_rate(p, split, steps: tuple[int, int]) -> dict:
-    device = models.resolve_device(p)
+    device = runtime.resolve_device(p)
     seconds = []
     for n in (1, *steps):  # a first, untimed run: one-off costs out of the difference
         pipe = models.load_sd_pipeline(p)
@@ -113,8 +114,8 @@ def adaptation_rate(p, split, steps: tuple[int, int]) -> dict:
     per_second = _rate(steps[1] - steps[0], seconds)
     return {"seconds_per_step": per_second and round(1 / per_second, 4), "batch": p.method.adapt_batch_size,
             "seconds": [round(t, 2) for t in seconds], "precision": p.mixed_precision,
-            "channels_last": models.use_channels_last(p, device), "compiled": bool(p.compile),
-            "peak_gib": models.peak_memory_gib(device, reset=True)}
+            "channels_last": runtime.use_channels_last(p, device), "compiled": bool(p.compile),
+            "peak_gib": runtime.peak_memory_gib(device, reset=True)}
 
 
 class AuthorsPool(torch.utils.data.Dataset):
@@ -134,14 +135,14 @@ def input_rate(loader, batches: int, prepare, device) -> float:
     """Images per second out of a loader through `prepare` (on the device), after the first batch."""
     it = iter(loader)
     prepare(next(it)[0], 0)  # workers started, kernels warm
-    models.synchronize(device)
+    runtime.synchronize(device)
     started = time.perf_counter()
     n = 0
     for step in range(1, batches + 1):
         images = next(it)[0]
         prepare(images, step)
         n += len(images)
-    models.synchronize(device)
+    runtime.synchronize(device)
     return n / (time.perf_counter() - started)
 
 
@@ -178,11 +179,11 @@ def input_pipeline(n: int, resolution: int, size: int, batch: int, device) -> di
     augment = augmentation.DeviceAugment(size, device)
     decoded = [augmentation.read_image(path) for path, _ in items[:batch]]
     augment(decoded, seed=0)
-    models.synchronize(device)
+    runtime.synchronize(device)
     started = time.perf_counter()
     for step in range(1, 4):
         augment(decoded, seed=step)
-    models.synchronize(device)
+    runtime.synchronize(device)
     rate = 3 * len(decoded) / (time.perf_counter() - started)
     out = {"images": n, "resolution": resolution, "png_kib": round(sum(Path(p).stat().st_size for p, _ in items) / n / 1024),
            "worker_ms_per_image": worker_milliseconds(items, size), "device_augment_images_per_second": round(rate, 1),
@@ -192,7 +193,7 @@ def input_pipeline(n: int, resolution: int, size: int, batch: int, device) -> di
 
 
 def classifier_rates(p, run, split, workers: int, batches: int) -> dict:
-    device = models.resolve_device(p)
+    device = runtime.resolve_device(p)
     _, _, size = models.load_clip(p)
     images = sorted(run.dir.parent.glob("*/synthetic/*/*/*.png"))  # the benchmark's own synthetic images
     items = [(str(path), 0) for path in images] * max(1, (batches + 2) * p.clf_batch_size // max(1, len(images)) + 1)
@@ -207,13 +208,13 @@ def classifier_rates(p, run, split, workers: int, batches: int) -> dict:
     model, trainable, size = classification.build_classifier(p, split)
     model.to(device)
     optimizer = torch.optim.AdamW(trainable, lr=p.clf_lr)
-    amp = models.autocast_dtype(p, device)
+    amp = runtime.autocast_dtype(p, device)
     x = torch.randn(p.clf_batch_size, 3, size, size, device=device)
     y = torch.randint(0, len(split.classnames), (p.clf_batch_size,), device=device)
     is_real = torch.zeros(p.clf_batch_size, dtype=torch.bool, device=device)
 
     def step():
-        with models.autocast(device, amp):
+        with runtime.autocast(device, amp):
             logits = model(x)
         loss = classification.pooled_loss(logits, y, is_real, p.real_loss_weight)
         optimizer.zero_grad(set_to_none=True)
@@ -261,7 +262,7 @@ def main(argv=None) -> dict:
     if args.steps:
         base["num_inference_steps"] = args.steps
     p = params.from_dict(base)
-    device = models.resolve_device(p)
+    device = runtime.resolve_device(p)
     gpu = device.type == "cuda"
     authors = {"mixed_precision": "fp16" if gpu else "no", "synth_fuse_lora": False, "synth_fuse_qkv": False,
                "synth_batch_size": 10, "channels_last": False, "compile": False}

@@ -33,7 +33,7 @@ from typing import Optional
 import torch
 
 from datadream_lib.progress import bar as progress_bar
-from datadream_lib import models, tracking
+from datadream_lib import models, runtime, tracking
 from datadream_lib.diffusion import denoising_loss
 from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.errors import DataDreamError
@@ -214,7 +214,7 @@ def crop_offsets(image: torch.Tensor, size: int) -> tuple[int, int]:
 
 
 def _check_finite(job, p, step_losses: list) -> None:
-    bad = models.first_non_finite(step_losses)
+    bad = runtime.first_non_finite(step_losses)
     if bad:
         raise DataDreamError(f"adapter {job.name}: the loss became {bad[1]} at step {bad[0] + 1}; nothing was "
                              f"saved. Lower adapt_lr (now {p.method.adapt_lr}) or check the images of this class.")
@@ -246,18 +246,18 @@ class Trainer:
         from diffusers import DDPMScheduler
 
         self.pipe, self.p, self.device = pipe, p, device
-        self.amp = models.autocast_dtype(p, device)
+        self.amp = runtime.autocast_dtype(p, device)
         self.dtype = self.amp if self.amp is not None else torch.float32
         self.trainable = add_lora(pipe, p)
         for module in (pipe.vae, pipe.unet, pipe.text_encoder):
-            models.place(module, device, self.dtype)
+            runtime.place(module, device, self.dtype)
         for q in self.trainable:  # LoRA weights train in fp32
             q.data = q.data.float()
-        self.channels_last = models.use_channels_last(p, device)
+        self.channels_last = runtime.use_channels_last(p, device)
         if self.channels_last:
             pipe.unet.to(memory_format=torch.channels_last)
             pipe.vae.to(memory_format=torch.channels_last)
-        self.compiled = models.use_compile(p, device, total_steps, COMPILE_PAYS_BACK)
+        self.compiled = runtime.use_compile(p, device, total_steps, COMPILE_PAYS_BACK)
         self.unet = torch.compile(pipe.unet) if self.compiled else pipe.unet  # pipe.unet keeps its state-dict names
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
 
@@ -311,7 +311,7 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             step_losses.append(loss.detach())
             bar.update()
-            if len(step_losses) % models.LOSS_CHECK_EVERY == 0 or len(step_losses) == job.steps:
+            if len(step_losses) % runtime.LOSS_CHECK_EVERY == 0 or len(step_losses) == job.steps:
                 _check_finite(job, p, step_losses)
                 bar.set_postfix(loss=f"{step_losses[-1].item():.4f}")
         bar.close()
@@ -332,7 +332,7 @@ def train_adapters(p, run: Run, split: FewShotSplit, progress: bool = True, clas
     """Train every adapter the variant needs (or those of `classes`: a shard's; the dset adapter
     belongs to the shard of class 0); adapters already saved are kept (resume per class).
     Returns, per adapter, its record (steps, losses, seconds, ...)."""
-    device = models.resolve_device(p)
+    device = runtime.resolve_device(p)
     jobs = [job for job in adapter_jobs(p, split)
             if classes is None or job.class_index in classes]
     prompts = split.prompts()

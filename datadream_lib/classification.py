@@ -36,7 +36,7 @@ from torchvision import transforms
 from torchvision.transforms import v2
 
 from datadream_lib.progress import bar as progress_bar
-from datadream_lib import augmentation, catalog, methods, models, tracking
+from datadream_lib import augmentation, catalog, methods, models, runtime, tracking
 from datadream_lib.augmentation import test_transform
 from datadream_lib.methods.base import ClassifierOptions
 from datadream_lib.schema import SYNTHETIC_SETTINGS
@@ -314,7 +314,7 @@ class BatchMix:
 def predict(model: CLIPClassifier, loader: DataLoader, device, amp) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
     preds, labels = [], []
-    with models.autocast(device, amp):
+    with runtime.autocast(device, amp):
         text = model.text_features()
         for images, y in loader:
             preds.append(model(images.to(device, non_blocking=True), text).argmax(-1).cpu())
@@ -339,7 +339,7 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
     and send the epoch's curves (loss per step; mean loss, lr, val top-1) to `curves`.
     With a `teacher` (the method's option), its soft cross-entropy on the synthetic samples is added;
     with `substitutes`, real samples are replaced with probability `options.replace_real`."""
-    amp = models.autocast_dtype(p, device)
+    amp = runtime.autocast_dtype(p, device)
     n_classes = model.prompt_tokens.shape[0]
     repeat = max(1, p.images_per_class // p.shots)
     pool = TrainingPool(real_items, synth_items, repeat, substitutes, options.replace_real, p.seed + 4)
@@ -364,11 +364,11 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
             images = augment(images, seed=augmentation.batch_seed(p.seed, epoch, step))
             labels, is_real = labels.to(device, non_blocking=True), is_real.to(device, non_blocking=True)
             images, targets = mixer(images, labels, is_real)
-            with models.autocast(device, amp):
+            with runtime.autocast(device, amp):
                 logits = model(images)
             loss = pooled_loss(logits, targets, is_real, real_weight)
             if teacher is not None:
-                with torch.no_grad(), models.autocast(device, amp):
+                with torch.no_grad(), runtime.autocast(device, amp):
                     teacher_logits = teacher(images)
                 loss = loss + options.teacher_weight * teacher_loss(logits, teacher_logits, ~is_real,
                                                                      options.teacher_temperature)
@@ -378,8 +378,8 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
             schedule.step()
             losses.append(loss.detach())  # read back every LOSS_CHECK_EVERY steps, not at every step
             bar.update()
-            if len(losses) % models.LOSS_CHECK_EVERY == 0 or len(losses) == len(loader):
-                bad = models.first_non_finite(losses)
+            if len(losses) % runtime.LOSS_CHECK_EVERY == 0 or len(losses) == len(loader):
+                bad = runtime.first_non_finite(losses)
                 if bad:
                     raise DataDreamError(f"classifier: the loss became {bad[1]} at step {bad[0] + 1} of epoch {epoch}; "
                                          f"no metrics were written. Lower clf_lr (now {p.clf_lr}).")
@@ -406,8 +406,8 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
     images' method asks of the classifier (off by default: Table 1's shared classifier);
     `synth_shots`: each synthetic image's source shot (for a replacement by the shot's own images);
     `curves`: where the training curves and the test top-1 go as they are made (tracking.py)."""
-    device = models.resolve_device(p)
-    amp = models.autocast_dtype(p, device)
+    device = runtime.resolve_device(p)
+    amp = runtime.autocast_dtype(p, device)
     model, trainable, image_size = build_classifier(p, split)
     model.to(device)
     evaluation = test_transform(image_size)

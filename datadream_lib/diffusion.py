@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from datadream_lib import models
+from datadream_lib import runtime
 
 
 def denoising_loss(pipe, unet, scheduler, pixels: torch.Tensor, token_ids: torch.Tensor,
@@ -30,7 +30,7 @@ def denoising_loss(pipe, unet, scheduler, pixels: torch.Tensor, token_ids: torch
     noise, timesteps = draw(latents)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     target = scheduler.get_velocity(latents, noise, timesteps) if scheduler.config.prediction_type == "v_prediction" else noise
-    with models.autocast(device, amp):
+    with runtime.autocast(device, amp):
         hidden = pipe.text_encoder(token_ids)[0]
         pred = unet(noisy, timesteps, hidden).sample
     return F.mse_loss(pred.float(), target.float())

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from datadream_lib.progress import bar as progress_bar
-from datadream_lib import catalog, methods, models, naming, tracking
+from datadream_lib import catalog, methods, models, naming, runtime, tracking
 from datadream_lib import weights as used_weights  # (the name `weights` is Inception's file parameter here)
 from datadream_lib.splits import FewShotSplit, load_rgb
 from datadream_lib.datasets import by_class
@@ -216,7 +216,7 @@ def per_class(p, run: Run, split: FewShotSplit, progress: bool = True, extractor
     """One row per (image set, class): FID and KID against the class's real set. A row says its
     image set by identity: `images` ("synthetic", or naming.REFERENCE for the real validation
     images), `synth_method`, `variant` (`naming.named` names it)."""
-    device = models.resolve_device(p)
+    device = runtime.resolve_device(p)
     extractor = extractor or EXTRACTORS[p.fid_features](p)
     reals = real_set(p, split)
     folders = _image_sets(p, run)

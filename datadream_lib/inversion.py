@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from datadream_lib.progress import bar as progress_bar
-from datadream_lib import models
+from datadream_lib import models, runtime
 from datadream_lib.diffusion import denoising_loss
 from datadream_lib.errors import DataDreamError
 from datadream_lib.files import read_json, write_json
@@ -114,11 +114,11 @@ class InversionTrainer:
         from diffusers import DDPMScheduler
 
         self.pipe, self.p, self.device = pipe, p, device
-        self.amp = models.autocast_dtype(p, device)
+        self.amp = runtime.autocast_dtype(p, device)
         self.dtype = self.amp if self.amp is not None else torch.float32
         for module in (pipe.vae, pipe.unet, pipe.text_encoder):
             module.requires_grad_(False)
-            models.place(module, device, self.dtype)
+            runtime.place(module, device, self.dtype)
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         self._vectors = None  # (ids, parameter): the token being learned, injected into the lookup
         self._hooked = None  # (embedding module, hook handle): resizing the table makes a new module
@@ -181,8 +181,8 @@ class InversionTrainer:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.detach())
-            if len(losses) % models.LOSS_CHECK_EVERY == 0 or len(losses) == settings["steps"]:
-                bad = models.first_non_finite(losses)
+            if len(losses) % runtime.LOSS_CHECK_EVERY == 0 or len(losses) == settings["steps"]:
+                bad = runtime.first_non_finite(losses)
                 if bad:
                     raise DataDreamError(f"textual inversion of {token}: the loss became {bad[1]} at step {bad[0] + 1}; "
                                          f"nothing was saved. Lower inversion_lr (now {settings['lr']}).")
@@ -212,7 +212,7 @@ def train_tokens(p, run: Run, split: FewShotSplit, seed_of, progress: bool = Tru
                  classes: list[int] | None = None) -> list[dict]:
     """Every class's token (or those of `classes`), resumed class by class (a damaged one trained
     again); one record per class."""
-    device = models.resolve_device(p)
+    device = runtime.resolve_device(p)
     trainer, rows = None, []
     shots = split.shots(p.shots)
     for c, class_dir in enumerate(split.class_dirs()):  # each token has its own bar

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from datadream_lib import environment, files, locks, methods, models, params, progress, runs, splits, stages, weights
+from datadream_lib import environment, files, locks, methods, models, params, progress, runs, runtime, splits, stages, weights
 from datadream_lib.errors import DataDreamError
 
 
@@ -32,7 +32,7 @@ def setup(namespace: dict):
     """The first cell of every notebook: parameters, run folder, split. Returns (P, run, split)."""
     environment.exit_without_final_collection()  # the kernel ends a second sooner
     p = params.from_namespace(namespace)
-    models.check_device(p)
+    runtime.check_device(p)
     run, split = splits.start_run(p)
     weights.check_resume(run.dir, plan_weights(p), p.allow_weights_change)  # a notebook run without the pipeline
     print(f"run folder: {run.dir}\ndataset: {split.dataset} ({len(split.classnames)} classes, {p.shots} shots; "
@@ -51,7 +51,7 @@ def finish(run, stage: str) -> bool:
 def preflight(p, folder: Optional[Path] = None) -> None:
     """Everything that can fail cheaply, before any training: the device, runs_root, and the
     weights the plan loads (reachable, readable, and the ones the run folder's records name)."""
-    models.check_device(p)
+    runtime.check_device(p)
     check_writable(runs.project_path(p.runs_root))
     weights.check_resume(folder or runs.run_dir(p), plan_weights(p), p.allow_weights_change)
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from datadream_lib.progress import bar as progress_bar
-from datadream_lib import catalog, methods, models
+from datadream_lib import catalog, methods, runtime
 from datadream_lib.schema import SYNTH_BATCH_MAX
 from datadream_lib.files import atomic_write_bytes
 from datadream_lib.runs import Run
@@ -181,7 +181,7 @@ def generate(p, run: Run, split: FewShotSplit, progress: bool = True) -> dict:
     for stale in folder.rglob(".*.tmp"):  # temporary files of an interrupted write: never valid
         stale.unlink()
     rows = catalog.read_manifest(folder)
-    batch_size = models.synth_batch_size(p, models.resolve_device(p))
+    batch_size = runtime.synth_batch_size(p, runtime.resolve_device(p))
     mine = my_blocks(p, split, batch_size)
     method = methods.get(p, run, split)  # (nothing is loaded until there is work)
     done = catalog.intact_keys(folder, rows, checksum_keys={job.key for block in mine for job in block})

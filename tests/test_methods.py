@@ -120,7 +120,7 @@ def test_disef_captions_every_shot_once_and_resumes(disef_run):
     assert {(r.class_index, r.shot) for r in table.itertuples()} == {(c, k) for c in range(4) for k in range(p.shots)}
     for row in table.itertuples():
         assert row.image == split.shot_order[row.class_index][row.shot]
-        assert len(disef.models.clip_tokenizer()(row.prompt).input_ids) <= 77  # what SD reads
+        assert len(models.clip_tokenizer()(row.prompt).input_ids) <= 77  # what SD reads
         assert row.cut_to_77_tokens == (row.prompt != row.caption)
     path = run.path("adaptation", disef.CAPTIONS_FILE)
     lines = path.read_text().splitlines()
@@ -415,7 +415,7 @@ def test_the_filter_uses_the_authors_template_of_the_dataset(disef_run, monkeypa
     assert disef.filter_prompts("food101", ["apple pie"]) == ["a photo of a apple pie."]
     p, run, split, _ = disef_run
     seen = []
-    monkeypatch.setattr(disef, "filter_prompts", lambda dataset, names: seen.append((dataset, names)) or
+    monkeypatch.setattr(disef.filter, "filter_prompts", lambda dataset, names: seen.append((dataset, names)) or
                         [disef.FILTER_TEMPLATE.format(n) for n in names])
     methods.get(p, run, split).load()
     assert seen == [(p.dataset, split.classnames)]

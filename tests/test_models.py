@@ -4,7 +4,7 @@ import open_clip
 import pytest
 import torch
 
-from datadream_lib import models, params
+from datadream_lib import models, params, runtime
 from datadream_lib.errors import DataDreamError
 
 
@@ -76,15 +76,15 @@ def test_batch_size_and_compile_follow_the_machine_unless_set(monkeypatch):
 
     p = params.from_dict({"base": "demo", "synth_batch_size": None, "resolution": 512})
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert models.synth_batch_size(p, cpu) == models.SYNTH_BATCH_CPU
+    assert runtime.synth_batch_size(p, cpu) == runtime.SYNTH_BATCH_CPU
     for free_gib, batch in [(79, 64), (39, 24), (20, 8), (11, 3), (7, 1)]:
         monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, f=free_gib: (f * 2**30, 80 * 2**30))
-        assert models.synth_batch_size(p, gpu) == batch, free_gib
-    assert models.synth_batch_size(p.replace(synth_batch_size=5), gpu) == 5
-    assert not models.use_compile(p, cpu, 10**6, 2000)
-    assert not models.use_compile(p, gpu, 1999, 2000) and models.use_compile(p, gpu, 2000, 2000)
-    assert models.use_compile(p.replace(compile=True), cpu, 1, 2000)
-    assert not models.use_compile(p.replace(compile=False), gpu, 10**6, 2000)
+        assert runtime.synth_batch_size(p, gpu) == batch, free_gib
+    assert runtime.synth_batch_size(p.replace(synth_batch_size=5), gpu) == 5
+    assert not runtime.use_compile(p, cpu, 10**6, 2000)
+    assert not runtime.use_compile(p, gpu, 1999, 2000) and runtime.use_compile(p, gpu, 2000, 2000)
+    assert runtime.use_compile(p.replace(compile=True), cpu, 1, 2000)
+    assert not runtime.use_compile(p.replace(compile=False), gpu, 10**6, 2000)
 
 
 def test_a_model_family_brings_its_presets_and_weights_parameter(make_params, tmp_path):

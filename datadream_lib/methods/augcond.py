@@ -51,7 +51,7 @@ import math
 import numpy as np
 import torch
 
-from datadream_lib import models, weights
+from datadream_lib import models, runtime, weights
 from datadream_lib.errors import DataDreamError
 from datadream_lib.methods.base import ClassifierOptions, Cost, Method, seed_of
 from datadream_lib.methods.stable_diffusion import TIMESTEP_SPACING, Sampling, make_scheduler, speed_up, unet_calls
@@ -279,12 +279,12 @@ class AugCond(Method):
         p = self.p
         if p.method.resolution % 8:
             raise DataDreamError(f"resolution {p.method.resolution} must be a multiple of 8 for Stable unCLIP's VAE.")
-        self.device = models.resolve_device(p)
-        self.dtype = models.autocast_dtype(p, self.device) or torch.float32
+        self.device = runtime.resolve_device(p)
+        self.dtype = runtime.autocast_dtype(p, self.device) or torch.float32
         pipe = masked_pipeline_class()(**models.UNCLIP.load(p).components)
         pipe.scheduler = make_scheduler(p.method.scheduler, pipe.scheduler.config, TIMESTEP_SPACING)
         for module in (pipe.vae, pipe.unet, pipe.text_encoder, pipe.image_encoder):
-            models.place(module, self.device, self.dtype)
+            runtime.place(module, self.device, self.dtype)
         pipe.image_normalizer.to(self.device, self.dtype)  # its own `to(torch_device, torch_dtype)`
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe

@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from PIL import Image
 
-from datadream_lib import models
+from datadream_lib import models, runtime
 from datadream_lib.errors import DataDreamError
 from datadream_lib.methods.base import Cost, Method
 from datadream_lib.schema import field
@@ -112,8 +112,8 @@ def model_name(p) -> str:
 def load_pipeline(p, img2img: bool = False, timestep_spacing: str = TIMESTEP_SPACING):
     """Stable Diffusion on the run's device and precision, with the run's sampler (its timestep
     spacing pinned), no progress bar."""
-    device = models.resolve_device(p)
-    dtype = models.autocast_dtype(p, device) or torch.float32
+    device = runtime.resolve_device(p)
+    dtype = runtime.autocast_dtype(p, device) or torch.float32
     pipe = models.load_sd_pipeline(p)
     if img2img:
         from diffusers import StableDiffusionImg2ImgPipeline
@@ -121,7 +121,7 @@ def load_pipeline(p, img2img: bool = False, timestep_spacing: str = TIMESTEP_SPA
         pipe = StableDiffusionImg2ImgPipeline(**pipe.components)
     pipe.scheduler = make_scheduler(p.method.scheduler, pipe.scheduler.config, timestep_spacing)
     for module in (pipe.vae, pipe.unet, pipe.text_encoder):
-        models.place(module, device, dtype)
+        runtime.place(module, device, dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -134,14 +134,14 @@ def speed_up(pipe, p, images: int, fuse_qkv: bool) -> dict:
     roundoff only): `fused_qkv` (one matmul for q, k, v; k, v in cross-attention), `channels_last`
     (unset: on a GPU) and `compiled` (torch.compile of the UNet and VAE decoder, in place: the modules keep
     their names, so LoRA still loads into them)."""
-    device = models.resolve_device(p)
-    channels_last = models.use_channels_last(p, device)
+    device = runtime.resolve_device(p)
+    channels_last = runtime.use_channels_last(p, device)
     if channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
     if fuse_qkv:
         pipe.unet.fuse_qkv_projections()
-    compiled = models.use_compile(p, device, images, COMPILE_PAYS_BACK)
+    compiled = runtime.use_compile(p, device, images, COMPILE_PAYS_BACK)
     if compiled:
         pipe.unet.compile()
         pipe.vae.decoder.compile()

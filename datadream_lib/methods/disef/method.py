@@ -1,182 +1,29 @@
-"""DISEF (da Costa et al., 2023), as DataDream's Table 1 re-runs it on SD 2.1.
-
-Preparation: a caption of every shot by LLaVA-1.5-7B (`caption_model`, transformers'
-`LlavaForConditionalGeneration`, loaded in the run's precision), asked the authors' query in their
-`llava_v1` conversation (system prompt first), sampled at temperature 0.2 from a
-seed of (run seed, class, shot); cached in `adaptation/captions.jsonl`, one row per shot, so an
-interrupted captioning resumes. A caption longer than the text encoder's 77 tokens is cut there
-(Stable Diffusion reads no further); the row keeps the whole caption and says it was cut.
-
-Generation: img2img from a shot, padded to a square and resized, DPM-Solver++ (order 2) with the
-authors' linspace timestep spacing, 20 steps from step 5 (strength 0.75: t 749), guidance 8.0,
-prompted with a shot's caption. Filter: CLIP (`filter_model` / `filter_pretrained`, the authors'
-open_clip ViT-H-14 on LAION-2B) zero-shot over the classes with the authors' template of the
-dataset (`FILTER_TEMPLATES`); a candidate passes when its argmax is its class.
-
-`filter_rule: class` (default; the authors' rule, their SAP:338-345, 427): each class has one
-stream of candidates, in the authors' batches of 8 (`DRAW_BATCH`): the batch's source shots are
-drawn at random with replacement and its captions shuffled within it (so a candidate may carry its
-own shot's caption), from the batch's seed; each candidate's noise from its own seed. The class's
-images are the candidates that pass, in stream order, until `filter_budget` batches (100: 800
-candidates) are spent; from then on every candidate is kept, unfiltered. (The authors keep every
-passing image of their last batch, up to 7 beyond `images_per_class`; here a class stops at it.)
-Image i of a class thus depends on the filter's verdicts on all earlier candidates: the engine
-shards such a method by whole classes, candidates are made in aligned blocks of the run's batch
-size (so a resume makes each in the same batch, bit for bit), and an image lost later is made again
-from the candidate its manifest row names. `filter_rule: image` (an option, the library's earlier
-rule): image i starts from the shot `index mod K` with the caption of another shot drawn from its
-seed, and is made again with new noise, the seed of (run seed, class, index, attempt), at most
-`filter_attempts` times; the attempt most probable for its class is kept. With a compiled UNet a
-retry batch is filled up to the first batch's size, so it does not recompile.
-
-The manifest row records the candidate's plan and seed (`candidate`: its place in the class's
-stream; `attempts`: the candidates made for this image), its filter probability, whether it passed
-and whether it was kept unfiltered; `class_summary` gives per class the filter's pass rate and the
-share kept unfiltered (notebook 02 and the FID table).
-
-The authors' code draws no seeds, re-uses one scheduler's timesteps across calls (an IndexError on
-diffusers 0.42) and loads the filter's tokenizer with the model (fails on open_clip 3.x): here every
-attempt has its own seed, the pipeline sets its timesteps per call, and the tokenizer is open_clip's.
-"""
+"""DISEF as a method of this project: its parameter group, its preparation (captions.py) and its
+generation with the CLIP filter (filter.py) under either rule (see the package's docstring)."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from pathlib import Path
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 
-from datadream_lib.progress import bar as progress_bar
-from datadream_lib import catalog, models, weights
-from datadream_lib.catalog import JsonlWriter, read_jsonl
+from datadream_lib import catalog, models, runtime
 from datadream_lib.errors import DataDreamError
 from datadream_lib.methods.base import Cost, Method, seed_of
+from datadream_lib.methods.disef.captions import (CAPTIONS_FILE, LLAVA_PARAMS, LLAVA_PROMPT_TOKENS, caption_folder,
+                                                  read_captions, write_captions)
+from datadream_lib.methods.disef.filter import ZeroShotFilter
 from datadream_lib.methods.issynth import source_shot
 from datadream_lib.methods.stable_diffusion import Generator, Sampling, check_strength
 from datadream_lib.methods.stable_diffusion import check_weights as check_sd_weights
 from datadream_lib.schema import field
 
-QUERY = "Provide a detailed caption for the image focusing on the object, knowing it's a {}."
-# The `llava_v1` conversation of the original LLaVA repository, which the authors caption with.
-SYSTEM_PROMPT = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives "
-                 "helpful, detailed, and polite answers to the human's questions.")
-CAPTIONS_FILE = "captions.jsonl"
 DRAW_BATCH = 8  # the authors' batch: its source shots drawn and captions shuffled together; the budget counts these
 DRAW_TAG, NOISE_TAG = 0xD15EF, 0xD15EF + 1  # seed words of a batch's draw and of a candidate's noise
 FILTER_COLUMNS = ("attempts", "kept_attempt", "filter_prob", "filter_passed", "unfiltered")
-LLAVA_PARAMS = 7.06e9  # LLaVA-1.5-7B, for the cost estimate
-LLAVA_PROMPT_TOKENS = 576 + 40  # the image's patch tokens and the query
-# The filter's zero-shot template per dataset (the authors' `get_prompt`), not the classifier's prompt.
-# (With the dataset names their README passes, only dtd and eurosat reach their own template; we give
-# each dataset the template written for it.)
-FILTER_TEMPLATES = {
-    "dtd": "a photo of a {} texture.",
-    "eurosat": "a centered satellite photo of a {}.",
-    "stanford_cars": "a photo of a {}, a type of car.",
-    "fgvc_aircraft": "a photo of a {}, a type of aircraft.",
-    "flowers102": "a photo of a {} flower.",
-    "oxford_pets": "a photo of a {}, a type of pet.",
-}
-FILTER_TEMPLATE = "a photo of a {}."  # every other dataset
-
-
-def filter_prompts(dataset: str, classnames: list[str]) -> list[str]:
-    return [FILTER_TEMPLATES.get(dataset, FILTER_TEMPLATE).format(name) for name in classnames]
-
-# The tiny captioner: LLaVA's classes with a 2-layer Llama and a tiny CLIP vision tower.
-TINY_LLAVA_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         image_size=32, patch_size=8)
-TINY_LLAVA_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=4, max_position_embeddings=512)
-
-
-def llava_prompt(classname: str) -> str:
-    """The authors' query in LLaVA-1.5's `llava_v1` conversation, system prompt first."""
-    return f"{SYSTEM_PROMPT} USER: <image>\n{QUERY.format(classname)} ASSISTANT:"
-
-
-def load_captioner(p, dtype=torch.float32):
-    """(model, processor) of LLaVA in eval mode on the CPU, its weights loaded in `dtype` (bf16 on a
-    GPU: 7B parameters in fp32 would peak near 28 GB): the hub id or folder `caption_model`, or the
-    tiny / full-size-vision random preset."""
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
-
-    if p.models != "pretrained":
-        tokenizer = models.clip_tokenizer()  # the real CLIP BPE vocabulary, plus LLaVA's image token
-        tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-        text = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                           eos_token_id=tokenizer.eos_token_id, **TINY_LLAVA_TEXT)
-        config = LlavaConfig(vision_config=CLIPVisionConfig(**TINY_LLAVA_VISION), text_config=text,
-                             image_token_index=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-2)
-        size = TINY_LLAVA_VISION["image_size"]
-        processor = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": size},
-                                                                      crop_size={"height": size, "width": size}),
-                                   tokenizer=tokenizer, patch_size=TINY_LLAVA_VISION["patch_size"],
-                                   vision_feature_select_strategy="default", num_additional_image_tokens=1)
-        with models.seeded(models.TINY_SEED):
-            model = LlavaForConditionalGeneration(config)
-        weights.note(weights.preset("caption_model", p.models, models.TINY_SEED))
-        return model.eval(), processor
-    from transformers import AutoProcessor
-
-    folder = caption_folder(p)
-    hub = {} if Path(p.method.caption_model).expanduser().is_dir() else {"revision": folder.name}  # the commit resolved
-    try:
-        processor = AutoProcessor.from_pretrained(p.method.caption_model, **hub, local_files_only=p.local_files_only)
-        model = LlavaForConditionalGeneration.from_pretrained(p.method.caption_model, **hub, use_safetensors=True,
-                                                              local_files_only=p.local_files_only, dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise models.model_unreachable("LLaVA", p.method.caption_model, exc, _LLAVA_HINT.format(p.method.caption_model)) from None
-    weights.note(models.describe_folder("caption_model", p.method.caption_model, folder))
-    return model.eval(), processor
-
-
-def caption_folder(p) -> Path:
-    """The captioner's folder: `caption_model` itself, or its hub cache snapshot at `caption_model_revision`."""
-    return models.check_hub_folder("LLaVA", p.method.caption_model, "caption_model", "config.json", p.local_files_only,
-                                   _LLAVA_HINT.format(p.method.caption_model), p.method.caption_model_revision)
-
-
-_LLAVA_HINT = "`hf download {} --local-dir /models/llava-1.5-7b`, then caption_model: /models/llava-1.5-7b"
-
-
-def load_filter(p):
-    """(clip, tokenizer, image size): the filter's open_clip model in fp32 on the CPU; the tiny
-    preset uses the tiny CLIP of the classifier."""
-    import open_clip
-
-    if p.models in ("tiny", "toy"):  # the classifier's CLIP (random, or the toy world's)
-        return models.load_clip(p)
-    tokenizer = open_clip.get_tokenizer(p.method.filter_model)
-    if p.models == "full_random":
-        with models.seeded(models.TINY_SEED):
-            model = open_clip.create_model(p.method.filter_model, pretrained=None)
-        weights.note(weights.preset("filter_pretrained", p.models, models.TINY_SEED))
-    else:
-        try:
-            model = open_clip.create_model(p.method.filter_model, pretrained=p.method.filter_pretrained, require_pretrained=True,
-                                           weights_only=True)
-        except Exception as exc:  # open_clip raises RuntimeError / OSError / HF errors when offline
-            raise models.model_unreachable("CLIP filter", f"{p.method.filter_model} / {p.method.filter_pretrained}", exc,
-                                           "open_clip's hf-hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K file "
-                                           "open_clip_model.safetensors, then filter_pretrained: its path") from None
-        weights.note(models.open_clip_weights(p.method.filter_model, p.method.filter_pretrained, "filter_pretrained"))
-    size = model.visual.image_size
-    return model.eval(), tokenizer, int(size[0] if isinstance(size, (tuple, list)) else size)
-
-
-def cut_to_text_encoder(caption: str, tokenizer) -> tuple[str, bool]:
-    """The caption as Stable Diffusion reads it (77 tokens with start and end), and whether it was cut."""
-    ids = tokenizer(caption, truncation=False, verbose=False).input_ids
-    limit = tokenizer.model_max_length
-    if len(ids) <= limit:
-        return caption, False
-    return tokenizer.decode(ids[1:limit - 1], skip_special_tokens=True), True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,12 +98,8 @@ class DISEF(Method):
         return self.captions()
 
     def captions(self) -> dict[tuple[int, int], dict]:
-        """(class, shot) -> its caption row, for the run's K shots. A line that is not a whole caption
-        row (torn, garbage, keys missing) counts as no caption: the adaptation stage makes it again."""
-        rows = {(r["class_index"], r["shot"]): r for r in read_jsonl(self.captions_path)
-                if isinstance(r, dict) and isinstance(r.get("class_index"), int) and isinstance(r.get("shot"), int)
-                and isinstance(r.get("prompt"), str)}
-        return {key: rows[key] for key in self._shot_keys() if key in rows}
+        """(class, shot) -> its caption row, for the run's K shots (`captions.read_captions`)."""
+        return read_captions(self.captions_path, self._shot_keys())
 
     def outdated(self, rows: list[dict]) -> list[dict]:
         """Images whose caption has changed since they were made (a caption lost and made again that
@@ -281,36 +124,8 @@ class DISEF(Method):
         have = self.captions()  # read once: the file has a row per shot (16,000 for ImageNet)
         todo = [key for key in self._shot_keys() if key not in have and (classes is None or key[0] in classes)]
         if todo:
-            self._caption(todo, progress)
+            write_captions(self.p, self.split, todo, self.captions_path, progress)
         return pd.DataFrame(sorted(self.captions().values(), key=lambda r: (r["class_index"], r["shot"])))
-
-    @torch.no_grad()
-    def _caption(self, todo: list[tuple[int, int]], progress: bool) -> None:
-        from datadream_lib.splits import load_rgb
-
-        p = self.p
-        device = models.resolve_device(p)
-        dtype = models.autocast_dtype(p, device) or torch.float32
-        model, processor = load_captioner(p, dtype)
-        models.place(model, device, dtype)
-        sd_tokenizer = models.clip_tokenizer()  # Stable Diffusion 2.1's text encoder reads CLIP BPE tokens
-        writer = JsonlWriter(self.captions_path)
-        try:
-            for c, k in progress_bar(todo, desc="captions", unit="shot", disable=not progress):
-                path = self.split.shot_order[c][k]
-                inputs = processor(images=[load_rgb(path)], text=[llava_prompt(self.split.classnames[c])],
-                                   return_tensors="pt").to(device)
-                seed = seed_of(p.seed, c, k, 0xCA9)
-                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                    torch.manual_seed(seed)
-                    out = model.generate(**inputs, do_sample=True, temperature=0.2, max_new_tokens=p.method.caption_max_tokens)
-                caption = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0].strip()
-                prompt, cut = cut_to_text_encoder(caption, sd_tokenizer)
-                writer.append({"class_index": c, "class_name": self.split.classnames[c], "shot": k, "image": path,
-                               "caption": caption, "prompt": prompt, "cut_to_77_tokens": cut, "seed": seed,
-                               "model": p.method.caption_model if p.models == "pretrained" else f"{p.models} LLaVA (random weights)"})
-        finally:
-            writer.close()
 
     # --- generation ----------------------------------------------------------------------------
     @classmethod
@@ -334,31 +149,20 @@ class DISEF(Method):
         self.sd = Generator(self.p, img2img=True, timestep_spacing=self.timestep_spacing,
                             fuse_qkv=self.p.method.synth_fuse_qkv, source_fit=self.source_fit)
         self.sd.load(images * 2)  # with its refills, DISEF makes about twice the images it keeps
-        device = models.resolve_device(self.p)
-        clip, tokenizer, self.filter_size = load_filter(self.p)
-        self.filter = clip.to(device)
-        with torch.no_grad():
-            text = self.filter.encode_text(tokenizer(filter_prompts(self.p.dataset, self.split.classnames)).to(device))
-        self.filter_text = torch.nn.functional.normalize(text.float(), dim=-1)
+        device = runtime.resolve_device(self.p)
+        self.filter = ZeroShotFilter(self.p, self.split.classnames, device)
         # the class rule's state: candidates are made in aligned blocks of `stream_batch` of a class's
         # stream, so a candidate is made in the same batch however the run was sharded or resumed
-        self.stream_batch = batch_size or models.synth_batch_size(self.p, device)
+        self.stream_batch = batch_size or runtime.synth_batch_size(self.p, device)
         listed = catalog.read_manifest(catalog.folder(self.run, self.name))
         outdated = {(r["class_index"], r["index"]) for r in self.outdated(listed)}  # their class's stream starts anew
         self._listed = {(r["class_index"], r["index"]): r for r in listed if (r["class_index"], r["index"]) not in outdated}
         self._kept: dict[tuple[int, int], int] = {}  # (class, index) -> its candidate, made in this process
         self._block: tuple = (None, None, {})  # (class, block, {candidate: (plan, image, probabilities)})
 
-    @torch.no_grad()
     def class_probabilities(self, images) -> np.ndarray:
         """The filter's zero-shot probabilities over the classes, one row per image."""
-        from datadream_lib.augmentation import test_transform
-
-        transform = test_transform(self.filter_size)
-        batch = torch.stack([transform(image) for image in images]).to(self.filter_text.device)
-        features = torch.nn.functional.normalize(self.filter.encode_image(batch).float(), dim=-1)
-        logits = self.filter.logit_scale.float().exp() * features @ self.filter_text.t()
-        return logits.softmax(-1).cpu().numpy()
+        return self.filter.probabilities(images)
 
     def generate(self, jobs: list) -> list[tuple]:
         return self._generate_by_class(jobs) if self.p.method.filter_rule == "class" else self._generate_by_image(jobs)
