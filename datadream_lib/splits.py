@@ -1,6 +1,6 @@
 """Prompts, class folders and the nested few-shot split (docs/hyperparameters.md §1, §4).
 
-The datasets themselves (files, splits, class names, prompt prefixes) are in `datasets.py`.
+The datasets themselves (files, splits, class names, prompt prefixes) are in the `datasets` package.
 `start_run` loads one, checks its images, draws the K-shot set once per run, seeded per class and
 nested (the 1-shot image is the first of the 2-shot images, and so on), and writes it to
 `split.json`; every later stage and method reads it.

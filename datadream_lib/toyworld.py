@@ -14,6 +14,7 @@ zero-shot on the target is above chance but imperfect; Stable Diffusion prompted
 draws a red shape on a dark ground, missing the look (and a classifier trained on its images learns
 the colours as the world shows them); K shots of the target can teach it (the LoRA of DataDream).
 
+`datadream_lib/datasets/generated.py` writes the target dataset from `target_image`;
 `datadream_lib/pretrain.py` trains the world's models; `models: toy` loads them through the same
 calls as SD 2.1 (`StableDiffusionPipeline.from_pretrained`) and CLIP ViT-B/16 (open_clip's
 `create_model` of a model folder). `datadream_lib/miniature.py` holds the comparisons the
@@ -23,7 +24,6 @@ miniature results are made of (benchmarks/toyworld_effects.py measures them, tes
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -191,24 +191,3 @@ def world(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
 
 
 # --- the target dataset ------------------------------------------------------------------------
-
-def make_target_dataset(root: Path) -> Path:
-    """Write the target dataset (deterministic) under root/TARGET_VERSION once; returns its folder."""
-    from datadream_lib.files import atomic_write_text
-
-    folder = Path(root) / TARGET_VERSION
-    done = folder / "COMPLETE"
-    if done.exists():
-        return folder
-    for split_index, (split, count) in enumerate(TARGET_COUNTS.items()):
-        for label, name in enumerate(TARGET_CLASSES):
-            class_folder = folder / split / name
-            class_folder.mkdir(parents=True, exist_ok=True)
-            rng = np.random.default_rng([split_index, label, 11])
-            for i in range(count):
-                target = class_folder / f"{i:03d}.png"
-                tmp = target.with_suffix(".tmp.png")
-                target_image(name, rng).save(tmp)
-                tmp.replace(target)
-    atomic_write_text(done, "toyworld target written by datadream_lib.toyworld.make_target_dataset\n")
-    return folder
