@@ -1,5 +1,5 @@
 """The miniature results (issue 18): the toy world's demo over several seeds, each method a run of
-params/toyworld.yaml, and the comparisons of `miniature.COMPARISONS` per seed with their mean, spread
+params/toyworld.yaml, and the comparisons of `effects.COMPARISONS` per seed with their mean, spread
 and minimum. The tests' margins (tests/test_toyworld.py) are set from what this measured.
 
     python benchmarks/toyworld_effects.py --seeds 0 1 2 --out benchmarks/results/toyworld_effects.json
@@ -21,17 +21,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from datadream_lib import environment, miniature, models  # noqa: E402
+from datadream_lib import environment, models  # noqa: E402
+from datadream_lib.toyworld import effects  # noqa: E402
 
 
 def run_grid(seeds, runs_root: Path, extra: list[str]) -> dict[int, list[Path]]:
     folders = {}
     for seed in seeds:
         folders[seed] = []
-        for method, settings in miniature.EFFECT_RUNS.items():
-            name = miniature.effect_run_name(method, seed)
+        for method, settings in effects.EFFECT_RUNS.items():
+            name = effects.effect_run_name(method, seed)
             started = time.time()
-            command = [sys.executable, "-m", "datadream_lib.pipeline", *miniature.effect_run_args(method, seed, runs_root, settings), *extra]
+            command = [sys.executable, "-m", "datadream_lib.pipeline", *effects.effect_run_args(method, seed, runs_root, settings), *extra]
             done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -43,14 +44,14 @@ def run_grid(seeds, runs_root: Path, extra: list[str]) -> dict[int, list[Path]]:
 def summarise(folders: dict[int, list[Path]]) -> dict:
     per_seed = {}
     for seed, runs in folders.items():
-        per_seed[seed] = miniature.seed_figures(runs)
+        per_seed[seed] = effects.seed_figures(runs)
     comparisons = {}
-    for name, larger, smaller in miniature.COMPARISONS:
-        effects = [per_seed[s][larger] - per_seed[s][smaller] for s in per_seed]
-        comparisons[name] = {"larger": larger, "smaller": smaller, "per_seed": [round(e, 4) for e in effects],
-                             "mean": round(statistics.mean(effects), 4),
-                             "std": round(statistics.stdev(effects), 4) if len(effects) > 1 else None,
-                             "min": round(min(effects), 4), "holds_every_seed": all(e > 0 for e in effects)}
+    for name, larger, smaller in effects.COMPARISONS:
+        margins = [per_seed[s][larger] - per_seed[s][smaller] for s in per_seed]
+        comparisons[name] = {"larger": larger, "smaller": smaller, "per_seed": [round(e, 4) for e in margins],
+                             "mean": round(statistics.mean(margins), 4),
+                             "std": round(statistics.stdev(margins), 4) if len(margins) > 1 else None,
+                             "min": round(min(margins), 4), "holds_every_seed": all(e > 0 for e in margins)}
     return {"per_seed": {str(s): {k: round(v, 4) for k, v in f.items()} for s, f in per_seed.items()},
             "comparisons": comparisons}
 

@@ -7,7 +7,7 @@ in three presets (parameter `models`):
                  seeded so every stage rebuilds identical weights; fully offline
     full_random  the full-size SD 2.1-base and ViT-B/16 architectures from config with random
                  weights: the real models' FLOPs and memory, for GPU checks and benchmarks
-    toy          tiny models pretrained on the toy world (datadream_lib/toyworld.py), committed under
+    toy          tiny models pretrained on the toy world (datadream_lib/toyworld/world.py), committed under
                  models/toyworld/ with their checksums, loaded through the pretrained preset's own
                  calls (`from_pretrained` of a diffusers folder, open_clip's `local-dir:`)
 
@@ -266,12 +266,12 @@ FAMILIES = {"sd21": SD21, "unclip": UNCLIP}
 
 def check_toy_weights(folder: Path = TOY_WORLD) -> dict:
     """The toy world's committed weights match the sha256 their MANIFEST.json records (written by
-    `python -m datadream_lib.pretrain`); returns the manifest."""
+    `python -m datadream_lib.toyworld.pretrain`); returns the manifest."""
     import hashlib
 
     path = Path(folder) / "MANIFEST.json"
     fix = "check out models/toyworld/ again (git checkout -- models/toyworld), or pretrain it anew with " \
-          "`python -m datadream_lib.pretrain` (about 30 minutes on 2 CPU cores)"
+          "`python -m datadream_lib.toyworld.pretrain` (about 30 minutes on 2 CPU cores)"
     if not path.exists():
         raise DataDreamError(f"the toy world's weights are missing ({path}); {fix}.")
     manifest = json.loads(path.read_text())

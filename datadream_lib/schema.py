@@ -214,7 +214,7 @@ DEMO: dict[str, Any] = {
     "ablation_shots": [1, 2],
     "ablation_settings": ["synthetic_real", "real_finetune"],
 }
-# The miniature world (datadream_lib/toyworld.py): tiny models pretrained on a generated world, a
+# The miniature world (datadream_lib/toyworld/world.py): tiny models pretrained on a generated world, a
 # target whose look that world lacks; sized so `make demo` runs every stage in a few minutes on 2 cores.
 TOYWORLD: dict[str, Any] = {
     **DEMO,

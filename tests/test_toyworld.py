@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from datadream_lib import miniature, models, params, pretrain, runs, toyworld
+from datadream_lib import models, params, runs
+from datadream_lib.toyworld import effects, pretrain
+from datadream_lib.toyworld import world as toyworld
 from datadream_lib.errors import DataDreamError
 from tests.conftest import run_pipeline_in_process, slow_fixture
 
@@ -140,7 +142,7 @@ def test_every_effect_the_measurement_can_hold_is_tested():
 
 # The runs the tested figures need: seed 0 of the measurement, only the classifier settings and the
 # stages the tests read (FID: DataDream's and the unadapted model's; adaptation: the methods that prepare).
-EFFECT_TEST_RUNS = {"datadream": (["zero_shot"], miniature.EFFECT_STAGES),
+EFFECT_TEST_RUNS = {"datadream": (["zero_shot"], effects.EFFECT_STAGES),
                     "stable_diffusion": (["synthetic"], ["synthesis", "classification", "fid"]),
                     "issynth": (["synthetic"], ["synthesis", "classification"]),
                     "disef": (["synthetic"], ["adaptation", "synthesis", "classification"])}
@@ -154,14 +156,14 @@ def effect_runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("effects")
     for method, (settings, stages) in EFFECT_TEST_RUNS.items():
-        result = run_pipeline_in_process(*miniature.effect_run_args(method, 0, root, settings, stages, data_root=root / "data"))
+        result = run_pipeline_in_process(*effects.effect_run_args(method, 0, root, settings, stages, data_root=root / "data"))
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {method: runs.Run(root / miniature.effect_run_name(method, 0)) for method in EFFECT_TEST_RUNS}
+    return {method: runs.Run(root / effects.effect_run_name(method, 0)) for method in EFFECT_TEST_RUNS}
 
 
 @pytest.fixture(scope="module")
 def effect_figures(effect_runs):
-    return miniature.seed_figures([run.dir for run in effect_runs.values()])
+    return effects.seed_figures([run.dir for run in effect_runs.values()])
 
 
 def test_the_pipeline_runs_in_the_toy_world(effect_runs):

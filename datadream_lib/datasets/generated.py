@@ -1,6 +1,6 @@
 """Datasets this project draws itself, deterministically from seeds, with fixed splits: the toy
 dataset of the demo and the tests (`toy`), and the toy world's few-shot target (`toyworld`, drawn
-by datadream_lib/toyworld.py). One writer makes both (`write_generated`), one reader reads both."""
+by datadream_lib/toyworld/world.py). One writer makes both (`write_generated`), one reader reads both."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from datadream_lib import toyworld
+from datadream_lib.toyworld import world as toyworld
 from datadream_lib.datasets.base import Splits, clean_classname, read_class_tree
 from datadream_lib.files import atomic_write_text
 from datadream_lib.runs import project_path
@@ -97,5 +97,5 @@ def make_target_dataset(root: Path) -> Path:
 
 
 def load_toyworld(p) -> Splits:
-    """The toy world's few-shot target (datadream_lib/toyworld.py), fixed splits."""
+    """The toy world's few-shot target (datadream_lib/toyworld/world.py), fixed splits."""
     return read_generated(make_target_dataset(project_path(p.data_root)), "toy world target")

@@ -15,9 +15,9 @@ draws a red shape on a dark ground, missing the look (and a classifier trained o
 the colours as the world shows them); K shots of the target can teach it (the LoRA of DataDream).
 
 `datadream_lib/datasets/generated.py` writes the target dataset from `target_image`;
-`datadream_lib/pretrain.py` trains the world's models; `models: toy` loads them through the same
+`datadream_lib/toyworld/pretrain.py` trains the world's models; `models: toy` loads them through the same
 calls as SD 2.1 (`StableDiffusionPipeline.from_pretrained`) and CLIP ViT-B/16 (open_clip's
-`create_model` of a model folder). `datadream_lib/miniature.py` holds the comparisons the
+`create_model` of a model folder). `datadream_lib/toyworld/effects.py` holds the comparisons the
 miniature results are made of (benchmarks/toyworld_effects.py measures them, tests/test_toyworld.py holds them).
 """
 

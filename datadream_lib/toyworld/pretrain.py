@@ -1,9 +1,9 @@
-"""Pretraining the toy world's models on a CPU (datadream_lib/toyworld.py draws the world): the VAE,
+"""Pretraining the toy world's models on a CPU (datadream_lib/toyworld/world.py draws the world): the VAE,
 then the text encoder with the UNet, then open_clip's CLIP, from one seed, written as fp16
 safetensors under models/toyworld/ (`models.TOY_WORLD`) with a MANIFEST.json (seed, steps, commit,
 packages, sha256 of every file), which `models.check_toy_weights` verifies before any run uses them.
 
-    python -m datadream_lib.pretrain --out models/toyworld   # about 25 minutes on 2 CPU cores
+    python -m datadream_lib.toyworld.pretrain --out models/toyworld   # about 25 minutes on 2 CPU cores
 
 Deterministic at a fixed thread count (`--threads`, 2 for the committed weights).
 """
@@ -20,8 +20,8 @@ from typing import Optional
 
 import numpy as np
 
-from datadream_lib.toyworld import (BACKGROUNDS, COLOURS, FILLS, SHAPES, SIZE, generic_image, world_caption,
-                                    world_image)
+from datadream_lib.toyworld.world import (BACKGROUNDS, COLOURS, FILLS, SHAPES, SIZE, generic_image, world_caption,
+                                          world_image)
 
 # A little larger than the random `tiny` preset (which stays for the unit tests' speed): three UNet
 # levels with cross-attention on two, a 64-wide text encoder, a ViT with 4-px patches.
@@ -261,7 +261,7 @@ def sha256(path: Path) -> str:
 def main(argv=None) -> None:
     from datadream_lib.models import TOY_WORLD
 
-    run = argparse.ArgumentParser(prog="python -m datadream_lib.pretrain",
+    run = argparse.ArgumentParser(prog="python -m datadream_lib.toyworld.pretrain",
                                   description="pretrain the toy world's tiny Stable Diffusion and CLIP from a seed")
     run.add_argument("--out", default=str(TOY_WORLD))
     run.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,4 @@
-"""The miniature results (issue 18): the runs of the toy world (datadream_lib/toyworld.py) that the
+"""The miniature results (issue 18): the runs of the toy world (datadream_lib/toyworld/world.py) that the
 measurement is made of, the figures read from them, and the comparisons of the paper's story.
 benchmarks/toyworld_effects.py measures them over seeds; tests/test_toyworld.py holds those that
 held on every seed by a margin."""
