@@ -43,19 +43,17 @@ def images(synth_method: Optional[str], variant) -> str:
     return str(synth_method)
 
 
-def row_label(synth_method: Optional[str], variant, setting: str) -> str:
-    """The Table 1 row of a classifier, by identity: its setting, and for synthetic data the name of
-    its images ("DataDream-dset, synthetic + real")."""
-    if setting not in SYNTHETIC_SETTINGS:
-        return SETTING_LABELS[setting]
-    return f"{images(synth_method, variant)}, {SETTING_LABELS[setting]}"
-
-
 def stored_row_label(setting: str, source: Optional[str]) -> str:
-    """The Table 1 row of a classifier of an old run, from the name its files stored for its images."""
+    """The Table 1 row of a classifier from the name of its images ("DataDream-dset, synthetic +
+    real"); an old run's rows are named so from the name its files stored."""
     if setting not in SYNTHETIC_SETTINGS:
         return SETTING_LABELS[setting]
     return f"{source or '?'}, {SETTING_LABELS[setting]}"
+
+
+def row_label(synth_method: Optional[str], variant, setting: str) -> str:
+    """The Table 1 row of a classifier, by identity: its setting, and for synthetic data the name of its images."""
+    return stored_row_label(setting, images(synth_method, variant))
 
 
 def key(images: str, synth_method: Optional[str], variant) -> str:
