@@ -399,11 +399,11 @@ def fit(model: CLIPClassifier, trainable, p, real_items, synth_items, val_loader
 
 
 def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, progress: bool = True,
-                       variant=None, options: ClassifierOptions = ClassifierOptions(),
+                       options: ClassifierOptions = ClassifierOptions(),
                        synth_shots: Optional[list] = None, curves: Optional[tracking.Curves] = None) -> dict:
     """One classifier setting, start to finish; the test split is read once, by the selected model.
-    `variant`: with `synth_method`, the synthetic images' identity (naming.py names them); `options`: what the
-    images' method asks of the classifier (off by default: Table 1's shared classifier);
+    The metrics name the synthetic images by identity (`synth_method`, `variant`: naming.py names
+    them). `options`: what the images' method asks of the classifier (off by default: Table 1's shared classifier);
     `synth_shots`: each synthetic image's source shot (for a replacement by the shot's own images);
     `curves`: where the training curves and the test top-1 go as they are made (tracking.py)."""
     device = runtime.resolve_device(p)
@@ -438,7 +438,8 @@ def train_and_evaluate(p, setting: str, split: FewShotSplit, synth_items: list, 
         curves.scalar("classifier/test_top1", accuracy(preds, labels), best_epoch)
     return {
         "setting": setting, "dataset": split.dataset, "seed": p.seed, "shots": p.shots,
-        "synth_method": p.synth_method if synth else None, "variant": variant if synth else None,
+        "synth_method": p.synth_method if synth else None,
+        "variant": methods.METHODS[p.synth_method].variant(p) if synth else None,
         "images_per_class": (len(synth) // len(split.classnames)) if synth else 0,
         "top1": accuracy(preds, labels), "per_class": per_class_accuracy(preds, labels, split.classnames),
         "val_top1": val_top1, "best_epoch": best_epoch, "selected_on": "val", "test_evaluations": 1,
@@ -490,7 +491,7 @@ def classify(p, run: Run, split: FewShotSplit, progress: bool = True, settings: 
             synth = [(row["file"], row["class_index"]) for row in rows]
             shots = [row.get("source_shot") for row in rows]
         with tracking.curves(p.tracking, run.dir if the_stage else None, f"classification/{setting}") as curves:
-            results[setting] = train_and_evaluate(p, setting, split, synth or [], progress, methods.METHODS[p.synth_method].variant(p),
+            results[setting] = train_and_evaluate(p, setting, split, synth or [], progress,
                                                   methods.METHODS[p.synth_method].classifier_options(p),
                                                   shots if synth else None, curves)
         results[setting]["weights"] = run.weights  # the classifier's CLIP (weights/<id>.json)

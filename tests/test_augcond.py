@@ -226,14 +226,14 @@ def test_the_classifier_options_are_off_by_default_and_change_training_when_on(d
         params.from_dict({"base": "paper", "synth_method": method}))
     synth = split.train[:4 * 8]  # stand-in images (made from shot index mod K, as DA-Fusion's rows say)
     shots = [i % 4 for i in range(len(synth))]
-    off = classification.train_and_evaluate(p, "synthetic_real", split, synth, False, "x", options, shots)
+    off = classification.train_and_evaluate(p, "synthetic_real", split, synth, False, options, shots)
     on_p = p.replace(clf_replace_real=0.5)
-    on = classification.train_and_evaluate(on_p, "synthetic_real", split, synth, False, "x",
+    on = classification.train_and_evaluate(on_p, "synthetic_real", split, synth, False,
                                            methods.METHODS[method].classifier_options(on_p), shots)
     assert off["replace_real"] == 0.0 and on["replace_real"] == 0.5
     assert on["replace_from"] == {"dafusion": "shot", "augcond": "class"}[method]
     assert on["history"][0]["losses"] != off["history"][0]["losses"]
-    again = classification.train_and_evaluate(p, "synthetic_real", split, synth, False, "x", options, shots)
+    again = classification.train_and_evaluate(p, "synthetic_real", split, synth, False, options, shots)
     assert again["history"][0]["losses"] == off["history"][0]["losses"]  # off is the shared classifier, seeded
 
 
